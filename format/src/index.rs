@@ -1,0 +1,531 @@
+//! Index files: written once when a segment is sealed, then read through mmap.
+//!
+//! An index file is a header, a section table and sections. Each section carries its own CRC32
+//! in the table; the table and the header carry theirs. The engine verifies everything once
+//! when it first maps the file.
+
+use crate::cursor::Cursor;
+use crate::{verify_crc32, FormatError, FORMAT_VERSION};
+
+pub const INDEX_MAGIC: [u8; 8] = *b"ECHOLIDX";
+pub const INDEX_HEADER_LEN: usize = 64;
+pub const SECTION_ENTRY_LEN: usize = 24;
+/// Sections in one index file (a named limit so a corrupt count cannot make us loop).
+pub const SECTIONS_MAX: u32 = 64;
+
+pub const SECTION_BLOCKS: u32 = 1;
+pub const SECTION_TS: u32 = 2;
+pub const SECTION_ENTITIES: u32 = 3;
+pub const SECTION_KINDS: u32 = 4;
+pub const SECTION_TAGS: u32 = 5;
+pub const SECTION_MINUTES: u32 = 6;
+pub const SECTION_IDS: u32 = 7;
+
+pub const BLOCK_ENTRY_LEN: usize = 32;
+pub const ID_ENTRY_LEN: usize = 12;
+/// Longest dictionary key, bytes (tags and entities are at most 256).
+pub const DICT_KEY_BYTES_MAX: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexHeader {
+    pub base_seq: u64,
+    pub record_count: u32,
+    pub block_count: u32,
+    /// Length of the segment file this index describes, bytes.
+    pub segment_len: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+/// One block's entry in the block table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// Byte offset of the block header in the segment file.
+    pub offset: u64,
+    /// Ordinal (seq - base_seq) of the block's first record.
+    pub first_ordinal: u32,
+    pub count: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+}
+
+/// Assembles an index file from sections.
+pub struct IndexWriter {
+    header: IndexHeader,
+    sections: Vec<(u32, Vec<u8>)>,
+}
+
+impl IndexWriter {
+    pub fn new(header: IndexHeader) -> Self {
+        IndexWriter {
+            header,
+            sections: Vec::new(),
+        }
+    }
+
+    pub fn add_section(&mut self, id: u32, bytes: Vec<u8>) {
+        assert!(
+            self.sections.iter().all(|(i, _)| *i != id),
+            "section {id} added twice"
+        );
+        assert!((self.sections.len() as u32) < SECTIONS_MAX);
+        self.sections.push((id, bytes));
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        let table_len = self.sections.len() * SECTION_ENTRY_LEN + 4;
+        let data_len: usize = self.sections.iter().map(|(_, b)| b.len()).sum();
+        let mut out = Vec::with_capacity(INDEX_HEADER_LEN + table_len + data_len);
+        let h = &self.header;
+        out.extend_from_slice(&INDEX_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
+        out.extend_from_slice(&h.base_seq.to_le_bytes());
+        out.extend_from_slice(&h.record_count.to_le_bytes());
+        out.extend_from_slice(&h.block_count.to_le_bytes());
+        out.extend_from_slice(&h.segment_len.to_le_bytes());
+        out.extend_from_slice(&h.min_ts.to_le_bytes());
+        out.extend_from_slice(&h.max_ts.to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+        let crc = crate::crc32(&out[0..60]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(out.len(), INDEX_HEADER_LEN);
+        let mut offset = (INDEX_HEADER_LEN + table_len) as u64;
+        let table_start = out.len();
+        for (id, bytes) in &self.sections {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&crate::crc32(bytes).to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            offset += bytes.len() as u64;
+        }
+        let crc = crate::crc32(&out[table_start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        for (_, bytes) in &self.sections {
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+}
+
+/// A parsed, fully checksummed index file borrowed from its bytes.
+#[derive(Debug, Clone)]
+pub struct IndexView<'a> {
+    pub header: IndexHeader,
+    sections: Vec<(u32, &'a [u8])>,
+}
+
+impl<'a> IndexView<'a> {
+    /// Parses and verifies every checksum in the file.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        const WHAT: &str = "index header";
+        if bytes.len() < INDEX_HEADER_LEN {
+            return Err(FormatError::Truncated {
+                what: WHAT,
+                needed: INDEX_HEADER_LEN as u64,
+                available: bytes.len() as u64,
+            });
+        }
+        let mut c = Cursor::new(WHAT, &bytes[..INDEX_HEADER_LEN]);
+        let magic: [u8; 8] = c.array()?;
+        if magic != INDEX_MAGIC {
+            return Err(FormatError::BadMagic { what: WHAT });
+        }
+        let stored = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
+        verify_crc32(WHAT, stored, &bytes[0..60])?;
+        let version = c.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                what: WHAT,
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let section_count = c.u32()?;
+        if section_count > SECTIONS_MAX {
+            return Err(FormatError::LimitExceeded {
+                what: "index section_count",
+                value: u64::from(section_count),
+                max: u64::from(SECTIONS_MAX),
+            });
+        }
+        let header = IndexHeader {
+            base_seq: c.u64()?,
+            record_count: c.u32()?,
+            block_count: c.u32()?,
+            segment_len: c.u64()?,
+            min_ts: c.i64()?,
+            max_ts: c.i64()?,
+        };
+        let table_len = section_count as usize * SECTION_ENTRY_LEN;
+        let mut t = Cursor::new("index section table", &bytes[INDEX_HEADER_LEN..]);
+        let table = t.take(table_len)?;
+        let table_crc = t.u32()?;
+        verify_crc32("index section table", table_crc, table)?;
+        let mut tc = Cursor::new("index section table", table);
+        let mut sections = Vec::with_capacity(section_count as usize);
+        for _ in 0..section_count {
+            let id = tc.u32()?;
+            let crc = tc.u32()?;
+            let offset = tc.u64()?;
+            let len = tc.u64()?;
+            let end = offset
+                .checked_add(len)
+                .filter(|e| *e <= bytes.len() as u64)
+                .ok_or(FormatError::Truncated {
+                    what: "index section",
+                    needed: offset.saturating_add(len),
+                    available: bytes.len() as u64,
+                })?;
+            let data = &bytes[offset as usize..end as usize];
+            verify_crc32("index section", crc, data)?;
+            sections.push((id, data));
+        }
+        Ok(IndexView { header, sections })
+    }
+
+    /// The section's bytes, or an empty slice when the file has no such section.
+    pub fn section(&self, id: u32) -> &'a [u8] {
+        self.sections
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, b)| *b)
+            .unwrap_or(&[])
+    }
+
+    pub fn has_section(&self, id: u32) -> bool {
+        self.sections.iter().any(|(i, _)| *i == id)
+    }
+}
+
+pub fn encode_block_table(entries: &[BlockEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * BLOCK_ENTRY_LEN);
+    for e in entries {
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.first_ordinal.to_le_bytes());
+        out.extend_from_slice(&e.count.to_le_bytes());
+        out.extend_from_slice(&e.min_ts.to_le_bytes());
+        out.extend_from_slice(&e.max_ts.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes the block table and checks it against the header: blocks contiguous in ordinals,
+/// covering exactly `record_count` records, offsets increasing and inside the segment.
+pub fn decode_block_table(
+    bytes: &[u8],
+    header: &IndexHeader,
+) -> Result<Vec<BlockEntry>, FormatError> {
+    const WHAT: &str = "index block table";
+    if bytes.len() != header.block_count as usize * BLOCK_ENTRY_LEN {
+        return Err(FormatError::invalid(
+            WHAT,
+            "length does not match block_count",
+        ));
+    }
+    let mut c = Cursor::new(WHAT, bytes);
+    let mut out = Vec::with_capacity(header.block_count as usize);
+    let mut next_ordinal = 0u32;
+    let mut last_offset = 0u64;
+    for _ in 0..header.block_count {
+        let e = BlockEntry {
+            offset: c.u64()?,
+            first_ordinal: c.u32()?,
+            count: c.u32()?,
+            min_ts: c.i64()?,
+            max_ts: c.i64()?,
+        };
+        if e.first_ordinal != next_ordinal
+            || e.count == 0
+            || e.offset < last_offset
+            || e.offset >= header.segment_len
+        {
+            return Err(FormatError::invalid(WHAT, "blocks are not contiguous"));
+        }
+        next_ordinal = next_ordinal
+            .checked_add(e.count)
+            .ok_or_else(|| FormatError::invalid(WHAT, "ordinal overflow"))?;
+        last_offset = e.offset;
+        out.push(e);
+    }
+    if next_ordinal != header.record_count {
+        return Err(FormatError::invalid(
+            WHAT,
+            "blocks do not cover record_count",
+        ));
+    }
+    Ok(out)
+}
+
+/// A dictionary section: sorted byte keys, each with an opaque value (a serialized roaring
+/// bitmap of record ordinals).
+pub fn encode_dict<'k, I>(entries: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = (&'k [u8], Vec<u8>)>,
+{
+    let entries: Vec<(&[u8], Vec<u8>)> = entries.into_iter().collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    let offsets_at = out.len();
+    out.resize(offsets_at + 4 * entries.len(), 0);
+    let mut prev: Option<&[u8]> = None;
+    for (i, (key, value)) in entries.iter().enumerate() {
+        assert!(
+            prev.is_none_or(|p| p < *key),
+            "dictionary keys must be sorted and unique"
+        );
+        assert!(key.len() <= DICT_KEY_BYTES_MAX);
+        prev = Some(key);
+        let off = u32::try_from(out.len()).expect("dictionary section under 4 GiB");
+        out[offsets_at + 4 * i..offsets_at + 4 * i + 4].copy_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// Read access to a dictionary section without parsing all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct DictView<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> DictView<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        if bytes.is_empty() {
+            return Ok(DictView { bytes, count: 0 });
+        }
+        let mut c = Cursor::new("index dictionary", bytes);
+        let count = c.u32()? as usize;
+        if count.checked_mul(4).is_none_or(|n| n > c.remaining()) {
+            return Err(FormatError::invalid(
+                "index dictionary",
+                "count larger than the section",
+            ));
+        }
+        Ok(DictView { bytes, count })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The `i`th entry, bounds-checked.
+    pub fn entry(&self, i: usize) -> Result<(&'a [u8], &'a [u8]), FormatError> {
+        const WHAT: &str = "index dictionary entry";
+        if i >= self.count {
+            return Err(FormatError::invalid(WHAT, "index out of range"));
+        }
+        let at = 4 + 4 * i;
+        let off = u32::from_le_bytes([
+            self.bytes[at],
+            self.bytes[at + 1],
+            self.bytes[at + 2],
+            self.bytes[at + 3],
+        ]) as usize;
+        if off > self.bytes.len() {
+            return Err(FormatError::invalid(WHAT, "offset past the section"));
+        }
+        let mut c = Cursor::new(WHAT, &self.bytes[off..]);
+        let klen = c.u16()? as usize;
+        if klen > DICT_KEY_BYTES_MAX {
+            return Err(FormatError::LimitExceeded {
+                what: "index dictionary key",
+                value: klen as u64,
+                max: DICT_KEY_BYTES_MAX as u64,
+            });
+        }
+        let key = c.take(klen)?;
+        let vlen = c.u32()? as usize;
+        let value = c.take(vlen)?;
+        Ok((key, value))
+    }
+
+    /// Binary search for `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&'a [u8]>, FormatError> {
+        let (mut lo, mut hi) = (0usize, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (k, v) = self.entry(mid)?;
+            match k.cmp(key) {
+                std::cmp::Ordering::Equal => return Ok(Some(v)),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Dictionary key for a minute bucket: the bucket's start ts with the sign bit flipped, big
+/// endian, so that byte order equals numeric order.
+pub fn minute_key(start_ts: i64) -> [u8; 8] {
+    ((start_ts as u64) ^ (1u64 << 63)).to_be_bytes()
+}
+
+pub fn minute_from_key(key: &[u8]) -> Result<i64, FormatError> {
+    let arr: [u8; 8] = key
+        .try_into()
+        .map_err(|_| FormatError::invalid("minute key", "not 8 bytes"))?;
+    Ok((u64::from_be_bytes(arr) ^ (1u64 << 63)) as i64)
+}
+
+/// The id section: (64-bit hash of the id, ordinal) pairs sorted by hash.
+pub fn encode_ids(pairs: &mut [(u64, u32)]) -> Vec<u8> {
+    pairs.sort_unstable();
+    let mut out = Vec::with_capacity(pairs.len() * ID_ENTRY_LEN);
+    for (h, o) in pairs.iter() {
+        out.extend_from_slice(&h.to_le_bytes());
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IdsView<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> IdsView<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        if bytes.len() % ID_ENTRY_LEN != 0 {
+            return Err(FormatError::invalid(
+                "index ids",
+                "length not a multiple of 12",
+            ));
+        }
+        Ok(IdsView { bytes })
+    }
+
+    fn at(&self, i: usize) -> (u64, u32) {
+        let b = &self.bytes[i * ID_ENTRY_LEN..(i + 1) * ID_ENTRY_LEN];
+        let mut h = [0u8; 8];
+        h.copy_from_slice(&b[..8]);
+        (
+            u64::from_le_bytes(h),
+            u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        )
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len() / ID_ENTRY_LEN
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Ordinals whose id hashes to `hash` (usually zero or one).
+    pub fn lookup(&self, hash: u64) -> Vec<u32> {
+        let n = self.len();
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.at(mid).0 < hash {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut out = Vec::new();
+        while lo < n && self.at(lo).0 == hash {
+            out.push(self.at(lo).1);
+            lo += 1;
+        }
+        out
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        (0..self.len()).map(|i| self.at(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> IndexHeader {
+        IndexHeader {
+            base_seq: 5,
+            record_count: 3,
+            block_count: 1,
+            segment_len: 500,
+            min_ts: 1,
+            max_ts: 9,
+        }
+    }
+
+    fn sample() -> Vec<u8> {
+        let mut w = IndexWriter::new(header());
+        w.add_section(
+            SECTION_BLOCKS,
+            encode_block_table(&[BlockEntry {
+                offset: 32,
+                first_ordinal: 0,
+                count: 3,
+                min_ts: 1,
+                max_ts: 9,
+            }]),
+        );
+        w.add_section(
+            SECTION_ENTITIES,
+            encode_dict(vec![
+                (&b"a"[..], vec![1, 2]),
+                (&b"b"[..], vec![]),
+                (&b"c"[..], vec![3]),
+            ]),
+        );
+        w.add_section(SECTION_IDS, encode_ids(&mut [(9, 1), (3, 0), (9, 2)]));
+        w.finish()
+    }
+
+    #[test]
+    fn index_round_trips() {
+        let bytes = sample();
+        let v = IndexView::parse(&bytes).unwrap();
+        assert_eq!(v.header, header());
+        let blocks = decode_block_table(v.section(SECTION_BLOCKS), &v.header).unwrap();
+        assert_eq!(blocks.len(), 1);
+        let d = DictView::parse(v.section(SECTION_ENTITIES)).unwrap();
+        assert_eq!(d.get(b"a").unwrap(), Some(&[1u8, 2][..]));
+        assert_eq!(d.get(b"b").unwrap(), Some(&[][..]));
+        assert_eq!(d.get(b"c").unwrap(), Some(&[3u8][..]));
+        assert_eq!(d.get(b"d").unwrap(), None);
+        assert_eq!(d.get(b"").unwrap(), None);
+        let ids = IdsView::parse(v.section(SECTION_IDS)).unwrap();
+        assert_eq!(ids.lookup(9), vec![1, 2]);
+        assert_eq!(ids.lookup(3), vec![0]);
+        assert!(ids.lookup(4).is_empty());
+        assert!(v.section(SECTION_TAGS).is_empty());
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected() {
+        let good = sample();
+        for i in 0..good.len() * 8 {
+            let mut b = good.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(IndexView::parse(&b).is_err(), "bit {i}");
+        }
+        for cut in 0..good.len() {
+            assert!(IndexView::parse(&good[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn minute_keys_sort_numerically() {
+        let mut v = vec![-120_000i64, -60_000, 0, 60_000, i64::MIN, i64::MAX];
+        let mut keys: Vec<_> = v.iter().map(|t| minute_key(*t)).collect();
+        keys.sort();
+        v.sort();
+        let back: Vec<i64> = keys.iter().map(|k| minute_from_key(k).unwrap()).collect();
+        assert_eq!(back, v);
+    }
+}

@@ -1,0 +1,41 @@
+//! Byte layout of echolog's files: segment headers, blocks, records and index files.
+//!
+//! This crate only encodes and decodes bytes and checks checksums: it opens no files and starts
+//! no threads. Every decoder treats its input as untrusted: arbitrary bytes produce an error,
+//! never a panic, and never an allocation larger than the named limits in [`limits`].
+//!
+//! The layout itself is documented in `docs/format.md` (and only there, so that comments in code
+//! cannot drift from it).
+
+pub mod block;
+pub mod cursor;
+pub mod error;
+pub mod index;
+pub mod limits;
+pub mod record;
+pub mod segment_header;
+
+pub use error::FormatError;
+
+/// Version of every file format in this crate. Bumped on any layout change; files with another
+/// version are rejected with [`FormatError::UnsupportedVersion`].
+pub const FORMAT_VERSION: u32 = 1;
+
+/// CRC32 (IEEE, as computed by crc32fast) of `bytes`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// Checks `bytes` against `expected`, returning the typed mismatch error.
+pub fn verify_crc32(what: &'static str, expected: u32, bytes: &[u8]) -> Result<(), FormatError> {
+    let got = crc32(bytes);
+    if got == expected {
+        Ok(())
+    } else {
+        Err(FormatError::ChecksumMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
+}
