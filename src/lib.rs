@@ -1,1 +1,31 @@
+//! echolog: a segmented, zstd-compressed, append-only event store.
+//!
+//! The engine is synchronous: [`Store`] is `Send + Sync` and cheap to clone; appends from many
+//! threads share one write and one fdatasync (group commit). See `docs/architecture.md` for how
+//! an append and a read flow through the modules.
 
+mod block_cache;
+pub mod count;
+mod dir;
+mod error;
+mod event;
+#[doc(hidden)]
+pub mod fault;
+mod history;
+mod mem_index;
+mod options;
+mod scan;
+mod segment;
+mod store;
+mod tombstones;
+mod writer;
+
+pub use count::{Bucket, BucketCount, CountQuery, CountResult};
+pub use error::{Error, Result};
+pub use event::{Event, StoredEvent, RESERVED_KIND_PREFIX};
+pub use options::{Options, SyncPolicy};
+pub use store::{HistoryQuery, OpenReport, Stats, Store};
+pub use tombstones::{
+    KIND_DELETE, KIND_DELETE_SEQS, KIND_RESTORE, REASON_TAG_PREFIX, TOMBSTONES_FILE,
+};
+pub use writer::AppendOutcome;

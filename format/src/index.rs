@@ -112,7 +112,8 @@ impl IndexWriter {
 #[derive(Debug, Clone)]
 pub struct IndexView<'a> {
     pub header: IndexHeader,
-    sections: Vec<(u32, &'a [u8])>,
+    bytes: &'a [u8],
+    sections: Vec<(u32, std::ops::Range<usize>)>,
 }
 
 impl<'a> IndexView<'a> {
@@ -177,11 +178,15 @@ impl<'a> IndexView<'a> {
                     needed: offset.saturating_add(len),
                     available: bytes.len() as u64,
                 })?;
-            let data = &bytes[offset as usize..end as usize];
-            verify_crc32("index section", crc, data)?;
-            sections.push((id, data));
+            let range = offset as usize..end as usize;
+            verify_crc32("index section", crc, &bytes[range.clone()])?;
+            sections.push((id, range));
         }
-        Ok(IndexView { header, sections })
+        Ok(IndexView {
+            header,
+            bytes,
+            sections,
+        })
     }
 
     /// The section's bytes, or an empty slice when the file has no such section.
@@ -189,8 +194,13 @@ impl<'a> IndexView<'a> {
         self.sections
             .iter()
             .find(|(i, _)| *i == id)
-            .map(|(_, b)| *b)
+            .map(|(_, r)| &self.bytes[r.clone()])
             .unwrap_or(&[])
+    }
+
+    /// Byte ranges of the sections within the parsed bytes, to keep after verification.
+    pub fn section_ranges(&self) -> &[(u32, std::ops::Range<usize>)] {
+        &self.sections
     }
 
     pub fn has_section(&self, id: u32) -> bool {

@@ -14,6 +14,7 @@ pub mod index;
 pub mod limits;
 pub mod record;
 pub mod segment_header;
+pub mod tombstone_file;
 
 pub use error::FormatError;
 

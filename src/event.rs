@@ -1,0 +1,182 @@
+//! Events as appended and as read back, and their validation against DESIGN.md's limits.
+
+use echolog_format::limits::{
+    ENTITY_BYTES_MAX, ID_BYTES_MAX, KIND_BYTES_MAX, TAGS_COUNT_MAX, TAG_BYTES_MAX,
+};
+use echolog_format::record::RecordRef;
+
+use crate::error::Error;
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    /// The history key, e.g. `product:123`.
+    pub entity: String,
+    /// What happened, e.g. `price_changed`. Kinds starting with `$` are reserved.
+    pub kind: String,
+    /// Event time, ms since the Unix epoch; 0 means "the server's time at append".
+    pub ts: i64,
+    /// `key:value` tags, e.g. `tenant:t42`, kept in order.
+    pub tags: Vec<String>,
+    /// Opaque bytes, usually JSON.
+    pub payload: Vec<u8>,
+    /// Idempotency key.
+    pub id: Option<String>,
+}
+
+/// An event as stored, with its seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Event,
+    /// Seq of the tombstone that deleted this event, 0 when live.
+    pub deleted_by: u64,
+}
+
+impl StoredEvent {
+    pub(crate) fn from_record(seq: u64, r: &RecordRef<'_>) -> Self {
+        StoredEvent {
+            seq,
+            event: Event {
+                entity: r.entity.to_owned(),
+                kind: r.kind.to_owned(),
+                ts: r.ts,
+                tags: r.tags().map(str::to_owned).collect(),
+                payload: r.payload.to_vec(),
+                id: if r.id.is_empty() {
+                    None
+                } else {
+                    Some(r.id.to_owned())
+                },
+            },
+            deleted_by: 0,
+        }
+    }
+}
+
+/// Prefix of reserved kinds (tombstones, restores).
+pub const RESERVED_KIND_PREFIX: char = '$';
+
+/// Upper bound of one event's encoded size, bytes, used for batch-size accounting.
+pub(crate) fn encoded_len_max(e: &Event) -> usize {
+    let tags: usize = e.tags.iter().map(|t| t.len() + 10).sum();
+    e.entity.len()
+        + e.kind.len()
+        + 8
+        + tags
+        + 10
+        + e.payload.len()
+        + 10
+        + e.id.as_ref().map_or(0, |i| i.len())
+        + 30
+}
+
+fn check_text(
+    index: usize,
+    field: &str,
+    value: &str,
+    max: usize,
+    no_control: bool,
+) -> Result<(), Error> {
+    if value.is_empty() || value.len() > max {
+        return Err(Error::invalid(format!(
+            "event {index}: {field} must be 1..={max} bytes, got {}",
+            value.len()
+        )));
+    }
+    if no_control && value.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "event {index}: {field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates one user-supplied event (reserved kinds are refused: only the store writes them).
+pub(crate) fn validate_event(
+    index: usize,
+    e: &Event,
+    payload_bytes_max: usize,
+) -> Result<(), Error> {
+    check_text(index, "entity", &e.entity, ENTITY_BYTES_MAX, true)?;
+    check_text(index, "kind", &e.kind, KIND_BYTES_MAX, true)?;
+    if e.kind.starts_with(RESERVED_KIND_PREFIX) {
+        return Err(Error::invalid(format!(
+            "event {index}: kind {:?} starts with '$', which is reserved for the store's own records",
+            e.kind
+        )));
+    }
+    if e.tags.len() > TAGS_COUNT_MAX {
+        return Err(Error::invalid(format!(
+            "event {index}: tags: at most {TAGS_COUNT_MAX} tags, got {}",
+            e.tags.len()
+        )));
+    }
+    for (t, tag) in e.tags.iter().enumerate() {
+        check_text(index, &format!("tags[{t}]"), tag, TAG_BYTES_MAX, true)?;
+    }
+    if e.payload.len() > payload_bytes_max {
+        return Err(Error::invalid(format!(
+            "event {index}: payload must be at most {payload_bytes_max} bytes, got {}",
+            e.payload.len()
+        )));
+    }
+    if let Some(id) = &e.id {
+        check_text(index, "id", id, ID_BYTES_MAX, true)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Event {
+        Event {
+            entity: "product:1".into(),
+            kind: "price_changed".into(),
+            ts: 5,
+            tags: vec!["tenant:t1".into()],
+            payload: b"{}".to_vec(),
+            id: Some("x".into()),
+        }
+    }
+
+    #[test]
+    fn every_field_limit_is_enforced_and_named() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut Event)>)> = vec![
+            ("entity", Box::new(|e| e.entity.clear())),
+            ("entity", Box::new(|e| e.entity = "x".repeat(257))),
+            ("entity", Box::new(|e| e.entity = "a\nb".into())),
+            ("kind", Box::new(|e| e.kind.clear())),
+            ("kind", Box::new(|e| e.kind = "k".repeat(129))),
+            ("kind", Box::new(|e| e.kind = "$delete".into())),
+            ("tags", Box::new(|e| e.tags = vec!["t".into(); 33])),
+            ("tags[0]", Box::new(|e| e.tags = vec![String::new()])),
+            (
+                "tags[1]",
+                Box::new(|e| e.tags = vec!["a".into(), "t".repeat(257)]),
+            ),
+            ("payload", Box::new(|e| e.payload = vec![0; 1025])),
+            ("id", Box::new(|e| e.id = Some(String::new()))),
+            ("id", Box::new(|e| e.id = Some("i".repeat(129)))),
+        ];
+        assert!(validate_event(0, &ok(), 1024).is_ok());
+        for (field, f) in cases {
+            let mut e = ok();
+            f(&mut e);
+            let msg = validate_event(3, &e, 1024).unwrap_err().to_string();
+            assert!(
+                msg.contains(field) && msg.contains("event 3"),
+                "{field}: {msg}"
+            );
+        }
+        let mut e = ok();
+        e.entity = "x".repeat(256);
+        e.kind = "k".repeat(128);
+        e.tags = vec!["t".repeat(256); 32];
+        e.payload = vec![1; 1024];
+        e.id = Some("i".repeat(128));
+        assert!(validate_event(0, &e, 1024).is_ok(), "limits are inclusive");
+    }
+}

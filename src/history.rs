@@ -1,0 +1,164 @@
+//! `history`: one entity's events, through the per-segment entity postings.
+//!
+//! Per segment, the entity's ordinals come from its postings (a roaring bitmap in a sealed
+//! segment's index, a vector in the active one), are filtered by seq and by the ts column, and
+//! only then are the blocks holding survivors read: a segment or block without the entity's
+//! events is never decompressed.
+
+use echolog_format::index::SECTION_ENTITIES;
+
+use crate::error::Result;
+use crate::event::StoredEvent;
+use crate::store::{in_range, HistoryQuery, Store};
+use crate::tombstones::{Tombstones, REASON_TAG_PREFIX};
+
+/// What to do with one stored event given the query; None drops it.
+pub(crate) fn present(
+    mut ev: StoredEvent,
+    include_deleted: bool,
+    tomb: &Tombstones,
+) -> Option<StoredEvent> {
+    let reserved = ev
+        .event
+        .kind
+        .starts_with(crate::event::RESERVED_KIND_PREFIX);
+    if !include_deleted {
+        return (!reserved && ev.deleted_by == 0).then_some(ev);
+    }
+    if ev.deleted_by != 0 {
+        if let Some(reason) = tomb.reason(ev.deleted_by) {
+            ev.event.tags.push(format!("{REASON_TAG_PREFIX}{reason}"));
+        }
+    }
+    Some(ev)
+}
+
+pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent>> {
+    let view = store.view();
+    let inner = &store.inner;
+    let want = if q.limit == 0 {
+        usize::MAX
+    } else {
+        q.limit as usize
+    };
+    let mut out = Vec::new();
+    // Seq bounds: forward wants seq > after_seq; reverse wants seq < after_seq (0: no bound).
+    let seq_ok = |seq: u64| {
+        if q.reverse {
+            q.after_seq == 0 || seq < q.after_seq
+        } else {
+            seq > q.after_seq
+        }
+    };
+    let tomb = inner.tombstones.read().unwrap_or_else(|p| p.into_inner());
+    let ts_overlaps =
+        |min: i64, max: i64| q.from_ts.is_none_or(|f| max >= f) && q.to_ts.is_none_or(|t| min < t);
+
+    // The active segment is the newest: first in reverse, last forward.
+    let active_part = |out: &mut Vec<StoredEvent>| -> Result<()> {
+        let a = &view.active;
+        let ords: Vec<u32> = {
+            let idx = a.index();
+            match idx.entities.get(q.entity.as_str()) {
+                None => return Ok(()),
+                Some(v) => v
+                    .iter()
+                    .copied()
+                    .filter(|o| {
+                        seq_ok(a.base_seq + u64::from(*o))
+                            && in_range(idx.ts[*o as usize], q.from_ts, q.to_ts)
+                    })
+                    .collect(),
+            }
+        };
+        let mut push = |ord: u32| -> Result<bool> {
+            if let Some(ev) = present(inner.active_event(a, ord, &tomb)?, q.include_deleted, &tomb)
+            {
+                out.push(ev);
+            }
+            Ok(out.len() >= want)
+        };
+        if q.reverse {
+            for o in ords.into_iter().rev() {
+                if push(o)? {
+                    break;
+                }
+            }
+        } else {
+            for o in ords {
+                if push(o)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    };
+
+    let sealed_part = |seg: &crate::segment::SealedSegment,
+                       out: &mut Vec<StoredEvent>|
+     -> Result<()> {
+        // Skip segments entirely outside the seq bound without loading them.
+        if q.reverse {
+            if q.after_seq != 0 && seg.base_seq >= q.after_seq {
+                return Ok(());
+            }
+        } else if seg.end_seq <= q.after_seq + 1 {
+            return Ok(());
+        }
+        let l = seg.load()?;
+        if l.record_count() == 0 || !ts_overlaps(l.header.min_ts, l.header.max_ts) {
+            return Ok(());
+        }
+        let Some(bm) = l.bitmap(SECTION_ENTITIES, q.entity.as_bytes())? else {
+            return Ok(());
+        };
+        let base = l.header.base_seq;
+        let keep = |o: &u32| seq_ok(base + u64::from(*o)) && in_range(l.ts(*o), q.from_ts, q.to_ts);
+        let mut push = |ord: u32| -> Result<bool> {
+            if let Some(ev) = present(
+                inner.sealed_event(&l, ord, &tomb)?,
+                q.include_deleted,
+                &tomb,
+            ) {
+                out.push(ev);
+            }
+            Ok(out.len() >= want)
+        };
+        if q.reverse {
+            for o in bm.iter().rev().filter(keep) {
+                if push(o)? {
+                    break;
+                }
+            }
+        } else {
+            for o in bm.iter().filter(keep) {
+                if push(o)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    };
+
+    if q.reverse {
+        active_part(&mut out)?;
+        for seg in view.sealed.iter().rev() {
+            if out.len() >= want {
+                break;
+            }
+            sealed_part(seg, &mut out)?;
+        }
+    } else {
+        for seg in &view.sealed {
+            if out.len() >= want {
+                break;
+            }
+            sealed_part(seg, &mut out)?;
+        }
+        if out.len() < want {
+            active_part(&mut out)?;
+        }
+    }
+    out.truncate(want);
+    Ok(out)
+}

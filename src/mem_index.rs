@@ -1,0 +1,211 @@
+//! The in-memory index of one segment: built while appending to the active segment (and while
+//! scanning a segment at open or for a rebuild), turned into an index file when sealing.
+//!
+//! Postings are plain `Vec<u32>` of record ordinals while appending: a push is far cheaper than
+//! a roaring insert into one of 100k bitmaps. They become roaring bitmaps once, at seal time.
+
+use echolog_format::index::{
+    encode_block_table, encode_dict, encode_ids, minute_key, BlockEntry, IndexHeader, IndexWriter,
+    SECTION_BLOCKS, SECTION_ENTITIES, SECTION_IDS, SECTION_KINDS, SECTION_MINUTES, SECTION_TAGS,
+    SECTION_TS,
+};
+use echolog_format::record::RecordRef;
+use roaring::RoaringBitmap;
+use rustc_hash::FxHashMap;
+
+/// Width of the finest time bucket kept in indexes, ms.
+pub const MINUTE_MS: i64 = 60_000;
+
+pub fn minute_of(ts: i64) -> i64 {
+    ts.div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// Stable 64-bit hash of an idempotency key (xxh3, seed 0): persisted in index files.
+pub fn id_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// A block of the active segment: its table entry and its length in the file.
+#[derive(Debug, Clone, Copy)]
+pub struct MemBlock {
+    pub entry: BlockEntry,
+    pub len: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct MemIndex {
+    pub base_seq: u64,
+    pub blocks: Vec<MemBlock>,
+    pub ts: Vec<i64>,
+    pub entities: FxHashMap<Box<str>, Vec<u32>>,
+    pub kinds: FxHashMap<Box<str>, Vec<u32>>,
+    pub tags: FxHashMap<Box<str>, Vec<u32>>,
+    pub minutes: FxHashMap<i64, Vec<u32>>,
+    /// id hash -> first ordinal with that hash; later ordinals with the same hash (a hash
+    /// collision between different ids) go to `id_collisions`.
+    pub ids: FxHashMap<u64, u32>,
+    pub id_collisions: Vec<(u64, u32)>,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// Bytes of the segment file covered by `blocks` (header included).
+    pub len: u64,
+    /// Decompressed record bytes.
+    pub raw_bytes: u64,
+}
+
+fn push(map: &mut FxHashMap<Box<str>, Vec<u32>>, key: &str, ord: u32) {
+    if let Some(v) = map.get_mut(key) {
+        v.push(ord);
+    } else {
+        map.insert(key.into(), vec![ord]);
+    }
+}
+
+impl MemIndex {
+    pub fn new(base_seq: u64, header_len: u64) -> Self {
+        MemIndex {
+            base_seq,
+            len: header_len,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            ..Default::default()
+        }
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.ts.len() as u32
+    }
+
+    /// Seq one past the last record.
+    pub fn end_seq(&self) -> u64 {
+        self.base_seq + self.ts.len() as u64
+    }
+
+    /// Adds the next record; its ordinal is the current record count.
+    pub fn add_record(&mut self, r: &RecordRef<'_>) {
+        self.add(r.entity, r.kind, r.ts, r.tags(), r.id);
+    }
+
+    /// Adds the next record from its fields.
+    pub fn add<'t>(
+        &mut self,
+        entity: &str,
+        kind: &str,
+        ts: i64,
+        tags: impl Iterator<Item = &'t str>,
+        id: &str,
+    ) {
+        let ord = self.record_count();
+        self.ts.push(ts);
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+        push(&mut self.entities, entity, ord);
+        push(&mut self.kinds, kind, ord);
+        for t in tags {
+            // A tag repeated on one event is posted once.
+            if self.tags.get(t).and_then(|v| v.last()) != Some(&ord) {
+                push(&mut self.tags, t, ord);
+            }
+        }
+        self.minutes.entry(minute_of(ts)).or_default().push(ord);
+        if !id.is_empty() {
+            let h = id_hash(id);
+            if let Some(_first) = self.ids.get(&h) {
+                self.id_collisions.push((h, ord));
+            } else {
+                self.ids.insert(h, ord);
+            }
+        }
+    }
+
+    pub fn add_block(&mut self, block: MemBlock) {
+        debug_assert_eq!(block.entry.offset, self.len);
+        self.len += u64::from(block.len);
+        self.blocks.push(block);
+    }
+
+    /// Ordinals whose id hashes like `id` (candidates: the caller compares the stored id).
+    pub fn id_candidates(&self, hash: u64) -> Vec<u32> {
+        let mut out: Vec<u32> = self.ids.get(&hash).copied().into_iter().collect();
+        out.extend(
+            self.id_collisions
+                .iter()
+                .filter(|(h, _)| *h == hash)
+                .map(|(_, o)| *o),
+        );
+        out
+    }
+
+    /// Index of the block holding `ord`.
+    pub fn block_of(&self, ord: u32) -> Option<usize> {
+        let i = self
+            .blocks
+            .partition_point(|b| b.entry.first_ordinal <= ord);
+        let i = i.checked_sub(1)?;
+        let e = &self.blocks[i].entry;
+        (ord < e.first_ordinal + e.count).then_some(i)
+    }
+
+    /// The index file for this segment, as sealed.
+    pub fn to_index_file(&self) -> Vec<u8> {
+        let (min_ts, max_ts) = if self.ts.is_empty() {
+            (0, 0)
+        } else {
+            (self.min_ts, self.max_ts)
+        };
+        let header = IndexHeader {
+            base_seq: self.base_seq,
+            record_count: self.record_count(),
+            block_count: self.blocks.len() as u32,
+            segment_len: self.len,
+            min_ts,
+            max_ts,
+        };
+        let mut w = IndexWriter::new(header);
+        let entries: Vec<BlockEntry> = self.blocks.iter().map(|b| b.entry).collect();
+        w.add_section(SECTION_BLOCKS, encode_block_table(&entries));
+        let mut ts = Vec::with_capacity(self.ts.len() * 8);
+        for t in &self.ts {
+            ts.extend_from_slice(&t.to_le_bytes());
+        }
+        w.add_section(SECTION_TS, ts);
+        w.add_section(SECTION_ENTITIES, str_dict(&self.entities));
+        w.add_section(SECTION_KINDS, str_dict(&self.kinds));
+        w.add_section(SECTION_TAGS, str_dict(&self.tags));
+        let mut minutes: Vec<(i64, &Vec<u32>)> =
+            self.minutes.iter().map(|(k, v)| (*k, v)).collect();
+        minutes.sort_unstable_by_key(|(k, _)| *k);
+        let keys: Vec<[u8; 8]> = minutes.iter().map(|(k, _)| minute_key(*k)).collect();
+        w.add_section(
+            SECTION_MINUTES,
+            encode_dict(
+                keys.iter()
+                    .zip(&minutes)
+                    .map(|(k, (_, v))| (&k[..], bitmap_bytes(v))),
+            ),
+        );
+        let mut ids: Vec<(u64, u32)> = self.ids.iter().map(|(h, o)| (*h, *o)).collect();
+        ids.extend_from_slice(&self.id_collisions);
+        w.add_section(SECTION_IDS, encode_ids(&mut ids));
+        w.finish()
+    }
+}
+
+/// Serialized roaring bitmap of sorted ordinals.
+pub fn bitmap_bytes(sorted: &[u32]) -> Vec<u8> {
+    let bm = RoaringBitmap::from_sorted_iter(sorted.iter().copied())
+        .unwrap_or_else(|_| sorted.iter().copied().collect());
+    let mut out = Vec::with_capacity(bm.serialized_size());
+    // Writing into a Vec cannot fail.
+    let _ = bm.serialize_into(&mut out);
+    out
+}
+
+fn str_dict(map: &FxHashMap<Box<str>, Vec<u32>>) -> Vec<u8> {
+    let mut keys: Vec<(&Box<str>, &Vec<u32>)> = map.iter().collect();
+    keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    encode_dict(
+        keys.into_iter()
+            .map(|(k, v)| (k.as_bytes(), bitmap_bytes(v))),
+    )
+}

@@ -1,0 +1,141 @@
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// When appended data is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// fdatasync before every acknowledgement (group commit shares one fsync). The default:
+    /// an acknowledged event survives power loss.
+    Always,
+    /// fdatasync at most every interval (on the next append or by a background flusher): a
+    /// crash of the machine may lose up to that much acknowledged data. A process crash loses
+    /// nothing, the OS still has the pages.
+    Interval(Duration),
+    /// Never fdatasync (the OS writes back when it likes): tests and bulk loads only.
+    Never,
+}
+
+impl FromStr for SyncPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "always" => Ok(SyncPolicy::Always),
+            "never" => Ok(SyncPolicy::Never),
+            _ => {
+                let ms = s
+                    .strip_prefix("interval:")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .filter(|ms| *ms > 0 && *ms <= 60_000)
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "sync: {s:?} is not one of always, never, interval:<ms> (1..=60000)"
+                        ))
+                    })?;
+                Ok(SyncPolicy::Interval(Duration::from_millis(ms)))
+            }
+        }
+    }
+}
+
+/// Store configuration. `Options::default()` is the production default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sync: SyncPolicy,
+    /// A segment is sealed once it reaches this size.
+    pub segment_size_bytes_max: u64,
+    /// Target decompressed size of one block; a block is cut at the first record boundary
+    /// past it. Smaller blocks make history reads cheaper, larger ones compress better.
+    pub block_raw_bytes_target: usize,
+    /// zstd level for block bodies (1 is fast and compresses JSON ~4-5x).
+    pub zstd_level: i32,
+    /// Bytes of decompressed blocks kept in memory.
+    pub block_cache_bytes_max: u64,
+    /// Payload size limit (DESIGN.md: default 1 MiB).
+    pub payload_bytes_max: usize,
+    /// Events in one append batch.
+    pub batch_events_max: usize,
+    /// Encoded bytes of one append batch.
+    pub batch_bytes_max: usize,
+    /// Test hook that makes writes or fsyncs fail.
+    #[doc(hidden)]
+    pub fault: Option<crate::fault::FaultHook>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sync: SyncPolicy::Always,
+            segment_size_bytes_max: 32 * 1024 * 1024,
+            block_raw_bytes_target: 64 * 1024,
+            zstd_level: 1,
+            block_cache_bytes_max: 256 * 1024 * 1024,
+            payload_bytes_max: 1024 * 1024,
+            batch_events_max: 100_000,
+            batch_bytes_max: 16 * 1024 * 1024,
+            fault: None,
+        }
+    }
+}
+
+/// Limits on options themselves, so a typo cannot make a store unusable.
+pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4096;
+pub const SEGMENT_SIZE_BYTES_LIMIT: u64 = 1 << 30;
+
+impl Options {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        use echolog_format::limits::{BLOCK_RAW_BYTES_MAX, PAYLOAD_BYTES_MAX};
+        if !(SEGMENT_SIZE_BYTES_MIN..=SEGMENT_SIZE_BYTES_LIMIT)
+            .contains(&self.segment_size_bytes_max)
+        {
+            return Err(Error::invalid(format!(
+                "segment_size_bytes_max: {} is outside {SEGMENT_SIZE_BYTES_MIN}..={SEGMENT_SIZE_BYTES_LIMIT}",
+                self.segment_size_bytes_max
+            )));
+        }
+        if self.block_raw_bytes_target == 0 || self.block_raw_bytes_target > BLOCK_RAW_BYTES_MAX / 2
+        {
+            return Err(Error::invalid(format!(
+                "block_raw_bytes_target: must be 1..={}",
+                BLOCK_RAW_BYTES_MAX / 2
+            )));
+        }
+        if self.payload_bytes_max > PAYLOAD_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "payload_bytes_max: {} exceeds the format's limit {PAYLOAD_BYTES_MAX}",
+                self.payload_bytes_max
+            )));
+        }
+        // One batch must fit in blocks of at most BLOCK_RAW_BYTES_MAX, and a single record
+        // always fits: payload <= 16 MiB plus fields < 32 MiB.
+        if self.batch_events_max == 0 || self.batch_bytes_max == 0 {
+            return Err(Error::invalid(
+                "batch_events_max and batch_bytes_max must be > 0",
+            ));
+        }
+        if !(-7..=22).contains(&self.zstd_level) {
+            return Err(Error::invalid("zstd_level: must be -7..=22"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_policy_parses_and_rejects_garbage() {
+        assert_eq!("always".parse::<SyncPolicy>().unwrap(), SyncPolicy::Always);
+        assert_eq!("never".parse::<SyncPolicy>().unwrap(), SyncPolicy::Never);
+        assert_eq!(
+            "interval:50".parse::<SyncPolicy>().unwrap(),
+            SyncPolicy::Interval(Duration::from_millis(50))
+        );
+        for bad in ["", "interval:", "interval:0", "interval:x", "sometimes"] {
+            let e = bad.parse::<SyncPolicy>().unwrap_err().to_string();
+            assert!(e.contains("sync"), "{e}");
+        }
+    }
+}

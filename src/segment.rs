@@ -1,0 +1,392 @@
+//! Segments as readers see them: the active segment (an in-memory index over a file still
+//! being appended to) and sealed segments (immutable files read through mmap, with an index
+//! file loaded on first use).
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
+
+use echolog_format::block::{BlockHeader, BLOCK_HEADER_LEN};
+use echolog_format::index::{
+    decode_block_table, BlockEntry, DictView, IdsView, IndexHeader, IndexView, SECTION_BLOCKS,
+    SECTION_IDS, SECTION_TS,
+};
+use echolog_format::segment_header::SegmentHeader;
+use echolog_format::FormatError;
+use memmap2::Mmap;
+use roaring::RoaringBitmap;
+
+use crate::block_cache::DecodedBlock;
+use crate::dir::{index_name, segment_name, write_atomic};
+use crate::error::{Error, Result};
+use crate::mem_index::MemIndex;
+use crate::scan::scan_segment;
+
+/// The segment currently appended to.
+pub struct ActiveSegment {
+    pub base_seq: u64,
+    pub path: PathBuf,
+    file: File,
+    pub index: RwLock<MemIndex>,
+}
+
+impl ActiveSegment {
+    pub fn new(base_seq: u64, path: PathBuf, file: File, index: MemIndex) -> Self {
+        ActiveSegment {
+            base_seq,
+            path,
+            file,
+            index: RwLock::new(index),
+        }
+    }
+
+    /// The committed index. A poisoned lock means a writer panicked mid-update; the index is
+    /// append-only, so what it holds is still a committed prefix.
+    pub fn index(&self) -> RwLockReadGuard<'_, MemIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn read_block(&self, block: usize) -> Result<DecodedBlock> {
+        let b = self
+            .index()
+            .blocks
+            .get(block)
+            .copied()
+            .ok_or_else(|| Error::Inconsistent(format!("active block {block} out of range")))?;
+        let mut buf = vec![0u8; b.len as usize];
+        self.file
+            .read_exact_at(&mut buf, b.entry.offset)
+            .map_err(|e| Error::io(&self.path, e))?;
+        DecodedBlock::decode(
+            &buf,
+            self.base_seq + u64::from(b.entry.first_ordinal),
+            b.entry.count,
+        )
+        .map_err(|source| Error::Corruption {
+            file: self.path.clone(),
+            offset: b.entry.offset,
+            source,
+        })
+    }
+}
+
+/// Bytes of an index file: mapped, or held in memory after a rebuild whose write failed.
+enum IndexBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for IndexBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            IndexBytes::Mapped(m) => m,
+            IndexBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A sealed segment, mapped and with its index verified.
+pub struct LoadedSegment {
+    pub seg_path: PathBuf,
+    pub idx_path: PathBuf,
+    seg: Mmap,
+    idx: IndexBytes,
+    pub header: IndexHeader,
+    pub blocks: Vec<BlockEntry>,
+    sections: Vec<(u32, Range<usize>)>,
+    raw_bytes: OnceLock<u64>,
+}
+
+impl LoadedSegment {
+    pub fn section(&self, id: u32) -> &[u8] {
+        self.sections
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, r)| &self.idx[r.clone()])
+            .unwrap_or(&[])
+    }
+
+    fn idx_corrupt(&self, source: FormatError) -> Error {
+        Error::Corruption {
+            file: self.idx_path.clone(),
+            offset: 0,
+            source,
+        }
+    }
+
+    pub fn record_count(&self) -> u32 {
+        self.header.record_count
+    }
+
+    /// Event time of the record at `ord` (checked at load: the column has one i64 per record).
+    pub fn ts(&self, ord: u32) -> i64 {
+        let s = self.section(SECTION_TS);
+        let at = ord as usize * 8;
+        match s.get(at..at + 8) {
+            Some(b) => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            None => 0,
+        }
+    }
+
+    /// The bitmap stored under `key` in dictionary `section`.
+    pub fn bitmap(&self, section: u32, key: &[u8]) -> Result<Option<RoaringBitmap>> {
+        let dict = DictView::parse(self.section(section)).map_err(|e| self.idx_corrupt(e))?;
+        match dict.get(key).map_err(|e| self.idx_corrupt(e))? {
+            None => Ok(None),
+            Some(bytes) => RoaringBitmap::deserialize_from(bytes)
+                .map(Some)
+                .map_err(|e| {
+                    self.idx_corrupt(FormatError::Invalid {
+                        what: "roaring bitmap",
+                        reason: e.to_string(),
+                    })
+                }),
+        }
+    }
+
+    pub fn dict(&self, section: u32) -> Result<DictView<'_>> {
+        DictView::parse(self.section(section)).map_err(|e| self.idx_corrupt(e))
+    }
+
+    pub fn ids(&self) -> Result<IdsView<'_>> {
+        IdsView::parse(self.section(SECTION_IDS)).map_err(|e| self.idx_corrupt(e))
+    }
+
+    /// Number of the block holding `ord`.
+    pub fn block_of(&self, ord: u32) -> Option<usize> {
+        let i = self
+            .blocks
+            .partition_point(|b| b.first_ordinal <= ord)
+            .checked_sub(1)?;
+        let e = &self.blocks[i];
+        (ord < e.first_ordinal + e.count).then_some(i)
+    }
+
+    pub fn read_block(&self, block: usize) -> Result<DecodedBlock> {
+        let e = self
+            .blocks
+            .get(block)
+            .ok_or_else(|| Error::Inconsistent(format!("sealed block {block} out of range")))?;
+        let end = self
+            .blocks
+            .get(block + 1)
+            .map_or(self.header.segment_len, |n| n.offset);
+        let bytes = self
+            .seg
+            .get(e.offset as usize..end as usize)
+            .ok_or_else(|| Error::Corruption {
+                file: self.seg_path.clone(),
+                offset: e.offset,
+                source: FormatError::Truncated {
+                    what: "sealed block",
+                    needed: end,
+                    available: self.seg.len() as u64,
+                },
+            })?;
+        DecodedBlock::decode(
+            bytes,
+            self.header.base_seq + u64::from(e.first_ordinal),
+            e.count,
+        )
+        .map_err(|source| Error::Corruption {
+            file: self.seg_path.clone(),
+            offset: e.offset,
+            source,
+        })
+    }
+
+    /// Decompressed record bytes, summed from the block headers (computed once).
+    pub fn raw_bytes(&self) -> u64 {
+        *self.raw_bytes.get_or_init(|| {
+            self.blocks
+                .iter()
+                .filter_map(|b| {
+                    self.seg
+                        .get(b.offset as usize..b.offset as usize + BLOCK_HEADER_LEN)
+                })
+                .filter_map(|h| BlockHeader::decode(h).ok())
+                .map(|h| u64::from(h.raw_len))
+                .sum()
+        })
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        self.seg.len() as u64 + self.idx.len() as u64
+    }
+}
+
+/// A sealed segment: immutable data file plus index file, loaded on first use so that opening
+/// the store reads none of it.
+pub struct SealedSegment {
+    pub base_seq: u64,
+    /// One past the last seq (the next segment's base).
+    pub end_seq: u64,
+    dir: PathBuf,
+    loaded: OnceLock<Result<Arc<LoadedSegment>, Arc<Error>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SharedError(pub Arc<Error>);
+
+impl SealedSegment {
+    pub fn new(dir: &Path, base_seq: u64, end_seq: u64) -> Self {
+        SealedSegment {
+            base_seq,
+            end_seq,
+            dir: dir.to_path_buf(),
+            loaded: OnceLock::new(),
+        }
+    }
+
+    pub fn seg_path(&self) -> PathBuf {
+        self.dir.join(segment_name(self.base_seq))
+    }
+
+    pub fn idx_path(&self) -> PathBuf {
+        self.dir.join(index_name(self.base_seq))
+    }
+
+    /// Maps the segment and its index, verifying every checksum of the index (once).
+    pub fn load(&self) -> Result<Arc<LoadedSegment>> {
+        match self
+            .loaded
+            .get_or_init(|| self.load_inner().map(Arc::new).map_err(Arc::new))
+        {
+            Ok(l) => Ok(l.clone()),
+            Err(e) => Err(Error::Shared(SharedError(e.clone()))),
+        }
+    }
+
+    fn load_inner(&self) -> Result<LoadedSegment> {
+        let seg_path = self.seg_path();
+        let idx_path = self.idx_path();
+        let seg = map_file(&seg_path)?;
+        SegmentHeader::decode(&seg).map_err(|source| Error::Corruption {
+            file: seg_path.clone(),
+            offset: 0,
+            source,
+        })?;
+        match map_file(&idx_path) {
+            Ok(m) => match self.check_index(&m, seg.len() as u64) {
+                Ok((header, blocks, sections)) => {
+                    return Ok(LoadedSegment {
+                        seg_path,
+                        idx_path,
+                        seg,
+                        idx: IndexBytes::Mapped(m),
+                        header,
+                        blocks,
+                        sections,
+                        raw_bytes: OnceLock::new(),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(file = %idx_path.display(), error = %e, "index file is corrupt; rebuilding it from its segment");
+                }
+            },
+            Err(e) => {
+                tracing::warn!(file = %idx_path.display(), error = %e, "index file is unreadable or missing; rebuilding it from its segment");
+            }
+        }
+        let bytes = self.rebuild_index(&seg)?;
+        let idx = match write_atomic(&self.dir, &index_name(self.base_seq), &bytes) {
+            Ok(()) => map_file(&idx_path)
+                .map(IndexBytes::Mapped)
+                .unwrap_or(IndexBytes::Owned(bytes)),
+            Err(e) => {
+                tracing::warn!(file = %idx_path.display(), error = %e, "could not write the rebuilt index; keeping it in memory");
+                IndexBytes::Owned(bytes)
+            }
+        };
+        let (header, blocks, sections) =
+            self.check_index(&idx, seg.len() as u64)
+                .map_err(|source| Error::Corruption {
+                    file: idx_path.clone(),
+                    offset: 0,
+                    source,
+                })?;
+        Ok(LoadedSegment {
+            seg_path,
+            idx_path,
+            seg,
+            idx,
+            header,
+            blocks,
+            sections,
+            raw_bytes: OnceLock::new(),
+        })
+    }
+
+    /// Scans the whole segment (every block checksummed) and builds its index file bytes.
+    pub fn rebuild_index(&self, seg: &[u8]) -> Result<Vec<u8>> {
+        let seg_path = self.seg_path();
+        let scan = scan_segment(seg, self.base_seq).map_err(|source| Error::Corruption {
+            file: seg_path.clone(),
+            offset: 0,
+            source,
+        })?;
+        if let Some((offset, source)) = scan.stopped {
+            return Err(Error::Corruption {
+                file: seg_path,
+                offset,
+                source,
+            });
+        }
+        if scan.index.end_seq() != self.end_seq {
+            return Err(Error::Inconsistent(format!(
+                "{} holds seqs {}..{}, but the next segment starts at {}",
+                seg_path.display(),
+                self.base_seq,
+                scan.index.end_seq(),
+                self.end_seq
+            )));
+        }
+        tracing::info!(file = %seg_path.display(), records = scan.index.record_count(), "rebuilt index from segment");
+        Ok(scan.index.to_index_file())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn check_index(
+        &self,
+        bytes: &[u8],
+        seg_len: u64,
+    ) -> Result<(IndexHeader, Vec<BlockEntry>, Vec<(u32, Range<usize>)>), FormatError> {
+        let view = IndexView::parse(bytes)?;
+        let h = view.header;
+        let expect_count = self.end_seq - self.base_seq;
+        if h.base_seq != self.base_seq
+            || u64::from(h.record_count) != expect_count
+            || h.segment_len != seg_len
+        {
+            return Err(FormatError::Invalid {
+                what: "index header",
+                reason: format!(
+                    "describes base {} with {} records over {} bytes; the segment has base {} with {} records over {} bytes",
+                    h.base_seq, h.record_count, h.segment_len, self.base_seq, expect_count, seg_len
+                ),
+            });
+        }
+        let blocks = decode_block_table(view.section(SECTION_BLOCKS), &h)?;
+        if view.section(SECTION_TS).len() != h.record_count as usize * 8 {
+            return Err(FormatError::Invalid {
+                what: "index ts column",
+                reason: "length does not match record_count".into(),
+            });
+        }
+        Ok((h, blocks, view.section_ranges().to_vec()))
+    }
+}
+
+fn map_file(path: &Path) -> Result<Mmap> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: only sealed segment files and index files are mapped. Both were fsynced and
+    // renamed into place before being mapped, and the store never writes, truncates or
+    // unlinks them while an Arc<LoadedSegment> (which owns the map) is alive; the directory
+    // lock keeps other echolog processes out. Every byte read through the map is still
+    // bounds-checked and checksummed, so outside tampering yields errors, not wrong answers.
+    unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))
+}

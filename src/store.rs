@@ -1,0 +1,807 @@
+//! The store: open and recovery, the public API, and the snapshot readers work on.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use echolog_format::segment_header::SEGMENT_HEADER_LEN;
+use echolog_format::tombstone_file::{
+    decode_tombstones, encode_tombstones, TombstoneEntry, REASON_BYTES_MAX, TOMBSTONE_SEQS_MAX,
+    TYPE_DELETE_ENTITY, TYPE_DELETE_SEQS, TYPE_RESTORE,
+};
+
+use crate::block_cache::{BlockCache, DecodedBlock};
+use crate::dir::{self, index_name, write_atomic, DirLock};
+use crate::error::{Error, Result};
+use crate::event::{encoded_len_max, validate_event, Event, StoredEvent};
+use crate::fault::FaultInjector;
+use crate::options::{Options, SyncPolicy};
+use crate::scan::scan_segment;
+use crate::segment::{ActiveSegment, LoadedSegment, SealedSegment};
+use crate::tombstones::{
+    entry_to_record, record_to_entry, Tombstones, RESERVED_KINDS, TOMBSTONES_FILE,
+};
+use crate::writer::{create_segment, open_segment_files, AppendOutcome, Queue, Writer};
+
+/// An immutable snapshot of the segment list. Readers clone the Arc and never block the
+/// writer for longer than that clone.
+pub struct View {
+    pub sealed: Vec<Arc<SealedSegment>>,
+    pub active: Arc<ActiveSegment>,
+}
+
+/// What `open` did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub sealed_segments: usize,
+    /// Bytes read from data files while opening (the active segment, the tombstone file, and
+    /// any repair work).
+    pub bytes_read: u64,
+    /// Of those, bytes of sealed segments or their indexes (0 unless something was repaired).
+    pub sealed_bytes_read: u64,
+    /// Bytes cut from a torn tail of the active segment.
+    pub truncated_bytes: u64,
+    pub temp_files_removed: usize,
+    pub unknown_files: Vec<PathBuf>,
+    pub indexes_rebuilt: usize,
+}
+
+/// Store-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records stored, tombstones included.
+    pub events: u64,
+    pub last_seq: u64,
+    pub segments: u32,
+    pub disk_bytes: u64,
+    /// Decompressed record bytes.
+    pub raw_bytes: u64,
+    pub tombstones: u64,
+    pub block_cache_bytes: u64,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub opts: Options,
+    _lock: DirLock,
+    pub view: RwLock<Arc<View>>,
+    pub writer: Mutex<Writer>,
+    pub queue: Mutex<Queue>,
+    pub queue_cv: Condvar,
+    pub cache: BlockCache,
+    pub tombstones: RwLock<Tombstones>,
+    poisoned: Mutex<Option<String>>,
+    last_seq: AtomicU64,
+    commit_lock: Mutex<()>,
+    commit_cv: Condvar,
+    pub fault: Option<Arc<dyn FaultInjector>>,
+    open_report: OpenReport,
+    /// Deleted ordinals per sealed segment (by base seq), with the tombstone generation they
+    /// were computed for.
+    pub deleted_cache: Mutex<rustc_hash::FxHashMap<u64, (u64, Arc<roaring::RoaringBitmap>)>>,
+}
+
+/// A handle to an open store. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Parameters of a history query.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    pub entity: String,
+    pub from_ts: Option<i64>,
+    pub to_ts: Option<i64>,
+    /// Forward: only seqs above it. Reverse: only seqs below it (0: from the newest).
+    pub after_seq: u64,
+    /// 0 means no limit.
+    pub limit: u32,
+    pub reverse: bool,
+    pub include_deleted: bool,
+}
+
+pub(crate) fn check_range(from_ts: Option<i64>, to_ts: Option<i64>) -> Result<()> {
+    if let (Some(f), Some(t)) = (from_ts, to_ts) {
+        if f > t {
+            return Err(Error::invalid(format!(
+                "from_ts ({f}) must not be greater than to_ts ({t})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn in_range(ts: i64, from_ts: Option<i64>, to_ts: Option<i64>) -> bool {
+    from_ts.is_none_or(|f| ts >= f) && to_ts.is_none_or(|t| ts < t)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = dir::lock(&dir)?;
+        let mut report = OpenReport::default();
+        let listing = dir::list(&dir)?;
+        for t in &listing.temp_files {
+            fs::remove_file(t).map_err(|e| Error::io(t, e))?;
+            tracing::warn!(file = %t.display(), "removed leftover temporary file");
+            report.temp_files_removed += 1;
+        }
+        for u in &listing.unknown {
+            tracing::warn!(file = %u.display(), "file in the data directory is not echolog's; leaving it alone");
+        }
+        report.unknown_files = listing.unknown.clone();
+        let mut segments = listing.segments.clone();
+        if segments.is_empty() {
+            let (_, active) = create_segment(&dir, 1)?;
+            drop(active);
+            segments.push(1);
+        }
+        let active_base = segments[segments.len() - 1];
+        for idx in &listing.indexes {
+            if *idx == active_base {
+                // A seal that did not finish: the segment is still the active one.
+                let p = dir.join(index_name(*idx));
+                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                tracing::warn!(file = %p.display(), "removed the index of the active segment (an unfinished seal)");
+            } else if !segments.contains(idx) {
+                tracing::warn!(file = %dir.join(index_name(*idx)).display(), "index file without a segment");
+                report.unknown_files.push(dir.join(index_name(*idx)));
+            }
+        }
+        // Sealed segments: nothing is read, unless an index is missing.
+        let mut sealed = Vec::with_capacity(segments.len() - 1);
+        for w in segments.windows(2) {
+            let s = Arc::new(SealedSegment::new(&dir, w[0], w[1]));
+            if !listing.indexes.contains(&w[0]) {
+                tracing::warn!(file = %s.idx_path().display(), "index file missing; rebuilding it from its segment");
+                let l = s.load()?;
+                report.sealed_bytes_read += l.disk_bytes();
+                report.indexes_rebuilt += 1;
+            }
+            sealed.push(s);
+        }
+        report.sealed_segments = sealed.len();
+        // The active segment: scan, cut a torn tail, rebuild its index in memory.
+        let path = dir.join(dir::segment_name(active_base));
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| Error::io(&path, e))?;
+        report.bytes_read += bytes.len() as u64;
+        let scan = scan_segment(&bytes, active_base).map_err(|source| Error::Corruption {
+            file: path.clone(),
+            offset: 0,
+            source,
+        })?;
+        if let Some(at) = scan.corrupt_at {
+            let (_, source) = scan.stopped.expect("corrupt_at implies stopped");
+            return Err(Error::Corruption {
+                file: path,
+                offset: at,
+                source,
+            });
+        }
+        let (wf, rf) = open_segment_files(&path)?;
+        if scan.valid_len < bytes.len() as u64 {
+            let cut = bytes.len() as u64 - scan.valid_len;
+            let why = scan
+                .stopped
+                .as_ref()
+                .map(|(_, e)| e.to_string())
+                .unwrap_or_else(|| "unfinished commit".into());
+            wf.set_len(scan.valid_len)
+                .and_then(|()| wf.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+            tracing::warn!(file = %path.display(), bytes = cut, offset = scan.valid_len, reason = %why, "truncated the torn tail of the active segment");
+            report.truncated_bytes = cut;
+        }
+        drop(bytes);
+        let next_seq = scan.index.end_seq();
+        let len = scan.valid_len;
+        debug_assert!(len >= SEGMENT_HEADER_LEN as u64);
+        let active = Arc::new(ActiveSegment::new(active_base, path, rf, scan.index));
+        let writer = Writer::new(wf, active.clone(), len, next_seq, opts.zstd_level)?;
+        let inner = Arc::new(Inner {
+            cache: BlockCache::new(opts.block_cache_bytes_max),
+            fault: opts.fault.clone().map(|h| h.0),
+            dir,
+            _lock: lock,
+            view: RwLock::new(Arc::new(View { sealed, active })),
+            writer: Mutex::new(writer),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            tombstones: RwLock::new(Tombstones::default()),
+            poisoned: Mutex::new(None),
+            last_seq: AtomicU64::new(next_seq - 1),
+            commit_lock: Mutex::new(()),
+            commit_cv: Condvar::new(),
+            opts,
+            open_report: OpenReport::default(),
+            deleted_cache: Mutex::new(Default::default()),
+        });
+        let tomb_bytes = inner.load_tombstones(active_base)?;
+        report.bytes_read += tomb_bytes;
+        report.bytes_read += report.sealed_bytes_read;
+        let mut inner = inner;
+        if let Some(i) = Arc::get_mut(&mut inner) {
+            i.open_report = report;
+        }
+        if let SyncPolicy::Interval(d) = inner.opts.sync {
+            spawn_flusher(Arc::downgrade(&inner), d);
+        }
+        tracing::info!(dir = %inner.dir.display(), last_seq = next_seq - 1, "store open");
+        Ok(Store { inner })
+    }
+
+    pub fn open_report(&self) -> &OpenReport {
+        &self.inner.open_report
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// Appends a batch atomically. Every event is validated first; on any error nothing is
+    /// stored and the error names the event index, the field and the limit.
+    pub fn append(&self, events: Vec<Event>) -> Result<AppendOutcome> {
+        let opts = &self.inner.opts;
+        if events.is_empty() {
+            return Ok(AppendOutcome {
+                seqs: Vec::new(),
+                duplicates: 0,
+            });
+        }
+        if events.len() > opts.batch_events_max {
+            return Err(Error::TooLarge(format!(
+                "events: a batch holds at most {} events, got {}",
+                opts.batch_events_max,
+                events.len()
+            )));
+        }
+        let mut bytes = 0usize;
+        for (i, e) in events.iter().enumerate() {
+            validate_event(i, e, opts.payload_bytes_max)?;
+            bytes += encoded_len_max(e);
+        }
+        if bytes > opts.batch_bytes_max {
+            return Err(Error::TooLarge(format!(
+                "events: a batch holds at most {} bytes, got about {bytes}",
+                opts.batch_bytes_max
+            )));
+        }
+        self.inner.append_queued(events)
+    }
+
+    /// Soft-deletes: with `seqs`, exactly those events; otherwise every event of `entity`
+    /// below the tombstone. Returns the tombstone's seq.
+    pub fn delete(&self, entity: &str, seqs: &[u64], reason: &str) -> Result<u64> {
+        if reason.len() > REASON_BYTES_MAX || reason.chars().any(char::is_control) {
+            return Err(Error::invalid(format!(
+                "reason: at most {REASON_BYTES_MAX} bytes without control characters, got {} bytes",
+                reason.len()
+            )));
+        }
+        let entry = if seqs.is_empty() {
+            check_entity(entity)?;
+            TombstoneEntry {
+                kind: TYPE_DELETE_ENTITY,
+                seq: 0,
+                entity: entity.to_owned(),
+                reason: reason.to_owned(),
+                seqs: Vec::new(),
+            }
+        } else {
+            if seqs.len() > TOMBSTONE_SEQS_MAX {
+                return Err(Error::invalid(format!(
+                    "seqs: at most {TOMBSTONE_SEQS_MAX} per delete, got {}",
+                    seqs.len()
+                )));
+            }
+            if !entity.is_empty() {
+                check_entity(entity)?;
+            }
+            let mut sorted = seqs.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            for s in &sorted {
+                match self.get(*s)? {
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "seqs: {s} does not exist (last seq is {})",
+                            self.last_seq()
+                        )))
+                    }
+                    Some(ev) if RESERVED_KINDS.contains(&ev.event.kind.as_str()) => {
+                        return Err(Error::invalid(format!(
+                            "seqs: {s} is a {} record, which cannot be deleted",
+                            ev.event.kind
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            TombstoneEntry {
+                kind: TYPE_DELETE_SEQS,
+                seq: 0,
+                entity: entity.to_owned(),
+                reason: reason.to_owned(),
+                seqs: sorted,
+            }
+        };
+        self.append_internal(&entry)
+    }
+
+    /// Lifts `entity`'s entity tombstones (seq deletes stay). Returns the restore record's seq.
+    pub fn restore(&self, entity: &str) -> Result<u64> {
+        check_entity(entity)?;
+        self.append_internal(&TombstoneEntry {
+            kind: TYPE_RESTORE,
+            seq: 0,
+            entity: entity.to_owned(),
+            reason: String::new(),
+            seqs: Vec::new(),
+        })
+    }
+
+    fn append_internal(&self, entry: &TombstoneEntry) -> Result<u64> {
+        let (kind, tags, payload) = entry_to_record(entry);
+        let ev = Event {
+            entity: entry.entity.clone(),
+            kind: kind.to_owned(),
+            ts: 0,
+            tags,
+            payload,
+            id: None,
+        };
+        let out = self.inner.append_queued(vec![ev])?;
+        out.seqs
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Inconsistent("append returned no seq".into()))
+    }
+
+    /// Seq of the newest committed record (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Waits until a record after `seq` is committed, or `timeout` passes. Returns the last seq.
+    pub fn wait_for_seq_after(&self, seq: u64, timeout: Duration) -> u64 {
+        let mut g = self
+            .inner
+            .commit_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let last = self.last_seq();
+            let now = std::time::Instant::now();
+            if last > seq || now >= deadline {
+                return last;
+            }
+            g = self
+                .inner
+                .commit_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// True once an I/O failure has made the store read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.poisoned().is_some()
+    }
+
+    pub(crate) fn view(&self) -> Arc<View> {
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Forces buffered appends to disk (only matters with `sync=interval` or `never`).
+    pub fn sync(&self) -> Result<()> {
+        let mut w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if w.dirty {
+            if let Err(e) = w.file.sync_data() {
+                let msg = format!("fdatasync of {} failed: {e}", w.active.path.display());
+                self.inner.poison(&msg);
+                return Err(Error::ReadOnly(msg));
+            }
+            w.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment now (when it holds anything). Normally segments are sealed
+    /// when they reach `segment_size_bytes_max`.
+    pub fn seal_active(&self) -> Result<()> {
+        let mut w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(msg) = self.inner.poisoned() {
+            return Err(Error::ReadOnly(msg));
+        }
+        if w.active.index().record_count() == 0 {
+            return Ok(());
+        }
+        self.inner.roll(&mut w)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let view = self.view();
+        let mut s = Stats {
+            last_seq: self.last_seq(),
+            segments: view.sealed.len() as u32 + 1,
+            ..Default::default()
+        };
+        for seg in &view.sealed {
+            s.events += seg.end_seq - seg.base_seq;
+            let seg_len = fs::metadata(seg.seg_path()).map(|m| m.len()).unwrap_or(0);
+            let idx_len = fs::metadata(seg.idx_path()).map(|m| m.len()).unwrap_or(0);
+            s.disk_bytes += seg_len + idx_len;
+            if let Ok(l) = seg.load() {
+                s.raw_bytes += l.raw_bytes();
+            }
+        }
+        let idx = view.active.index();
+        s.events += u64::from(idx.record_count());
+        s.disk_bytes += idx.len;
+        s.raw_bytes += idx.raw_bytes;
+        drop(idx);
+        s.tombstones = self
+            .inner
+            .tombstones
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries()
+            .len() as u64;
+        s.block_cache_bytes = self.inner.cache.weight();
+        Ok(s)
+    }
+
+    /// The record with `seq`, or None when there is none.
+    pub fn get(&self, seq: u64) -> Result<Option<StoredEvent>> {
+        Ok(self
+            .read(seq, 1)?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == seq))
+    }
+
+    /// Up to `limit` records from `from_seq` on (inclusive), every kind and deleted or not,
+    /// with `deleted_by` set. `limit = 0` means no limit.
+    pub fn read(&self, from_seq: u64, limit: u32) -> Result<Vec<StoredEvent>> {
+        let view = self.view();
+        let mut out = Vec::new();
+        let from_seq = from_seq.max(1);
+        let want = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
+        let tomb = self
+            .inner
+            .tombstones
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for seg in &view.sealed {
+            if seg.end_seq <= from_seq {
+                continue;
+            }
+            let l = seg.load()?;
+            let start = (from_seq.max(seg.base_seq) - seg.base_seq) as u32;
+            for ord in start..l.record_count() {
+                if out.len() >= want {
+                    return Ok(out);
+                }
+                out.push(self.inner.sealed_event(&l, ord, &tomb)?);
+            }
+        }
+        let active = &view.active;
+        let count = active.index().record_count();
+        let start = from_seq.max(active.base_seq) - active.base_seq;
+        for ord in start..u64::from(count) {
+            if out.len() >= want {
+                break;
+            }
+            out.push(self.inner.active_event(active, ord as u32, &tomb)?);
+        }
+        Ok(out)
+    }
+
+    /// The history of one entity; see [`HistoryQuery`].
+    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredEvent>> {
+        check_entity(&q.entity)?;
+        check_range(q.from_ts, q.to_ts)?;
+        crate::history::history(self, q)
+    }
+}
+
+pub(crate) fn check_entity(entity: &str) -> Result<()> {
+    use echolog_format::limits::ENTITY_BYTES_MAX;
+    if entity.is_empty() || entity.len() > ENTITY_BYTES_MAX || entity.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(format!(
+            "entity must be 1..={ENTITY_BYTES_MAX} bytes without control characters, got {} bytes",
+            entity.len()
+        )));
+    }
+    Ok(())
+}
+
+fn spawn_flusher(inner: Weak<Inner>, every: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("echolog-flusher".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(inner) = inner.upgrade() else { return };
+            let mut w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if w.dirty && w.last_sync.elapsed() >= every {
+                match w.file.sync_data() {
+                    Ok(()) => {
+                        w.dirty = false;
+                        w.last_sync = std::time::Instant::now();
+                    }
+                    Err(e) => {
+                        let msg = format!("fdatasync of {} failed: {e}", w.active.path.display());
+                        inner.poison(&msg);
+                        return;
+                    }
+                }
+            }
+        });
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let w = self.writer.get_mut().unwrap_or_else(|p| p.into_inner());
+        if w.dirty {
+            if let Err(e) = w.file.sync_data() {
+                tracing::error!(error = %e, "final fdatasync at close failed");
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn poison(&self, msg: &str) {
+        tracing::error!(
+            error = msg,
+            "I/O failure: the store is now read-only until restarted"
+        );
+        let mut p = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none() {
+            *p = Some(msg.to_owned());
+        }
+    }
+
+    /// Makes records up to `last` visible to tail waiters and applies tombstone records.
+    pub(crate) fn publish_seq(&self, last: u64, records: &[crate::writer::NewRecord<'_>]) {
+        let mut tomb = None;
+        for r in records {
+            if r.event.kind.starts_with('$') {
+                let tags: Vec<&str> = r.event.tags.iter().map(String::as_str).collect();
+                if let Some(e) = record_to_entry(
+                    r.seq,
+                    &r.event.kind,
+                    &r.event.entity,
+                    &tags,
+                    &r.event.payload,
+                ) {
+                    tomb.get_or_insert_with(|| {
+                        self.tombstones.write().unwrap_or_else(|p| p.into_inner())
+                    })
+                    .apply(e);
+                }
+            }
+        }
+        drop(tomb);
+        let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.last_seq.store(last, Ordering::Release);
+        self.commit_cv.notify_all();
+    }
+
+    pub(crate) fn block_cached(
+        &self,
+        base_seq: u64,
+        block: usize,
+        load: impl FnOnce() -> Result<DecodedBlock>,
+    ) -> Result<Arc<DecodedBlock>> {
+        self.cache.get_or_load((base_seq, block as u32), load)
+    }
+
+    fn decorate(&self, mut ev: StoredEvent, tomb: &Tombstones) -> StoredEvent {
+        ev.deleted_by = tomb.deleted_by(&ev.event.entity, ev.seq);
+        ev
+    }
+
+    pub(crate) fn sealed_event(
+        &self,
+        l: &LoadedSegment,
+        ord: u32,
+        tomb: &Tombstones,
+    ) -> Result<StoredEvent> {
+        let block = l.block_of(ord).ok_or_else(|| {
+            Error::Inconsistent(format!("ordinal {ord} not in {}", l.seg_path.display()))
+        })?;
+        let b = self.block_cached(l.header.base_seq, block, || l.read_block(block))?;
+        let seq = l.header.base_seq + u64::from(ord);
+        let r = b.record(seq).map_err(|source| Error::Corruption {
+            file: l.seg_path.clone(),
+            offset: l.blocks[block].offset,
+            source,
+        })?;
+        Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
+    }
+
+    pub(crate) fn active_event(
+        &self,
+        a: &ActiveSegment,
+        ord: u32,
+        tomb: &Tombstones,
+    ) -> Result<StoredEvent> {
+        let (block, offset) = {
+            let idx = a.index();
+            let b = idx.block_of(ord).ok_or_else(|| {
+                Error::Inconsistent(format!("ordinal {ord} not in {}", a.path.display()))
+            })?;
+            (b, idx.blocks[b].entry.offset)
+        };
+        let b = self.block_cached(a.base_seq, block, || a.read_block(block))?;
+        let seq = a.base_seq + u64::from(ord);
+        let r = b.record(seq).map_err(|source| Error::Corruption {
+            file: a.path.clone(),
+            offset,
+            source,
+        })?;
+        Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
+    }
+
+    /// The seq of the stored record with idempotency key `id`, if any.
+    pub(crate) fn find_id(&self, id: &str) -> Result<Option<u64>> {
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let hash = crate::mem_index::id_hash(id);
+        let empty = Tombstones::default();
+        let candidates = view.active.index().id_candidates(hash);
+        for ord in candidates {
+            let ev = self.active_event(&view.active, ord, &empty)?;
+            if ev.event.id.as_deref() == Some(id) {
+                return Ok(Some(ev.seq));
+            }
+        }
+        for seg in view.sealed.iter().rev() {
+            let l = seg.load()?;
+            let ords = l.ids()?.lookup(hash);
+            for ord in ords {
+                let ev = self.sealed_event(&l, ord, &empty)?;
+                if ev.event.id.as_deref() == Some(id) {
+                    return Ok(Some(ev.seq));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the tombstone state of everything below `covered_until` (called while sealing).
+    pub(crate) fn save_tombstones(&self, covered_until: u64) -> Result<()> {
+        let t = self.tombstones.read().unwrap_or_else(|p| p.into_inner());
+        let entries: Vec<TombstoneEntry> = t
+            .entries()
+            .iter()
+            .filter(|e| e.seq < covered_until)
+            .cloned()
+            .collect();
+        drop(t);
+        write_atomic(
+            &self.dir,
+            TOMBSTONES_FILE,
+            &encode_tombstones(covered_until, &entries),
+        )
+    }
+
+    /// Loads the tombstone state at open: the saved file, then the reserved records of any
+    /// segment it does not cover (normally just the active one, found through its kind index).
+    /// Returns the bytes read.
+    fn load_tombstones(&self, active_base: u64) -> Result<u64> {
+        let path = self.dir.join(TOMBSTONES_FILE);
+        let mut covered = 1u64;
+        let mut read = 0u64;
+        let mut state = Tombstones::default();
+        match fs::read(&path) {
+            Ok(bytes) => {
+                read = bytes.len() as u64;
+                match decode_tombstones(&bytes) {
+                    Ok((c, entries)) if c <= active_base => {
+                        covered = c;
+                        for e in entries {
+                            state.apply(e);
+                        }
+                    }
+                    Ok((c, _)) => {
+                        tracing::warn!(file = %path.display(), covered = c, "tombstone file is ahead of the log; rebuilding it from the indexes")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "tombstone file is corrupt; rebuilding it from the indexes")
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let empty = Tombstones::default();
+        let mut found: Vec<StoredEvent> = Vec::new();
+        for seg in view.sealed.iter().filter(|s| s.end_seq > covered) {
+            let l = seg.load()?;
+            for kind in RESERVED_KINDS {
+                if let Some(bm) = l.bitmap(echolog_format::index::SECTION_KINDS, kind.as_bytes())? {
+                    for ord in bm {
+                        found.push(self.sealed_event(&l, ord, &empty)?);
+                    }
+                }
+            }
+        }
+        let ords: Vec<u32> = {
+            let idx = view.active.index();
+            let mut v: Vec<u32> = RESERVED_KINDS
+                .iter()
+                .filter_map(|k| idx.kinds.get(*k))
+                .flatten()
+                .copied()
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        for ord in ords {
+            found.push(self.active_event(&view.active, ord, &empty)?);
+        }
+        found.sort_by_key(|e| e.seq);
+        for ev in found.iter().filter(|e| e.seq >= covered) {
+            let tags: Vec<&str> = ev.event.tags.iter().map(String::as_str).collect();
+            if let Some(e) = record_to_entry(
+                ev.seq,
+                &ev.event.kind,
+                &ev.event.entity,
+                &tags,
+                &ev.event.payload,
+            ) {
+                state.apply(e);
+            }
+        }
+        if covered < active_base && !view.sealed.is_empty() {
+            // Save the repaired state so the next open does not repeat the work.
+            let entries: Vec<TombstoneEntry> = state
+                .entries()
+                .iter()
+                .filter(|e| e.seq < active_base)
+                .cloned()
+                .collect();
+            write_atomic(
+                &self.dir,
+                TOMBSTONES_FILE,
+                &encode_tombstones(active_base, &entries),
+            )?;
+        }
+        *self.tombstones.write().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(read)
+    }
+}

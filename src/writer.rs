@@ -1,0 +1,467 @@
+//! The write path: group commit, block encoding, fsync policy, segment roll-over.
+//!
+//! Appending threads queue their batches; the first one to find no commit running becomes the
+//! leader, takes everything queued, writes it with one `write` and one `fdatasync`, publishes
+//! it to readers and hands each waiter its result. The others wait on a condition variable.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use echolog_format::block::{encode_block, BlockMeta, FLAG_COMMIT_END};
+use echolog_format::index::BlockEntry;
+use echolog_format::record::encode_record;
+use echolog_format::segment_header::{SegmentHeader, SEGMENT_HEADER_LEN};
+
+use crate::dir::{fsync_dir, index_name, segment_name, write_atomic, TEMP_EXT};
+use crate::error::{is_disk_full, Error, Result};
+use crate::event::Event;
+use crate::fault::WriteFault;
+use crate::mem_index::{MemBlock, MemIndex};
+use crate::options::SyncPolicy;
+use crate::segment::{ActiveSegment, SealedSegment};
+use crate::store::{Inner, View};
+
+/// What an append returns: one seq per event of the batch, in order. A duplicate (its id
+/// already stored, or repeated earlier in the batch) gets the original seq and is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub seqs: Vec<u64>,
+    pub duplicates: u32,
+}
+
+/// One batch queued for the next group commit.
+pub(crate) struct Pending {
+    pub ticket: u64,
+    pub events: Vec<Event>,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    pub next_ticket: u64,
+    pub pending: Vec<Pending>,
+    pub leader_active: bool,
+    pub done: HashMap<u64, Result<AppendOutcome>>,
+}
+
+/// State owned by the commit leader.
+pub(crate) struct Writer {
+    pub file: File,
+    pub active: Arc<ActiveSegment>,
+    /// Bytes of the active segment written and published.
+    pub len: u64,
+    pub next_seq: u64,
+    compressor: zstd::bulk::Compressor<'static>,
+    buf: Vec<u8>,
+    raw: Vec<u8>,
+    pub last_sync: Instant,
+    pub dirty: bool,
+}
+
+impl Writer {
+    pub fn new(
+        file: File,
+        active: Arc<ActiveSegment>,
+        len: u64,
+        next_seq: u64,
+        zstd_level: i32,
+    ) -> Result<Self> {
+        let compressor = zstd::bulk::Compressor::new(zstd_level)
+            .map_err(|e| Error::invalid(format!("zstd_level: {e}")))?;
+        Ok(Writer {
+            file,
+            active,
+            len,
+            next_seq,
+            compressor,
+            buf: Vec::new(),
+            raw: Vec::new(),
+            last_sync: Instant::now(),
+            dirty: false,
+        })
+    }
+}
+
+/// A record about to be written: the resolved event and its seq.
+pub(crate) struct NewRecord<'a> {
+    pub seq: u64,
+    pub event: &'a Event,
+    pub ts: i64,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(1)
+}
+
+impl Inner {
+    /// Queues `events` and returns once they are committed (or failed).
+    pub(crate) fn append_queued(&self, events: Vec<Event>) -> Result<AppendOutcome> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push(Pending { ticket, events });
+        loop {
+            if let Some(r) = q.done.remove(&ticket) {
+                return r;
+            }
+            if !q.leader_active {
+                q.leader_active = true;
+                let work = std::mem::take(&mut q.pending);
+                drop(q);
+                let results = self.commit_group(work);
+                q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                q.leader_active = false;
+                q.done.extend(results);
+                self.queue_cv.notify_all();
+            } else {
+                q = self.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+
+    fn commit_group(&self, work: Vec<Pending>) -> Vec<(u64, Result<AppendOutcome>)> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(msg) = self.poisoned() {
+            return work
+                .into_iter()
+                .map(|p| (p.ticket, Err(Error::ReadOnly(msg.clone()))))
+                .collect();
+        }
+        if w.len >= self.opts.segment_size_bytes_max && w.active.index().record_count() > 0 {
+            if let Err(e) = self.roll(&mut w) {
+                tracing::error!(error = %e, "could not seal the active segment");
+                let msg = e.to_string();
+                let full = matches!(&e, Error::Io { source, .. } if is_disk_full(source));
+                return work
+                    .into_iter()
+                    .map(|p| {
+                        let err = if full {
+                            Error::DiskFull(msg.clone())
+                        } else {
+                            Error::Inconsistent(format!("sealing failed: {msg}"))
+                        };
+                        (p.ticket, Err(err))
+                    })
+                    .collect();
+            }
+        }
+        // Assign seqs, resolve duplicates.
+        let now = now_ms();
+        let mut outcomes: Vec<(u64, Result<AppendOutcome>)> = Vec::with_capacity(work.len());
+        let mut records: Vec<NewRecord<'_>> = Vec::new();
+        // Index into `records` where each batch's records end, for block cutting.
+        let mut batch_ends: Vec<usize> = Vec::new();
+        let mut group_ids: HashMap<&str, u64> = HashMap::new();
+        let mut next_seq = w.next_seq;
+        for p in &work {
+            let mut seqs = Vec::with_capacity(p.events.len());
+            let mut duplicates = 0u32;
+            let mut failed = None;
+            let start = records.len();
+            let group_ids_before = group_ids.len();
+            for e in &p.events {
+                if let Some(id) = e.id.as_deref() {
+                    let found = match group_ids.get(id) {
+                        Some(s) => Some(*s),
+                        None => match self.find_id(id) {
+                            Ok(f) => f,
+                            Err(err) => {
+                                failed = Some(err);
+                                break;
+                            }
+                        },
+                    };
+                    if let Some(orig) = found {
+                        seqs.push(orig);
+                        duplicates += 1;
+                        continue;
+                    }
+                    group_ids.insert(id, next_seq);
+                }
+                let ts = if e.ts == 0 { now } else { e.ts };
+                records.push(NewRecord {
+                    seq: next_seq,
+                    event: e,
+                    ts,
+                });
+                seqs.push(next_seq);
+                next_seq += 1;
+            }
+            if let Some(err) = failed {
+                // Undo this batch's records: it is atomic.
+                records.truncate(start);
+                next_seq = w.next_seq + records.len() as u64;
+                if group_ids.len() != group_ids_before {
+                    group_ids.retain(|_, s| *s < next_seq);
+                }
+                outcomes.push((p.ticket, Err(err)));
+                continue;
+            }
+            if records.len() > start {
+                batch_ends.push(records.len());
+            }
+            outcomes.push((p.ticket, Ok(AppendOutcome { seqs, duplicates })));
+        }
+        if records.is_empty() {
+            return outcomes;
+        }
+        if let Err(e) = self.write_records(&mut w, &records, &batch_ends) {
+            let msg = e.to_string();
+            let disk_full = matches!(e, Error::DiskFull(_));
+            return outcomes
+                .into_iter()
+                .map(|(t, r)| {
+                    let err = if disk_full {
+                        Error::DiskFull(msg.clone())
+                    } else {
+                        Error::ReadOnly(msg.clone())
+                    };
+                    (t, r.and(Err(err)))
+                })
+                .collect();
+        }
+        outcomes
+    }
+
+    /// Encodes, writes, syncs and publishes `records`. Leaves the store unchanged on a clean
+    /// failure (disk full); poisons it when it cannot know what reached the disk.
+    fn write_records(
+        &self,
+        w: &mut Writer,
+        records: &[NewRecord<'_>],
+        batch_ends: &[usize],
+    ) -> Result<()> {
+        let target = self.opts.block_raw_bytes_target;
+        let base_seq = w.active.base_seq;
+        let mut blocks: Vec<MemBlock> = Vec::new();
+        let offset0 = w.len;
+        let Writer {
+            buf,
+            raw,
+            compressor,
+            ..
+        } = &mut *w;
+        buf.clear();
+        raw.clear();
+        let mut first = 0usize;
+        let mut ends = batch_ends.iter().peekable();
+        let mut raw_total = 0u64;
+        let mut emit = |buf: &mut Vec<u8>,
+                        raw: &mut Vec<u8>,
+                        recs: &[NewRecord<'_>],
+                        end: bool,
+                        offset: u64| {
+            let min_ts = recs.iter().map(|r| r.ts).min().unwrap_or(0);
+            let max_ts = recs.iter().map(|r| r.ts).max().unwrap_or(0);
+            let meta = BlockMeta {
+                first_seq: recs[0].seq,
+                count: recs.len() as u32,
+                min_ts,
+                max_ts,
+                flags: if end { FLAG_COMMIT_END } else { 0 },
+            };
+            let at = buf.len() as u64;
+            raw_total += raw.len() as u64;
+            let len = encode_block(buf, meta, raw, Some(compressor));
+            blocks.push(MemBlock {
+                entry: BlockEntry {
+                    offset: offset + at,
+                    first_ordinal: (recs[0].seq - base_seq) as u32,
+                    count: recs.len() as u32,
+                    min_ts,
+                    max_ts,
+                },
+                len: len as u32,
+            });
+            raw.clear();
+        };
+        for (i, r) in records.iter().enumerate() {
+            let e = r.event;
+            encode_record(
+                raw,
+                &e.entity,
+                &e.kind,
+                r.ts,
+                &e.tags,
+                &e.payload,
+                e.id.as_deref().unwrap_or(""),
+            );
+            let batch_end = ends.peek().is_some_and(|end| **end == i + 1);
+            if batch_end {
+                ends.next();
+            }
+            if raw.len() >= target || i + 1 == records.len() {
+                emit(
+                    buf,
+                    raw,
+                    &records[first..=i],
+                    batch_end || i + 1 == records.len(),
+                    offset0,
+                );
+                first = i + 1;
+            }
+        }
+        // Write.
+        let at = w.len;
+        let write = match self.fault.as_ref().map(|f| f.on_write(w.buf.len())) {
+            None | Some(WriteFault::Proceed) => w.file.write_all_at(&w.buf, at),
+            Some(WriteFault::Fail(e)) => Err(e),
+            Some(WriteFault::Partial(n, e)) => w
+                .file
+                .write_all_at(&w.buf[..n.min(w.buf.len())], at)
+                .and(Err(e)),
+        };
+        if let Err(e) = write {
+            return self.failed_write(w, at, e);
+        }
+        w.dirty = true;
+        // Sync.
+        let sync_now = match self.opts.sync {
+            SyncPolicy::Always => true,
+            SyncPolicy::Interval(d) => w.last_sync.elapsed() >= d,
+            SyncPolicy::Never => false,
+        };
+        if sync_now {
+            let res = match &self.fault {
+                Some(f) => f.on_sync().and_then(|()| w.file.sync_data()),
+                None => w.file.sync_data(),
+            };
+            if let Err(e) = res {
+                let msg = format!("fdatasync of {} failed: {e}", w.active.path.display());
+                self.poison(&msg);
+                return Err(Error::ReadOnly(msg));
+            }
+            w.last_sync = Instant::now();
+            w.dirty = false;
+        }
+        // Publish.
+        {
+            let mut idx = w.active.index.write().unwrap_or_else(|p| p.into_inner());
+            let mut r = records.iter();
+            for b in &blocks {
+                for rec in r.by_ref().take(b.entry.count as usize) {
+                    let e = rec.event;
+                    idx.add(
+                        &e.entity,
+                        &e.kind,
+                        rec.ts,
+                        e.tags.iter().map(String::as_str),
+                        e.id.as_deref().unwrap_or(""),
+                    );
+                }
+                idx.add_block(*b);
+            }
+            idx.raw_bytes += raw_total;
+        }
+        w.len += w.buf.len() as u64;
+        let last = records[records.len() - 1].seq;
+        w.next_seq = last + 1;
+        self.publish_seq(last, records);
+        Ok(())
+    }
+
+    fn failed_write(&self, w: &mut Writer, at: u64, e: std::io::Error) -> Result<()> {
+        let path = w.active.path.clone();
+        // Cut whatever part of the write reached the file, so nothing half-written stays.
+        let cut = w.file.set_len(at).and_then(|()| w.file.sync_data());
+        match cut {
+            Ok(()) if is_disk_full(&e) => {
+                Err(Error::DiskFull(format!("writing {}: {e}", path.display())))
+            }
+            Ok(()) => {
+                let msg = format!("write to {} failed: {e}", path.display());
+                self.poison(&msg);
+                Err(Error::ReadOnly(msg))
+            }
+            Err(e2) => {
+                let msg = format!(
+                    "write to {} failed ({e}) and could not be undone ({e2})",
+                    path.display()
+                );
+                self.poison(&msg);
+                Err(Error::ReadOnly(msg))
+            }
+        }
+    }
+
+    /// Seals the active segment (index file written and fsynced first) and starts a new one.
+    pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
+        let old = w.active.clone();
+        let end_seq = w.next_seq;
+        let bytes = old.index().to_index_file();
+        if let Some(WriteFault::Fail(e) | WriteFault::Partial(_, e)) =
+            self.fault.as_ref().map(|f| f.on_write(bytes.len()))
+        {
+            return Err(Error::io(self.dir.join(index_name(old.base_seq)), e));
+        }
+        write_atomic(&self.dir, &index_name(old.base_seq), &bytes)?;
+        self.save_tombstones(end_seq)?;
+        let (file, active) = create_segment(&self.dir, end_seq)?;
+        let sealed = Arc::new(SealedSegment::new(&self.dir, old.base_seq, end_seq));
+        {
+            let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+            let mut sealed_list = view.sealed.clone();
+            sealed_list.push(sealed);
+            *view = Arc::new(View {
+                sealed: sealed_list,
+                active: active.clone(),
+            });
+        }
+        if w.dirty {
+            // The old segment's tail must be durable before we stop tracking it.
+            let _ = w.file.sync_data();
+        }
+        w.file = file;
+        w.active = active;
+        w.len = SEGMENT_HEADER_LEN as u64;
+        w.dirty = false;
+        tracing::info!(base_seq = old.base_seq, end_seq, "sealed segment");
+        Ok(())
+    }
+}
+
+/// Creates a new, empty segment file atomically (temp file, fsync, rename, directory fsync).
+pub(crate) fn create_segment(
+    dir: &std::path::Path,
+    base_seq: u64,
+) -> Result<(File, Arc<ActiveSegment>)> {
+    let name = segment_name(base_seq);
+    let tmp = dir.join(format!("{name}.{TEMP_EXT}"));
+    let path = dir.join(&name);
+    let res = (|| {
+        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&SegmentHeader { base_seq }.encode())
+            .map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        fsync_dir(dir)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let (wf, rf) = open_segment_files(&path)?;
+    let active = Arc::new(ActiveSegment::new(
+        base_seq,
+        path,
+        rf,
+        MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64),
+    ));
+    Ok((wf, active))
+}
+
+pub(crate) fn open_segment_files(path: &std::path::Path) -> Result<(File, File)> {
+    let wf = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let rf = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok((wf, rf))
+}

@@ -1,0 +1,166 @@
+//! End-to-end behaviour of the engine through its public API.
+
+use echolog::{Bucket, CountQuery, Error, Event, HistoryQuery, Options, Store, SyncPolicy};
+
+fn ev(entity: &str, kind: &str, ts: i64, tags: &[&str]) -> Event {
+    Event {
+        entity: entity.into(),
+        kind: kind.into(),
+        ts,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        payload: format!("{{\"e\":\"{entity}\",\"ts\":{ts}}}").into_bytes(),
+        id: None,
+    }
+}
+
+fn small() -> Options {
+    Options {
+        segment_size_bytes_max: 4096,
+        block_raw_bytes_target: 512,
+        ..Options::default()
+    }
+}
+
+fn hist(store: &Store, entity: &str) -> Vec<u64> {
+    store
+        .history(&HistoryQuery {
+            entity: entity.into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect()
+}
+
+#[test]
+fn appended_events_come_back_exactly_across_segments_and_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let mut all = Vec::new();
+    {
+        let s = Store::open(d.path(), small()).unwrap();
+        for i in 0..300i64 {
+            let mut e = ev(
+                &format!("p:{}", i % 7),
+                "k",
+                1_000 + i,
+                &["tenant:a", "x:y"],
+            );
+            e.id = (i % 3 == 0).then(|| format!("id-{i}"));
+            let out = s.append(vec![e.clone()]).unwrap();
+            assert_eq!(out.seqs, vec![i as u64 + 1]);
+            all.push(e);
+        }
+        assert!(s.stats().unwrap().segments > 3, "small segments roll over");
+    }
+    let s = Store::open(d.path(), small()).unwrap();
+    assert_eq!(s.last_seq(), 300);
+    let back = s.read(1, 0).unwrap();
+    assert_eq!(back.len(), 300);
+    for (i, b) in back.iter().enumerate() {
+        assert_eq!(b.seq, i as u64 + 1);
+        assert_eq!(b.event, all[i]);
+        assert_eq!(b.deleted_by, 0);
+    }
+    let h = hist(&s, "p:3");
+    let want: Vec<u64> = (0..300u64).filter(|i| i % 7 == 3).map(|i| i + 1).collect();
+    assert_eq!(h, want);
+    let rev = s
+        .history(&HistoryQuery {
+            entity: "p:3".into(),
+            reverse: true,
+            limit: 5,
+            ..Default::default()
+        })
+        .unwrap();
+    let want_rev: Vec<u64> = want.iter().rev().take(5).copied().collect();
+    assert_eq!(rev.iter().map(|e| e.seq).collect::<Vec<_>>(), want_rev);
+    assert!(hist(&s, "nobody").is_empty());
+}
+
+#[test]
+fn second_writer_on_the_same_directory_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let _a = Store::open(d.path(), Options::default()).unwrap();
+    let e = Store::open(d.path(), Options::default()).err().unwrap();
+    assert!(matches!(e, Error::Locked { .. }), "{e}");
+}
+
+#[test]
+fn ts_zero_means_server_time() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        d.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    s.append(vec![ev("a", "k", 0, &[])]).unwrap();
+    let e = &s.read(1, 1).unwrap()[0];
+    assert!(e.event.ts > 1_600_000_000_000, "{}", e.event.ts);
+}
+
+#[test]
+fn counts_follow_filters_buckets_and_tombstones() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), small()).unwrap();
+    let hour = 3_600_000i64;
+    for i in 0..200i64 {
+        let tenant = if i % 2 == 0 { "tenant:a" } else { "tenant:b" };
+        s.append(vec![ev(
+            &format!("p:{}", i % 5),
+            "call",
+            i * 60_000 + 1,
+            &[tenant],
+        )])
+        .unwrap();
+    }
+    let q = CountQuery {
+        tags: vec!["tenant:a".into()],
+        bucket: Bucket::Hour,
+        ..Default::default()
+    };
+    let r = s.count(&q).unwrap();
+    assert_eq!(r.total, 100);
+    assert_eq!(r.buckets.iter().map(|b| b.count).sum::<u64>(), 100);
+    assert_eq!(r.buckets[0].start_ts, 0);
+    assert_eq!(r.buckets[1].start_ts, hour);
+    assert_eq!(r.buckets[0].count, 30);
+    let r = s
+        .count(&CountQuery {
+            from_ts: Some(90_000),
+            to_ts: Some(300_000),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.total, 3, "events at 2, 3, 4 minutes");
+    let t = s.delete("p:1", &[], "upstream gone").unwrap();
+    let r = s.count(&CountQuery::default()).unwrap();
+    assert_eq!(r.total, 160);
+    let h = s
+        .history(&HistoryQuery {
+            entity: "p:1".into(),
+            include_deleted: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(h.len(), 41, "40 events and the tombstone");
+    assert!(h[..40]
+        .iter()
+        .all(|e| e.deleted_by == t && e.event.tags.last().unwrap() == "reason:upstream gone"));
+    assert!(hist(&s, "p:1").is_empty());
+    s.restore("p:1").unwrap();
+    assert_eq!(hist(&s, "p:1").len(), 40);
+    assert_eq!(s.count(&CountQuery::default()).unwrap().total, 200);
+    assert_eq!(
+        s.count(&CountQuery {
+            kind: Some("$delete".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .total,
+        1
+    );
+}
