@@ -201,7 +201,7 @@ impl Store {
                 }
             }
         }
-        if !q.include_deleted && !tomb.is_empty() {
+        if !q.include_deleted && !tomb.is_empty() && !kind_is_reserved {
             f -= &*self.deleted_in_segment(l, q.entity.as_deref(), tomb)?;
         }
         if f.is_empty() {
@@ -371,7 +371,7 @@ fn count_active(idx: &MemIndex, q: &CountQuery, tomb: &Tombstones, acc: &mut Acc
         }
     }
     let base = idx.base_seq;
-    let check_deleted = !q.include_deleted && !tomb.is_empty();
+    let check_deleted = !q.include_deleted && !tomb.is_empty() && !kind_is_reserved;
     // Entity of each ordinal is needed for entity tombstones: invert the postings of deleted
     // entities only.
     let mut deleted = RoaringBitmap::new();

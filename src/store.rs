@@ -629,8 +629,15 @@ impl Inner {
         self.cache.get_or_load((base_seq, block as u32), load)
     }
 
+    /// Sets `deleted_by`. Reserved-kind records (tombstones themselves) are never deleted.
     fn decorate(&self, mut ev: StoredEvent, tomb: &Tombstones) -> StoredEvent {
-        ev.deleted_by = tomb.deleted_by(&ev.event.entity, ev.seq);
+        if !ev
+            .event
+            .kind
+            .starts_with(crate::event::RESERVED_KIND_PREFIX)
+        {
+            ev.deleted_by = tomb.deleted_by(&ev.event.entity, ev.seq);
+        }
         ev
     }
 
