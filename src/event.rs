@@ -144,7 +144,8 @@ mod tests {
 
     #[test]
     fn every_field_limit_is_enforced_and_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Event)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut Event)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("entity", Box::new(|e| e.entity.clear())),
             ("entity", Box::new(|e| e.entity = "x".repeat(257))),
             ("entity", Box::new(|e| e.entity = "a\nb".into())),

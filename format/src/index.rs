@@ -405,7 +405,7 @@ pub struct IdsView<'a> {
 
 impl<'a> IdsView<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        if bytes.len() % ID_ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(ID_ENTRY_LEN) {
             return Err(FormatError::invalid(
                 "index ids",
                 "length not a multiple of 12",
