@@ -7,13 +7,22 @@ use echolog::{Event, Options, Store, SyncPolicy};
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn load(with_ids: bool) -> u64 {
     let d = tempfile::tempdir().expect("tempdir");
-    let opts = Options { sync: SyncPolicy::Never, segment_size_bytes_max: 1 << 30, block_cache_bytes_max: 1 << 20, ..Options::default() };
+    let opts = Options {
+        sync: SyncPolicy::Never,
+        segment_size_bytes_max: 1 << 30,
+        block_cache_bytes_max: 1 << 20,
+        ..Options::default()
+    };
     let s = Store::open(d.path(), opts).expect("open");
     let before = rss_kib();
     for b in 0..1000u64 {
@@ -40,5 +49,8 @@ fn main() {
     let with = load(true);
     println!("rss growth, 1M events without ids: {without} KiB");
     println!("rss growth, 1M events with ids:    {with} KiB");
-    println!("id index cost per million ids:      {} KiB", with.saturating_sub(without));
+    println!(
+        "id index cost per million ids:      {} KiB",
+        with.saturating_sub(without)
+    );
 }

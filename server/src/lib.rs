@@ -1,0 +1,358 @@
+//! The gRPC adapter around the synchronous engine: every engine call runs on tokio's blocking
+//! pool, never on the async workers.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use echolog::{Bucket, CountQuery, Error, HistoryQuery, Store};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub mod pb {
+    tonic::include_proto!("echolog.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("echolog_descriptor");
+}
+
+use pb::event_store_server::{EventStore, EventStoreServer};
+
+/// Server settings besides the store's own options.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest gRPC message accepted or sent, bytes.
+    pub message_bytes_max: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            message_bytes_max: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// The one place engine errors become status codes.
+pub fn to_status(e: &Error) -> Status {
+    match e {
+        Error::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+        Error::TooLarge(m) => Status::resource_exhausted(m.clone()),
+        Error::DiskFull(m) => Status::resource_exhausted(format!("disk full: {m}")),
+        Error::ReadOnly(m) => {
+            Status::unavailable(format!("store is read-only after an I/O failure: {m}"))
+        }
+        Error::Closed => Status::unavailable("store is closed"),
+        Error::Corruption { .. } => Status::data_loss(e.to_string()),
+        Error::Shared(inner) => to_status(&inner.0),
+        Error::Locked { .. } | Error::Inconsistent(_) | Error::Io { .. } => {
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+}
+
+impl Service {
+    pub fn new(store: Store) -> Self {
+        Service { store }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> echolog::Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Status::internal(format!("engine task failed: {e}")))?
+            .map_err(|e| to_status(&e))
+    }
+}
+
+fn to_engine(e: pb::Event) -> echolog::Event {
+    echolog::Event {
+        entity: e.entity,
+        kind: e.kind,
+        ts: e.ts,
+        tags: e.tags,
+        payload: e.payload,
+        id: if e.id.is_empty() { None } else { Some(e.id) },
+    }
+}
+
+pub fn to_pb(e: echolog::StoredEvent) -> pb::Event {
+    pb::Event {
+        seq: e.seq,
+        entity: e.event.entity,
+        kind: e.event.kind,
+        ts: e.event.ts,
+        tags: e.event.tags,
+        payload: e.event.payload,
+        id: e.event.id.unwrap_or_default(),
+        deleted_by: e.deleted_by,
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
+
+/// Events a tail sends per engine read.
+const TAIL_BATCH_EVENTS: u32 = 1000;
+/// How long a tail waits for a commit before checking whether its client left.
+const TAIL_WAIT_MS: u64 = 500;
+
+#[tonic::async_trait]
+impl EventStore for Service {
+    async fn append(
+        &self,
+        req: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let events: Vec<echolog::Event> =
+            req.into_inner().events.into_iter().map(to_engine).collect();
+        let out = self.run(move |s| s.append(events)).await?;
+        Ok(Response::new(pb::AppendResponse {
+            seqs: out.seqs,
+            duplicates: out.duplicates,
+        }))
+    }
+
+    type AppendStreamStream = AppendStream;
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let mut input = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = input.message().await.transpose() {
+                let res = match msg {
+                    Ok(r) => {
+                        let events: Vec<echolog::Event> =
+                            r.events.into_iter().map(to_engine).collect();
+                        svc.run(move |s| s.append(events))
+                            .await
+                            .map(|o| pb::AppendResponse {
+                                seqs: o.seqs,
+                                duplicates: o.duplicates,
+                            })
+                    }
+                    Err(e) => Err(e),
+                };
+                let stop = res.is_err();
+                if tx.send(res).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type HistoryStream = EventStream;
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<Self::HistoryStream>, Status> {
+        let r = req.into_inner();
+        let q = HistoryQuery {
+            entity: r.entity,
+            from_ts: r.from_ts,
+            to_ts: r.to_ts,
+            after_seq: r.after_seq,
+            limit: r.limit,
+            reverse: r.reverse,
+            include_deleted: r.include_deleted,
+        };
+        let events = self.run(move |s| s.history(&q)).await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            events.into_iter().map(|e| Ok(to_pb(e))),
+        ))))
+    }
+
+    async fn count(
+        &self,
+        req: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let r = req.into_inner();
+        let bucket = match pb::Bucket::try_from(r.bucket) {
+            Ok(pb::Bucket::None) => Bucket::None,
+            Ok(pb::Bucket::Minute) => Bucket::Minute,
+            Ok(pb::Bucket::Hour) => Bucket::Hour,
+            Ok(pb::Bucket::Day) => Bucket::Day,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "bucket: {} is not one of 0..=3",
+                    r.bucket
+                )))
+            }
+        };
+        // proto3 int64 has no presence: 0 is an open bound.
+        let q = CountQuery {
+            entity: r.entity,
+            kind: r.kind,
+            tags: r.tags,
+            from_ts: (r.from_ts != 0).then_some(r.from_ts),
+            to_ts: (r.to_ts != 0).then_some(r.to_ts),
+            bucket,
+            include_deleted: r.include_deleted,
+        };
+        let out = self.run(move |s| s.count(&q)).await?;
+        Ok(Response::new(pb::CountResponse {
+            total: out.total,
+            buckets: out
+                .buckets
+                .into_iter()
+                .map(|b| pb::BucketCount {
+                    start_ts: b.start_ts,
+                    count: b.count,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let seq = self
+            .run(move |s| s.delete(&r.entity, &r.seqs, &r.reason))
+            .await?;
+        Ok(Response::new(pb::DeleteResponse { tombstone_seq: seq }))
+    }
+
+    async fn restore(
+        &self,
+        req: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        let r = req.into_inner();
+        let seq = self.run(move |s| s.restore(&r.entity)).await?;
+        Ok(Response::new(pb::RestoreResponse { seq }))
+    }
+
+    type TailStream = EventStream;
+
+    async fn tail(
+        &self,
+        req: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let r = req.into_inner();
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<pb::Event, Status>>(TAIL_BATCH_EVENTS as usize);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut next = r.from_seq.max(1);
+            loop {
+                let from = next;
+                let batch = match svc.run(move |s| s.read(from, TAIL_BATCH_EVENTS)).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if batch.is_empty() {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    let after = next - 1;
+                    let _ = svc
+                        .run(move |s| {
+                            Ok(s.wait_for_seq_after(after, Duration::from_millis(TAIL_WAIT_MS)))
+                        })
+                        .await;
+                    continue;
+                }
+                for e in batch {
+                    next = e.seq + 1;
+                    let ev = &e.event;
+                    let matches = r.entity.as_ref().is_none_or(|x| *x == ev.entity)
+                        && r.kind.as_ref().is_none_or(|k| *k == ev.kind)
+                        && r.tags.iter().all(|t| ev.tags.contains(t));
+                    if matches && tx.send(Ok(to_pb(e))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let s = self.run(|s| s.stats()).await?;
+        Ok(Response::new(pb::StatsResponse {
+            events: s.events,
+            last_seq: s.last_seq,
+            segments: s.segments,
+            disk_bytes: s.disk_bytes,
+            raw_bytes: s.raw_bytes,
+            tombstones: s.tombstones,
+        }))
+    }
+}
+
+/// Serves `store` on `listener` until `shutdown` resolves; in-flight calls finish first.
+pub async fn serve(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<EventStoreServer<Service>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let svc = EventStoreServer::new(Service::new(store))
+        .max_decoding_message_size(config.message_bytes_max)
+        .max_encoding_message_size(config.message_bytes_max);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+pub fn local_addr(l: &tokio::net::TcpListener) -> Option<SocketAddr> {
+    l.local_addr().ok()
+}

@@ -1,0 +1,551 @@
+//! `echolog`: the server (`echolog serve`) and client subcommands against a running server.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use echolog::{Options, Store, SyncPolicy};
+use echolog_server::pb;
+use echolog_server::pb::event_store_client::EventStoreClient;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "echolog",
+    version,
+    about = "Append-only event store: server and client"
+)]
+struct Cli {
+    /// Server to talk to (client subcommands).
+    #[arg(
+        long,
+        global = true,
+        env = "ECHOLOG_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    server: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve {
+        #[arg(long, env = "ECHOLOG_DATA_DIR", default_value = "./echolog-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "ECHOLOG_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// always | interval:<ms> | never
+        #[arg(long, env = "ECHOLOG_SYNC", default_value = "always")]
+        sync: String,
+        #[arg(long, env = "ECHOLOG_SEGMENT_SIZE_BYTES", default_value_t = Options::default().segment_size_bytes_max)]
+        segment_size_bytes: u64,
+        #[arg(long, env = "ECHOLOG_PAYLOAD_BYTES_MAX", default_value_t = Options::default().payload_bytes_max)]
+        payload_bytes_max: usize,
+        #[arg(long, env = "ECHOLOG_BATCH_EVENTS_MAX", default_value_t = Options::default().batch_events_max)]
+        batch_events_max: usize,
+        #[arg(long, env = "ECHOLOG_BATCH_BYTES_MAX", default_value_t = Options::default().batch_bytes_max)]
+        batch_bytes_max: usize,
+        #[arg(long, env = "ECHOLOG_BLOCK_CACHE_BYTES", default_value_t = Options::default().block_cache_bytes_max)]
+        block_cache_bytes: u64,
+        #[arg(long, env = "ECHOLOG_MESSAGE_BYTES_MAX", default_value_t = echolog_server::ServerConfig::default().message_bytes_max)]
+        message_bytes_max: usize,
+    },
+    /// Append one event.
+    Append {
+        #[arg(long)]
+        entity: String,
+        #[arg(long)]
+        kind: String,
+        /// ms since the epoch; 0 = server time
+        #[arg(long, default_value_t = 0)]
+        ts: i64,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long, default_value = "")]
+        payload: String,
+        #[arg(long, default_value = "")]
+        id: String,
+    },
+    /// Import a JSON-lines file: one event per line ({"entity","kind","ts","tags","payload","id"}).
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Stop at the first bad line instead of skipping it.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Show an entity's history.
+    History {
+        entity: String,
+        #[arg(long)]
+        from_ts: Option<i64>,
+        #[arg(long)]
+        to_ts: Option<i64>,
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+        #[arg(long)]
+        reverse: bool,
+        #[arg(long)]
+        include_deleted: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count events.
+    Count {
+        #[arg(long)]
+        entity: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        from_ts: i64,
+        #[arg(long, default_value_t = 0)]
+        to_ts: i64,
+        /// none | minute | hour | day
+        #[arg(long, default_value = "none")]
+        bucket: String,
+        #[arg(long)]
+        include_deleted: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Soft-delete an entity, or single events with --seq.
+    Delete {
+        #[arg(long, default_value = "")]
+        entity: String,
+        #[arg(long = "seq")]
+        seqs: Vec<u64>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift an entity's tombstones.
+    Restore { entity: String },
+    /// Follow events from a seq on.
+    Tail {
+        #[arg(long, default_value_t = 0)]
+        from_seq: u64,
+        #[arg(long)]
+        entity: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Stop after this many events (0: follow forever).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Store statistics.
+    Stats,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn client(url: &str) -> Result<EventStoreClient<Channel>, BoxError> {
+    let c = EventStoreClient::connect(url.to_owned())
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    Ok(c.max_decoding_message_size(64 * 1024 * 1024))
+}
+
+fn status_err(s: tonic::Status) -> BoxError {
+    format!("{:?}: {}", s.code(), s.message()).into()
+}
+
+fn event_json(e: &pb::Event) -> serde_json::Value {
+    serde_json::json!({
+        "seq": e.seq, "entity": e.entity, "kind": e.kind, "ts": e.ts, "tags": e.tags,
+        "payload": String::from_utf8_lossy(&e.payload), "id": e.id, "deleted_by": e.deleted_by,
+    })
+}
+
+fn print_event_row(out: &mut impl Write, e: &pb::Event) -> std::io::Result<()> {
+    let deleted = if e.deleted_by != 0 {
+        format!(" deleted_by={}", e.deleted_by)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{:>10}  {:>14}  {:<20} {:<24} [{}] {}{}",
+        e.seq,
+        e.ts,
+        e.entity,
+        e.kind,
+        e.tags.join(","),
+        String::from_utf8_lossy(&e.payload),
+        deleted
+    )
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
+    match cli.cmd {
+        Cmd::Serve {
+            data_dir,
+            listen,
+            sync,
+            segment_size_bytes,
+            payload_bytes_max,
+            batch_events_max,
+            batch_bytes_max,
+            block_cache_bytes,
+            message_bytes_max,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("ECHOLOG_LOG")
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let opts = Options {
+                sync: sync.parse::<SyncPolicy>()?,
+                segment_size_bytes_max: segment_size_bytes,
+                payload_bytes_max,
+                batch_events_max,
+                batch_bytes_max,
+                block_cache_bytes_max: block_cache_bytes,
+                ..Options::default()
+            };
+            let store = tokio::task::spawn_blocking(move || Store::open(data_dir, opts)).await??;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let addr = listener.local_addr()?;
+            // Tests and scripts read this line to learn the port.
+            println!("echolog listening on {addr}");
+            std::io::stdout().flush()?;
+            tracing::info!(%addr, "serving");
+            echolog_server::serve(
+                store.clone(),
+                listener,
+                echolog_server::ServerConfig { message_bytes_max },
+                echolog_server::shutdown_signal(),
+            )
+            .await?;
+            tokio::task::spawn_blocking(move || store.sync()).await??;
+            tracing::info!("shut down cleanly");
+            Ok(())
+        }
+        Cmd::Append {
+            entity,
+            kind,
+            ts,
+            tags,
+            payload,
+            id,
+        } => {
+            let mut c = client(&cli.server).await?;
+            let ev = pb::Event {
+                entity,
+                kind,
+                ts,
+                tags,
+                payload: payload.into_bytes(),
+                id,
+                ..Default::default()
+            };
+            let r = c
+                .append(pb::AppendRequest { events: vec![ev] })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!(
+                "seq {} (duplicates: {})",
+                r.seqs.first().copied().unwrap_or(0),
+                r.duplicates
+            );
+            Ok(())
+        }
+        Cmd::Import {
+            file,
+            batch,
+            strict,
+        } => import(&cli.server, file, batch.clamp(1, 100_000), strict).await,
+        Cmd::History {
+            entity,
+            from_ts,
+            to_ts,
+            after_seq,
+            limit,
+            reverse,
+            include_deleted,
+            json,
+        } => {
+            let mut c = client(&cli.server).await?;
+            let mut s = c
+                .history(pb::HistoryRequest {
+                    entity,
+                    from_ts,
+                    to_ts,
+                    after_seq,
+                    limit,
+                    reverse,
+                    include_deleted,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            if !json {
+                writeln!(
+                    out,
+                    "{:>10}  {:>14}  {:<20} {:<24} tags payload",
+                    "seq", "ts", "entity", "kind"
+                )?;
+            }
+            while let Some(e) = s.message().await.map_err(status_err)? {
+                if json {
+                    writeln!(out, "{}", event_json(&e))?;
+                } else {
+                    print_event_row(&mut out, &e)?;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Count {
+            entity,
+            kind,
+            tags,
+            from_ts,
+            to_ts,
+            bucket,
+            include_deleted,
+            json,
+        } => {
+            let bucket = match bucket.as_str() {
+                "none" => pb::Bucket::None,
+                "minute" => pb::Bucket::Minute,
+                "hour" => pb::Bucket::Hour,
+                "day" => pb::Bucket::Day,
+                other => {
+                    return Err(format!(
+                        "--bucket: {other:?} is not one of none, minute, hour, day"
+                    )
+                    .into())
+                }
+            };
+            let mut c = client(&cli.server).await?;
+            let r = c
+                .count(pb::CountRequest {
+                    entity,
+                    kind,
+                    tags,
+                    from_ts,
+                    to_ts,
+                    bucket: bucket as i32,
+                    include_deleted,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            if json {
+                let b: Vec<_> = r
+                    .buckets
+                    .iter()
+                    .map(|b| serde_json::json!({"start_ts": b.start_ts, "count": b.count}))
+                    .collect();
+                println!("{}", serde_json::json!({"total": r.total, "buckets": b}));
+            } else {
+                for b in &r.buckets {
+                    println!("{:>14}  {}", b.start_ts, b.count);
+                }
+                println!("total {}", r.total);
+            }
+            Ok(())
+        }
+        Cmd::Delete {
+            entity,
+            seqs,
+            reason,
+        } => {
+            let mut c = client(&cli.server).await?;
+            let r = c
+                .delete(pb::DeleteRequest {
+                    entity,
+                    seqs,
+                    reason,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("tombstone seq {}", r.tombstone_seq);
+            Ok(())
+        }
+        Cmd::Restore { entity } => {
+            let mut c = client(&cli.server).await?;
+            let r = c
+                .restore(pb::RestoreRequest { entity })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("restore seq {}", r.seq);
+            Ok(())
+        }
+        Cmd::Tail {
+            from_seq,
+            entity,
+            kind,
+            tags,
+            count,
+        } => {
+            let mut c = client(&cli.server).await?;
+            let mut s = c
+                .tail(pb::TailRequest {
+                    from_seq,
+                    entity,
+                    kind,
+                    tags,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            let mut n = 0;
+            while let Some(e) = s.message().await.map_err(status_err)? {
+                println!("{}", event_json(&e));
+                n += 1;
+                if count != 0 && n >= count {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Stats => {
+            let mut c = client(&cli.server).await?;
+            let r = c
+                .stats(pb::StatsRequest {})
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            println!("events      {}\nlast_seq    {}\nsegments    {}\ndisk_bytes  {}\nraw_bytes   {}\ntombstones  {}", r.events, r.last_seq, r.segments, r.disk_bytes, r.raw_bytes, r.tombstones);
+            Ok(())
+        }
+    }
+}
+
+fn parse_line(line: &str) -> Result<pb::Event, String> {
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let entity = s("entity").ok_or("missing string field \"entity\"")?;
+    let kind = s("kind").ok_or("missing string field \"kind\"")?;
+    let ts = match v.get("ts") {
+        None => 0,
+        Some(t) => t
+            .as_i64()
+            .ok_or("\"ts\" must be an integer (ms since epoch)")?,
+    };
+    let tags = match v.get("tags") {
+        None => Vec::new(),
+        Some(t) => t
+            .as_array()
+            .ok_or("\"tags\" must be an array of strings")?
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or("\"tags\" must be an array of strings")
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let payload = match v.get("payload") {
+        None => Vec::new(),
+        Some(serde_json::Value::String(p)) => p.clone().into_bytes(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    Ok(pb::Event {
+        entity,
+        kind,
+        ts,
+        tags,
+        payload,
+        id: s("id").unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+async fn import(server: &str, file: PathBuf, batch: usize, strict: bool) -> Result<(), BoxError> {
+    let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut c = client(server).await?;
+    let started = std::time::Instant::now();
+    let (mut sent, mut dups, mut bad) = (0u64, 0u64, 0u64);
+    let mut pending: Vec<pb::Event> = Vec::with_capacity(batch);
+    let mut first_line = 1usize;
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| format!("{}: line {}: {e}", file.display(), i + 1))?;
+        bar.inc(line.len() as u64 + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&line) {
+            Ok(e) => {
+                if pending.is_empty() {
+                    first_line = i + 1;
+                }
+                pending.push(e)
+            }
+            Err(msg) if strict => {
+                return Err(format!("{}: line {}: {msg}", file.display(), i + 1).into())
+            }
+            Err(msg) => {
+                bar.suspend(|| eprintln!("{}: line {}: {msg} (skipped)", file.display(), i + 1));
+                bad += 1;
+            }
+        }
+        if pending.len() >= batch {
+            let r = c
+                .append(pb::AppendRequest {
+                    events: std::mem::take(&mut pending),
+                })
+                .await
+                .map_err(|s| format!("batch starting at line {first_line}: {}", status_err(s)))?
+                .into_inner();
+            sent += r.seqs.len() as u64;
+            dups += u64::from(r.duplicates);
+        }
+    }
+    if !pending.is_empty() {
+        let r = c
+            .append(pb::AppendRequest { events: pending })
+            .await
+            .map_err(|s| format!("batch starting at line {first_line}: {}", status_err(s)))?
+            .into_inner();
+        sent += r.seqs.len() as u64;
+        dups += u64::from(r.duplicates);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    println!("imported {sent} events ({dups} duplicates, {bad} bad lines skipped) in {secs:.2}s: {:.0} events/s", sent as f64 / secs);
+    Ok(())
+}

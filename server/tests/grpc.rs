@@ -1,0 +1,442 @@
+//! Integration tests through a real `echolog serve` process on 127.0.0.1 (ephemeral port),
+//! with a generated gRPC client, and the CLI subcommands run as processes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use echolog_server::pb::event_store_client::EventStoreClient;
+use echolog_server::pb::{
+    self, AppendRequest, CountRequest, DeleteRequest, HistoryRequest, RestoreRequest, StatsRequest,
+    TailRequest,
+};
+use tonic::Code;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(dir: &std::path::Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_echolog"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("ECHOLOG_PAYLOAD_BYTES_MAX", "4096")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn echolog serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(line.contains("listening"), "{line}");
+        Server {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// SIGTERM, then wait: a graceful shutdown.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    }
+
+    fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_echolog"))
+            .arg("--server")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ev(entity: &str, kind: &str, ts: i64, tags: &[&str], id: &str) -> pb::Event {
+    pb::Event {
+        entity: entity.into(),
+        kind: kind.into(),
+        ts,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        payload: b"{\"x\":1}".to_vec(),
+        id: id.into(),
+        ..Default::default()
+    }
+}
+
+async fn collect(mut s: tonic::Streaming<pb::Event>) -> Vec<pb::Event> {
+    let mut v = Vec::new();
+    while let Some(e) = s.message().await.unwrap() {
+        v.push(e);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_works_through_a_real_server_and_data_survives_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(d.path());
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+
+    // Append, with a duplicate id in the batch and one already stored.
+    let r = c
+        .append(AppendRequest {
+            events: vec![
+                ev("p:1", "price", 60_001, &["tenant:a"], "i1"),
+                ev("p:1", "price", 120_001, &["tenant:a"], ""),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.seqs, vec![1, 2]);
+    let r = c
+        .append(AppendRequest {
+            events: vec![
+                ev("p:1", "price", 5, &[], "i1"),
+                ev("p:2", "link", 3_600_001, &["tenant:b"], "i2"),
+                ev("p:2", "link", 3_600_002, &[], "i2"),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.seqs, r.duplicates), (vec![1, 3, 3], 2));
+
+    // Streaming appends: one response per request, in order.
+    let reqs = (0..3).map(|i| AppendRequest {
+        events: vec![ev("p:3", "s", 10 + i, &[], "")],
+    });
+    let mut out = c
+        .append_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(r) = out.message().await.unwrap() {
+        seqs.extend(r.seqs);
+    }
+    assert_eq!(seqs, vec![4, 5, 6]);
+
+    // History, exactly as appended.
+    let h = collect(
+        c.history(HistoryRequest {
+            entity: "p:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(h.len(), 2);
+    assert_eq!(
+        (
+            h[0].seq,
+            h[0].ts,
+            h[0].tags.clone(),
+            h[0].payload.clone(),
+            h[0].id.clone()
+        ),
+        (
+            1,
+            60_001,
+            vec!["tenant:a".to_string()],
+            b"{\"x\":1}".to_vec(),
+            "i1".to_string()
+        )
+    );
+    let h = collect(
+        c.history(HistoryRequest {
+            entity: "p:3".into(),
+            reverse: true,
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(h.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6, 5]);
+    assert!(collect(
+        c.history(HistoryRequest {
+            entity: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    )
+    .await
+    .is_empty());
+
+    // Count per minute.
+    let r = c
+        .count(CountRequest {
+            tags: vec!["tenant:a".into()],
+            bucket: pb::Bucket::Minute as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.total, 2);
+    assert_eq!(
+        r.buckets
+            .iter()
+            .map(|b| (b.start_ts, b.count))
+            .collect::<Vec<_>>(),
+        vec![(60_000, 1), (120_000, 1)]
+    );
+
+    // Delete, include_deleted, restore.
+    let t = c
+        .delete(DeleteRequest {
+            entity: "p:1".into(),
+            seqs: vec![],
+            reason: "gone".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tombstone_seq;
+    assert_eq!(t, 7);
+    assert!(collect(
+        c.history(HistoryRequest {
+            entity: "p:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    )
+    .await
+    .is_empty());
+    let h = collect(
+        c.history(HistoryRequest {
+            entity: "p:1".into(),
+            include_deleted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(h[0].deleted_by, 7);
+    assert!(h[0].tags.contains(&"reason:gone".to_string()));
+    assert_eq!(
+        c.count(CountRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        4
+    );
+    let r = c
+        .restore(RestoreRequest {
+            entity: "p:1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.seq, 8);
+    let e = c
+        .delete(DeleteRequest {
+            entity: String::new(),
+            seqs: vec![999],
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Tail from a seq includes it, then follows new commits.
+    let mut tail = c
+        .tail(TailRequest {
+            from_seq: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tail.message().await.unwrap().unwrap().seq, 7);
+    assert_eq!(tail.message().await.unwrap().unwrap().seq, 8);
+    c.append(AppendRequest {
+        events: vec![ev("p:9", "late", 1, &[], "")],
+    })
+    .await
+    .unwrap();
+    assert_eq!(tail.message().await.unwrap().unwrap().seq, 9);
+
+    let s = c.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!((s.events, s.last_seq), (9, 9));
+    drop(tail);
+    drop(c);
+    srv.stop();
+
+    let srv = Server::start(d.path());
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    let s = c.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(s.last_seq, 9, "data intact after restart");
+    let h = collect(
+        c.history(HistoryRequest {
+            entity: "p:1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(h.len(), 2, "restored events are live after restart");
+    srv.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(d.path());
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    let long = |n: usize| "x".repeat(n);
+    let cases: Vec<(&str, pb::Event)> = vec![
+        ("entity", ev("", "k", 1, &[], "")),
+        ("entity", ev(&long(257), "k", 1, &[], "")),
+        ("entity", ev("a\u{7}b", "k", 1, &[], "")),
+        ("kind", ev("e", "", 1, &[], "")),
+        ("kind", ev("e", &long(129), 1, &[], "")),
+        ("kind", ev("e", "$delete", 1, &[], "")),
+        ("tags", ev("e", "k", 1, &["t"; 33], "")),
+        ("tags[0]", ev("e", "k", 1, &[""], "")),
+        ("tags[0]", ev("e", "k", 1, &[&long(257)], "")),
+        ("id", ev("e", "k", 1, &[], &long(129))),
+        (
+            "payload",
+            pb::Event {
+                payload: vec![0; 4097],
+                ..ev("e", "k", 1, &[], "")
+            },
+        ),
+    ];
+    for (field, bad) in cases {
+        let e = c
+            .append(AppendRequest {
+                events: vec![ev("ok", "k", 1, &[], ""), bad],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}: {}", e.message());
+        assert!(
+            e.message().contains(field) && e.message().contains("event 1"),
+            "{field}: {}",
+            e.message()
+        );
+    }
+    let e = c
+        .history(HistoryRequest {
+            entity: "e".into(),
+            from_ts: Some(5),
+            to_ts: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c
+        .count(CountRequest {
+            from_ts: 5,
+            to_ts: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        c.stats(StatsRequest {}).await.unwrap().into_inner().events,
+        0,
+        "nothing stored"
+    );
+    srv.stop();
+}
+
+#[test]
+fn cli_subcommands_work_against_a_running_server() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(d.path());
+    let (ok, out, err) = srv.cli(&[
+        "append",
+        "--entity",
+        "product:1",
+        "--kind",
+        "price",
+        "--ts",
+        "1000",
+        "--tag",
+        "tenant:t1",
+        "--payload",
+        "{\"p\":1}",
+    ]);
+    assert!(ok && out.contains("seq 1"), "{out}{err}");
+    let jsonl = d.path().join("in.jsonl");
+    std::fs::write(&jsonl, "{\"entity\":\"product:1\",\"kind\":\"price\",\"ts\":2000,\"tags\":[\"tenant:t1\"]}\nnot json\n{\"entity\":\"product:2\",\"kind\":\"link\",\"ts\":3000}\n").unwrap();
+    let (ok, out, err) = srv.cli(&["import", jsonl.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("imported 2 events") && err.contains("line 2"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = srv.cli(&["import", "--strict", jsonl.to_str().unwrap()]);
+    assert!(!ok && err.contains("line 2"), "{err}");
+    let (ok, out, _) = srv.cli(&["history", "product:1", "--json"]);
+    assert!(
+        ok && out.lines().count() == 2 && out.contains("\"seq\":1"),
+        "{out}"
+    );
+    let (ok, out, _) = srv.cli(&["history", "product:1"]);
+    assert!(ok && out.contains("price"), "{out}");
+    let (ok, out, _) = srv.cli(&[
+        "count",
+        "--tag",
+        "tenant:t1",
+        "--bucket",
+        "minute",
+        "--json",
+    ]);
+    assert!(ok && out.contains("\"total\":2"), "{out}");
+    let (ok, out, _) = srv.cli(&["count"]);
+    assert!(ok && out.contains("total 3"), "{out}");
+    let (ok, out, _) = srv.cli(&["delete", "--entity", "product:1", "--reason", "gone"]);
+    assert!(ok && out.contains("tombstone seq 4"), "{out}");
+    let (ok, out, _) = srv.cli(&["restore", "product:1"]);
+    assert!(ok && out.contains("restore seq 5"), "{out}");
+    let (ok, out, _) = srv.cli(&["tail", "--from-seq", "4", "--count", "2"]);
+    assert!(
+        ok && out.contains("$delete") && out.contains("$restore"),
+        "{out}"
+    );
+    let (ok, out, _) = srv.cli(&["stats"]);
+    assert!(ok && out.contains("last_seq    5"), "{out}");
+    let (ok, _, err) = srv.cli(&["append", "--entity", "", "--kind", "k"]);
+    assert!(
+        !ok && err.contains("InvalidArgument") && err.contains("entity"),
+        "{err}"
+    );
+    srv.stop();
+}
