@@ -440,3 +440,74 @@ fn cli_subcommands_work_against_a_running_server() {
     );
     srv.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_v1_and_v1alpha_answer() {
+    use tokio_stream::StreamExt;
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(d.path());
+    let channel = tonic::transport::Endpoint::from_shared(srv.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "echolog.v1.EventStore".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1 as r1;
+    let mut refl = r1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = r1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(r1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.next().await.unwrap().unwrap();
+    let Some(r1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        msg.message_response
+    else {
+        panic!("no service list")
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "echolog.v1.EventStore"),
+        "{:?}",
+        list.service
+    );
+
+    use tonic_reflection::pb::v1alpha as ra;
+    let mut refl = ra::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = ra::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(ra::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.next().await.unwrap().unwrap();
+    assert!(matches!(
+        msg.message_response,
+        Some(ra::server_reflection_response::MessageResponse::ListServicesResponse(_))
+    ));
+    srv.stop();
+}
