@@ -61,6 +61,8 @@ pub struct Stats {
     pub raw_bytes: u64,
     pub tombstones: u64,
     pub block_cache_bytes: u64,
+    /// Blocks read from disk and decompressed since open (cache misses).
+    pub blocks_decoded: u64,
 }
 
 pub(crate) struct Inner {
@@ -75,6 +77,7 @@ pub(crate) struct Inner {
     pub tombstones: RwLock<Tombstones>,
     poisoned: Mutex<Option<String>>,
     last_seq: AtomicU64,
+    blocks_decoded: AtomicU64,
     commit_lock: Mutex<()>,
     commit_cv: Condvar,
     pub fault: Option<Arc<dyn FaultInjector>>,
@@ -220,6 +223,7 @@ impl Store {
             tombstones: RwLock::new(Tombstones::default()),
             poisoned: Mutex::new(None),
             last_seq: AtomicU64::new(next_seq - 1),
+            blocks_decoded: AtomicU64::new(0),
             commit_lock: Mutex::new(()),
             commit_cv: Condvar::new(),
             opts,
@@ -468,6 +472,7 @@ impl Store {
             .entries()
             .len() as u64;
         s.block_cache_bytes = self.inner.cache.weight();
+        s.blocks_decoded = self.inner.blocks_decoded.load(Ordering::Relaxed);
         Ok(s)
     }
 
@@ -539,6 +544,12 @@ pub(crate) fn check_entity(entity: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn view_end_seq(view: &RwLock<Arc<View>>) -> u64 {
+    let v = view.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let end = v.active.index().end_seq();
+    end
 }
 
 fn spawn_flusher(inner: Weak<Inner>, every: Duration) {
@@ -626,7 +637,10 @@ impl Inner {
         block: usize,
         load: impl FnOnce() -> Result<DecodedBlock>,
     ) -> Result<Arc<DecodedBlock>> {
-        self.cache.get_or_load((base_seq, block as u32), load)
+        self.cache.get_or_load((base_seq, block as u32), || {
+            self.blocks_decoded.fetch_add(1, Ordering::Relaxed);
+            load()
+        })
     }
 
     /// Sets `deleted_by`. Reserved-kind records (tombstones themselves) are never deleted.
@@ -736,8 +750,12 @@ impl Inner {
         match fs::read(&path) {
             Ok(bytes) => {
                 read = bytes.len() as u64;
+                // A seal that stopped after saving this file but before starting the next
+                // segment leaves it covering part of the active segment: still valid, since a
+                // segment is fsynced before it is sealed. Anything past the log's end is not.
+                let end = view_end_seq(&self.view);
                 match decode_tombstones(&bytes) {
-                    Ok((c, entries)) if c <= active_base => {
+                    Ok((c, entries)) if c <= end && entries.iter().all(|e| e.seq < c) => {
                         covered = c;
                         for e in entries {
                             state.apply(e);

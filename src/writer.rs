@@ -143,8 +143,10 @@ impl Inner {
                     .map(|p| {
                         let err = if full {
                             Error::DiskFull(msg.clone())
+                        } else if self.poisoned().is_some() {
+                            Error::ReadOnly(msg.clone())
                         } else {
-                            Error::Inconsistent(format!("sealing failed: {msg}"))
+                            Error::Inconsistent(format!("sealing the active segment failed: {msg}"))
                         };
                         (p.ticket, Err(err))
                     })
@@ -394,6 +396,17 @@ impl Inner {
     pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
         let end_seq = w.next_seq;
+        if w.dirty {
+            // A sealed segment is immutable and complete: its data must be durable before its
+            // index says so (matters with sync=interval/never).
+            if let Err(e) = w.file.sync_data() {
+                let msg = format!("fdatasync of {} failed: {e}", old.path.display());
+                self.poison(&msg);
+                return Err(Error::ReadOnly(msg));
+            }
+            w.dirty = false;
+            w.last_sync = Instant::now();
+        }
         let bytes = old.index().to_index_file();
         if let Some(WriteFault::Fail(e) | WriteFault::Partial(_, e)) =
             self.fault.as_ref().map(|f| f.on_write(bytes.len()))
@@ -412,10 +425,6 @@ impl Inner {
                 sealed: sealed_list,
                 active: active.clone(),
             });
-        }
-        if w.dirty {
-            // The old segment's tail must be durable before we stop tracking it.
-            let _ = w.file.sync_data();
         }
         w.file = file;
         w.active = active;

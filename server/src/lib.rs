@@ -53,11 +53,14 @@ pub fn to_status(e: &Error) -> Status {
 #[derive(Clone)]
 pub struct Service {
     store: Store,
+    /// Becomes true when the server shuts down, so that open tails end and graceful shutdown
+    /// does not wait on them forever.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(store: Store) -> Self {
-        Service { store }
+    pub fn new(store: Store, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Service { store, closing }
     }
 
     async fn run<T: Send + 'static>(
@@ -250,6 +253,12 @@ impl EventStore for Service {
         tokio::spawn(async move {
             let mut next = r.from_seq.max(1);
             loop {
+                if *svc.closing.borrow() {
+                    let _ = tx
+                        .send(Err(Status::unavailable("server is shutting down")))
+                        .await;
+                    return;
+                }
                 let from = next;
                 let batch = match svc.run(move |s| s.read(from, TAIL_BATCH_EVENTS)).await {
                     Ok(b) => b,
@@ -320,7 +329,13 @@ pub async fn serve(
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let svc = EventStoreServer::new(Service::new(store))
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight calls, ending tails");
+        let _ = closing_tx.send(true);
+    };
+    let svc = EventStoreServer::new(Service::new(store, closing_rx))
         .max_decoding_message_size(config.message_bytes_max)
         .max_encoding_message_size(config.message_bytes_max);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

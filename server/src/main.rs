@@ -49,6 +49,11 @@ enum Cmd {
         batch_bytes_max: usize,
         #[arg(long, env = "ECHOLOG_BLOCK_CACHE_BYTES", default_value_t = Options::default().block_cache_bytes_max)]
         block_cache_bytes: u64,
+        /// Decompressed size at which a block is cut (smaller: faster history, worse ratio).
+        #[arg(long, env = "ECHOLOG_BLOCK_BYTES_TARGET", default_value_t = Options::default().block_raw_bytes_target)]
+        block_bytes_target: usize,
+        #[arg(long, env = "ECHOLOG_ZSTD_LEVEL", default_value_t = Options::default().zstd_level)]
+        zstd_level: i32,
         #[arg(long, env = "ECHOLOG_MESSAGE_BYTES_MAX", default_value_t = echolog_server::ServerConfig::default().message_bytes_max)]
         message_bytes_max: usize,
     },
@@ -215,6 +220,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             batch_events_max,
             batch_bytes_max,
             block_cache_bytes,
+            block_bytes_target,
+            zstd_level,
             message_bytes_max,
         } => {
             tracing_subscriber::fmt()
@@ -231,6 +238,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 batch_events_max,
                 batch_bytes_max,
                 block_cache_bytes_max: block_cache_bytes,
+                block_raw_bytes_target: block_bytes_target,
+                zstd_level,
                 ..Options::default()
             };
             let store = tokio::task::spawn_blocking(move || Store::open(data_dir, opts)).await??;

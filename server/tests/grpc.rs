@@ -511,3 +511,34 @@ async fn health_and_reflection_v1_and_v1alpha_answer() {
     ));
     srv.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_ends_open_tails() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(d.path());
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    c.append(AppendRequest {
+        events: vec![ev("a", "k", 1, &[], "")],
+    })
+    .await
+    .unwrap();
+    let mut tail = c.tail(TailRequest::default()).await.unwrap().into_inner();
+    assert_eq!(tail.message().await.unwrap().unwrap().seq, 1);
+    // The tail stays open; SIGTERM must still stop the server cleanly.
+    let stopper = std::thread::spawn(move || srv.stop());
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match tail.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("tail ends within 10 s of SIGTERM");
+    if let Err(status) = end {
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
+    }
+    // stop() asserts the server exited 0.
+    stopper.join().unwrap();
+}
