@@ -94,11 +94,12 @@ impl Options {
                 self.segment_size_bytes_max
             )));
         }
-        if self.block_raw_bytes_target == 0 || self.block_raw_bytes_target > BLOCK_RAW_BYTES_MAX / 2
-        {
+        // A block is cut after the record that crosses the target, so the target plus one
+        // largest record (payload plus at most ~9 KiB of other fields) must fit in a block.
+        let target_max = BLOCK_RAW_BYTES_MAX / 2 - 64 * 1024;
+        if self.block_raw_bytes_target == 0 || self.block_raw_bytes_target > target_max {
             return Err(Error::invalid(format!(
-                "block_raw_bytes_target: must be 1..={}",
-                BLOCK_RAW_BYTES_MAX / 2
+                "block_raw_bytes_target: must be 1..={target_max}"
             )));
         }
         if self.payload_bytes_max > PAYLOAD_BYTES_MAX {

@@ -114,7 +114,22 @@ impl Inner {
                 q.leader_active = true;
                 let work = std::mem::take(&mut q.pending);
                 drop(q);
-                let results = self.commit_group(work);
+                let tickets: Vec<u64> = work.iter().map(|p| p.ticket).collect();
+                // A panic here would leave every waiter waiting forever: turn it into errors
+                // for this group and refuse writes until restart (the file's state is unknown).
+                let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.commit_group(work)
+                })) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let msg = "internal error: the commit leader panicked; writes are refused until restart";
+                        self.poison(msg);
+                        tickets
+                            .into_iter()
+                            .map(|t| (t, Err(Error::ReadOnly(msg.into()))))
+                            .collect()
+                    }
+                };
                 q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 q.leader_active = false;
                 q.done.extend(results);

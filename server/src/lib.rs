@@ -53,14 +53,43 @@ pub fn to_status(e: &Error) -> Status {
 #[derive(Clone)]
 pub struct Service {
     store: Store,
+    message_bytes_max: usize,
     /// Becomes true when the server shuts down, so that open tails end and graceful shutdown
     /// does not wait on them forever.
     closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(store: Store, closing: tokio::sync::watch::Receiver<bool>) -> Self {
-        Service { store, closing }
+    pub fn new(
+        store: Store,
+        config: &ServerConfig,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Service {
+            store,
+            message_bytes_max: config.message_bytes_max,
+            closing,
+        }
+    }
+
+    /// One append request: size check, then the engine. Oversize requests are
+    /// RESOURCE_EXHAUSTED (the transport itself refuses messages over
+    /// [`TRANSPORT_LIMIT_FACTOR`] times the limit, with OUT_OF_RANGE).
+    async fn append_one(&self, req: pb::AppendRequest) -> Result<pb::AppendResponse, Status> {
+        use prost::Message;
+        let len = req.encoded_len();
+        if len > self.message_bytes_max {
+            return Err(Status::resource_exhausted(format!(
+                "request is {len} bytes; the limit is {} (--message-bytes-max)",
+                self.message_bytes_max
+            )));
+        }
+        let events: Vec<echolog::Event> = req.events.into_iter().map(to_engine).collect();
+        let out = self.run(move |s| s.append(events)).await?;
+        Ok(pb::AppendResponse {
+            seqs: out.seqs,
+            duplicates: out.duplicates,
+        })
     }
 
     async fn run<T: Send + 'static>(
@@ -102,6 +131,10 @@ pub fn to_pb(e: echolog::StoredEvent) -> pb::Event {
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
 
+/// The transport accepts messages up to this many times `message_bytes_max`, so that requests
+/// a little over the limit get a clear RESOURCE_EXHAUSTED from the service.
+pub const TRANSPORT_LIMIT_FACTOR: usize = 4;
+
 /// Events a tail sends per engine read.
 const TAIL_BATCH_EVENTS: u32 = 1000;
 /// How long a tail waits for a commit before checking whether its client left.
@@ -113,13 +146,7 @@ impl EventStore for Service {
         &self,
         req: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
-        let events: Vec<echolog::Event> =
-            req.into_inner().events.into_iter().map(to_engine).collect();
-        let out = self.run(move |s| s.append(events)).await?;
-        Ok(Response::new(pb::AppendResponse {
-            seqs: out.seqs,
-            duplicates: out.duplicates,
-        }))
+        Ok(Response::new(self.append_one(req.into_inner()).await?))
     }
 
     type AppendStreamStream = AppendStream;
@@ -134,16 +161,7 @@ impl EventStore for Service {
         tokio::spawn(async move {
             while let Some(msg) = input.message().await.transpose() {
                 let res = match msg {
-                    Ok(r) => {
-                        let events: Vec<echolog::Event> =
-                            r.events.into_iter().map(to_engine).collect();
-                        svc.run(move |s| s.append(events))
-                            .await
-                            .map(|o| pb::AppendResponse {
-                                seqs: o.seqs,
-                                duplicates: o.duplicates,
-                            })
-                    }
+                    Ok(r) => svc.append_one(r).await,
                     Err(e) => Err(e),
                 };
                 let stop = res.is_err();
@@ -335,9 +353,12 @@ pub async fn serve(
         tracing::info!("shutting down: finishing in-flight calls, ending tails");
         let _ = closing_tx.send(true);
     };
-    let svc = EventStoreServer::new(Service::new(store, closing_rx))
-        .max_decoding_message_size(config.message_bytes_max)
-        .max_encoding_message_size(config.message_bytes_max);
+    let transport_limit = config
+        .message_bytes_max
+        .saturating_mul(TRANSPORT_LIMIT_FACTOR);
+    let svc = EventStoreServer::new(Service::new(store, &config, closing_rx))
+        .max_decoding_message_size(transport_limit)
+        .max_encoding_message_size(transport_limit);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .add_service(health)

@@ -22,6 +22,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("ECHOLOG_PAYLOAD_BYTES_MAX", "4096")
+            .env("ECHOLOG_MESSAGE_BYTES_MAX", "65536")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -350,6 +351,15 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing() {
             e.message()
         );
     }
+    let big: Vec<pb::Event> = (0..100)
+        .map(|_| pb::Event {
+            payload: vec![b'x'; 1000],
+            ..ev("e", "k", 1, &[], "")
+        })
+        .collect();
+    let e = c.append(AppendRequest { events: big }).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("65536"), "{}", e.message());
     let e = c
         .history(HistoryRequest {
             entity: "e".into(),
