@@ -6,34 +6,10 @@ use std::hint::black_box;
 use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use echolog::{Bucket, CountQuery, Event, HistoryQuery, Options, Store, SyncPolicy};
+use echolog::{Bucket, CountQuery, HistoryQuery, Options, Store, SyncPolicy};
 
-/// The seed workload's shape: ~165-byte JSON payloads, Zipf-ish entities, 1k tenants.
-fn event(i: u64) -> Event {
-    // A cheap skew: low entity numbers are much more frequent.
-    let r = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-    let entity = (r % 1000) * (r % 500) % 500_000;
-    let tenant = r % 1000;
-    Event {
-        entity: format!("product:{entity}"),
-        kind: format!("kind_{}", r % 20),
-        ts: 1_700_000_000_000 + i as i64 * 10,
-        tags: vec![format!("tenant:t{tenant}")],
-        payload: format!(
-            "{{\"product\":{entity},\"old_price\":{},\"new_price\":{},\"currency\":\"EUR\",\"source\":\"feed-{}\",\"note\":\"scheduled price update\",\"batch\":{}}}",
-            12900 + r % 1000,
-            11900 + r % 700,
-            r % 30,
-            i / 1000
-        )
-        .into_bytes(),
-        id: None,
-    }
-}
-
-fn batch(start: u64, n: u64) -> Vec<Event> {
-    (start..start + n).map(event).collect()
-}
+mod workload;
+use workload::batch;
 
 fn bench_append(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_batch_1000");

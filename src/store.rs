@@ -24,7 +24,9 @@ use crate::segment::{ActiveSegment, LoadedSegment, SealedSegment};
 use crate::tombstones::{
     entry_to_record, record_to_entry, Tombstones, RESERVED_KINDS, TOMBSTONES_FILE,
 };
-use crate::writer::{create_segment, open_segment_files, AppendOutcome, Queue, Writer};
+use crate::writer::{
+    create_segment, now_ms, open_segment_files, prepare_batch, AppendOutcome, Queue, Writer,
+};
 
 /// An immutable snapshot of the segment list. Readers clone the Arc and never block the
 /// writer for longer than that clone.
@@ -284,7 +286,16 @@ impl Store {
                 opts.batch_bytes_max
             )));
         }
-        self.inner.append_queued(events)
+        let mut events = events;
+        let now = now_ms();
+        for e in events.iter_mut().filter(|e| e.ts == 0) {
+            e.ts = now;
+        }
+        // Large batches are encoded and compressed here, on the appending thread, so that
+        // concurrent appenders do that work in parallel instead of inside the commit.
+        let prepared = (bytes >= opts.block_raw_bytes_target)
+            .then(|| prepare_batch(&events, opts.block_raw_bytes_target, opts.zstd_level));
+        self.inner.append_queued(events, prepared)
     }
 
     /// Soft-deletes: with `seqs`, exactly those events; otherwise every event of `entity`
@@ -368,7 +379,7 @@ impl Store {
             payload,
             id: None,
         };
-        let out = self.inner.append_queued(vec![ev])?;
+        let out = self.inner.append_queued(vec![ev], None)?;
         out.seqs
             .first()
             .copied()

@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use echolog_format::block::{encode_block, BlockMeta, FLAG_COMMIT_END};
+use echolog_format::block::{encode_block, BlockMeta, PreparedBlock, FLAG_COMMIT_END};
 use echolog_format::index::BlockEntry;
 use echolog_format::record::encode_record;
 use echolog_format::segment_header::{SegmentHeader, SEGMENT_HEADER_LEN};
@@ -37,6 +37,59 @@ pub struct AppendOutcome {
 pub(crate) struct Pending {
     pub ticket: u64,
     pub events: Vec<Event>,
+    /// The batch already encoded into blocks by the appending thread (large batches only),
+    /// used unless some of its events turn out to be duplicates.
+    pub prepared: Option<Vec<PreparedBlock>>,
+}
+
+thread_local! {
+    /// Each appending thread's zstd context, with the level it was made for.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Encodes a whole batch into blocks of about `target` raw bytes, on the appending thread.
+/// The events' ts must already be resolved (no 0).
+pub(crate) fn prepare_batch(events: &[Event], target: usize, level: i32) -> Vec<PreparedBlock> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
+        }
+        let mut compressor = slot.as_mut().map(|(_, c)| c);
+        let mut out = Vec::new();
+        let mut raw = Vec::with_capacity(target + 4096);
+        let (mut count, mut min_ts, mut max_ts) = (0u32, i64::MAX, i64::MIN);
+        for (i, e) in events.iter().enumerate() {
+            encode_record(
+                &mut raw,
+                &e.entity,
+                &e.kind,
+                e.ts,
+                &e.tags,
+                &e.payload,
+                e.id.as_deref().unwrap_or(""),
+            );
+            count += 1;
+            min_ts = min_ts.min(e.ts);
+            max_ts = max_ts.max(e.ts);
+            let last = i + 1 == events.len();
+            if raw.len() >= target || last {
+                let flags = if last { FLAG_COMMIT_END } else { 0 };
+                out.push(PreparedBlock::new(
+                    count,
+                    min_ts,
+                    max_ts,
+                    flags,
+                    &raw,
+                    compressor.as_deref_mut(),
+                ));
+                raw.clear();
+                (count, min_ts, max_ts) = (0, i64::MAX, i64::MIN);
+            }
+        }
+        out
+    })
 }
 
 #[derive(Default)]
@@ -101,11 +154,19 @@ pub(crate) fn now_ms() -> i64 {
 
 impl Inner {
     /// Queues `events` and returns once they are committed (or failed).
-    pub(crate) fn append_queued(&self, events: Vec<Event>) -> Result<AppendOutcome> {
+    pub(crate) fn append_queued(
+        &self,
+        events: Vec<Event>,
+        prepared: Option<Vec<PreparedBlock>>,
+    ) -> Result<AppendOutcome> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let ticket = q.next_ticket;
         q.next_ticket += 1;
-        q.pending.push(Pending { ticket, events });
+        q.pending.push(Pending {
+            ticket,
+            events,
+            prepared,
+        });
         loop {
             if let Some(r) = q.done.remove(&ticket) {
                 return r;
@@ -172,8 +233,8 @@ impl Inner {
         let now = now_ms();
         let mut outcomes: Vec<(u64, Result<AppendOutcome>)> = Vec::with_capacity(work.len());
         let mut records: Vec<NewRecord<'_>> = Vec::new();
-        // Index into `records` where each batch's records end, for block cutting.
-        let mut batch_ends: Vec<usize> = Vec::new();
+        // Each batch's records, with its prepared blocks when they can be used as they are.
+        let mut units: Vec<(std::ops::Range<usize>, Option<&[PreparedBlock]>)> = Vec::new();
         let mut group_ids: HashMap<&str, u64> = HashMap::new();
         let mut next_seq = w.next_seq;
         for p in &work {
@@ -221,14 +282,18 @@ impl Inner {
                 continue;
             }
             if records.len() > start {
-                batch_ends.push(records.len());
+                let prepared = p
+                    .prepared
+                    .as_deref()
+                    .filter(|_| duplicates == 0 && records.len() - start == p.events.len());
+                units.push((start..records.len(), prepared));
             }
             outcomes.push((p.ticket, Ok(AppendOutcome { seqs, duplicates })));
         }
         if records.is_empty() {
             return outcomes;
         }
-        if let Err(e) = self.write_records(&mut w, &records, &batch_ends) {
+        if let Err(e) = self.write_records(&mut w, &records, &units) {
             let msg = e.to_string();
             let disk_full = matches!(e, Error::DiskFull(_));
             return outcomes
@@ -252,7 +317,7 @@ impl Inner {
         &self,
         w: &mut Writer,
         records: &[NewRecord<'_>],
-        batch_ends: &[usize],
+        units: &[(std::ops::Range<usize>, Option<&[PreparedBlock]>)],
     ) -> Result<()> {
         let target = self.opts.block_raw_bytes_target;
         let base_seq = w.active.base_seq;
@@ -266,14 +331,11 @@ impl Inner {
         } = &mut *w;
         buf.clear();
         raw.clear();
-        let mut first = 0usize;
-        let mut ends = batch_ends.iter().peekable();
         let mut raw_total = 0u64;
-        let mut emit = |buf: &mut Vec<u8>,
-                        raw: &mut Vec<u8>,
-                        recs: &[NewRecord<'_>],
-                        end: bool,
-                        offset: u64| {
+        // Small batches are packed together into blocks here; a block is cut after the record
+        // that crosses the target, and carries COMMIT_END when that record ends a batch.
+        let mut open_first: Option<usize> = None;
+        let mut emit = |buf: &mut Vec<u8>, raw: &mut Vec<u8>, recs: &[NewRecord<'_>], end: bool| {
             let min_ts = recs.iter().map(|r| r.ts).min().unwrap_or(0);
             let max_ts = recs.iter().map(|r| r.ts).max().unwrap_or(0);
             let meta = BlockMeta {
@@ -284,45 +346,80 @@ impl Inner {
                 flags: if end { FLAG_COMMIT_END } else { 0 },
             };
             let at = buf.len() as u64;
-            raw_total += raw.len() as u64;
-            let len = encode_block(buf, meta, raw, Some(compressor));
-            blocks.push(MemBlock {
+            let len = encode_block(buf, meta, raw, Some(&mut *compressor));
+            let block = MemBlock {
                 entry: BlockEntry {
-                    offset: offset + at,
+                    offset: offset0 + at,
                     first_ordinal: (recs[0].seq - base_seq) as u32,
                     count: recs.len() as u32,
                     min_ts,
                     max_ts,
                 },
                 len: len as u32,
-            });
+            };
+            let raw_len = raw.len() as u64;
             raw.clear();
+            (block, raw_len)
         };
-        for (i, r) in records.iter().enumerate() {
-            let e = r.event;
-            encode_record(
-                raw,
-                &e.entity,
-                &e.kind,
-                r.ts,
-                &e.tags,
-                &e.payload,
-                e.id.as_deref().unwrap_or(""),
-            );
-            let batch_end = ends.peek().is_some_and(|end| **end == i + 1);
-            if batch_end {
-                ends.next();
+        for (range, prepared) in units {
+            match prepared {
+                Some(pre) => {
+                    if let Some(f) = open_first.take() {
+                        let (b, n) = emit(buf, raw, &records[f..range.start], true);
+                        blocks.push(b);
+                        raw_total += n;
+                    }
+                    let mut seq = records[range.start].seq;
+                    for pb in pre.iter() {
+                        let at = buf.len() as u64;
+                        let len = pb.write_to(buf, seq);
+                        blocks.push(MemBlock {
+                            entry: BlockEntry {
+                                offset: offset0 + at,
+                                first_ordinal: (seq - base_seq) as u32,
+                                count: pb.count(),
+                                min_ts: pb.min_ts(),
+                                max_ts: pb.max_ts(),
+                            },
+                            len: len as u32,
+                        });
+                        raw_total += u64::from(pb.raw_len());
+                        seq += u64::from(pb.count());
+                    }
+                    assert_eq!(
+                        seq,
+                        records[range.end - 1].seq + 1,
+                        "prepared blocks hold the batch"
+                    );
+                }
+                None => {
+                    for i in range.clone() {
+                        let r = &records[i];
+                        let e = r.event;
+                        encode_record(
+                            raw,
+                            &e.entity,
+                            &e.kind,
+                            r.ts,
+                            &e.tags,
+                            &e.payload,
+                            e.id.as_deref().unwrap_or(""),
+                        );
+                        let f = *open_first.get_or_insert(i);
+                        if raw.len() >= target {
+                            let (b, n) = emit(buf, raw, &records[f..=i], i + 1 == range.end);
+                            blocks.push(b);
+                            raw_total += n;
+                            open_first = None;
+                        }
+                    }
+                }
             }
-            if raw.len() >= target || i + 1 == records.len() {
-                emit(
-                    buf,
-                    raw,
-                    &records[first..=i],
-                    batch_end || i + 1 == records.len(),
-                    offset0,
-                );
-                first = i + 1;
-            }
+        }
+        if let Some(f) = open_first.take() {
+            let (b, n) = emit(buf, raw, &records[f..], true);
+            blocks.push(b);
+            raw_total += n;
         }
         // Write.
         let at = w.len;

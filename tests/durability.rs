@@ -73,6 +73,7 @@ fn concurrent_writers_get_dense_unique_seqs_and_readers_see_prefixes() {
         d.path(),
         Options {
             segment_size_bytes_max: 64 * 1024,
+            block_raw_bytes_target: 1024,
             ..Options::default()
         },
     )
@@ -87,11 +88,16 @@ fn concurrent_writers_get_dense_unique_seqs_and_readers_see_prefixes() {
         handles.push(std::thread::spawn(move || {
             let mut seqs = Vec::new();
             for i in 0..per {
-                let batch = if i % 5 == 0 {
-                    vec![ev(&format!("w{w}"), i), ev(&format!("w{w}"), i)]
+                // Mixed sizes: small batches are packed by the commit leader, large ones
+                // (12 events, over the 1 KiB block target) come prepared by this thread.
+                let n = if i % 7 == 0 {
+                    12
+                } else if i % 5 == 0 {
+                    2
                 } else {
-                    vec![ev(&format!("w{w}"), i)]
+                    1
                 };
+                let batch = (0..n).map(|_| ev(&format!("w{w}"), i)).collect();
                 seqs.extend(s.append(batch).unwrap().seqs);
             }
             done.fetch_add(1, Ordering::SeqCst);
@@ -133,7 +139,18 @@ fn concurrent_writers_get_dense_unique_seqs_and_readers_see_prefixes() {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(h.len() as u64, per + per / 5);
+        let want: u64 = (0..per)
+            .map(|i| {
+                if i % 7 == 0 {
+                    12
+                } else if i % 5 == 0 {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum();
+        assert_eq!(h.len() as u64, want);
     }
 }
 

@@ -512,7 +512,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+#![proptest_config(ProptestConfig {
+        // PROPTEST_CASES=2000 for a deeper run; 48 keeps CI fast.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
     #[test]
     fn store_matches_model_across_reopen_and_crashes(ops in proptest::collection::vec(op(), 1..45)) {
         run(ops)?;

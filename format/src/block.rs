@@ -149,54 +149,119 @@ pub struct BlockMeta {
     pub flags: u8,
 }
 
+/// A block whose body is compressed and checksummed but whose seqs are not assigned yet, so
+/// that appending threads can do the expensive part before the commit leader numbers it.
+pub struct PreparedBlock {
+    header: BlockHeader,
+    body: Vec<u8>,
+    body_crc: crc32fast::Hasher,
+}
+
+impl PreparedBlock {
+    /// Prepares a block of `count` encoded records in `raw`. With a compressor the body is
+    /// zstd-compressed, unless that does not make it smaller.
+    pub fn new(
+        count: u32,
+        min_ts: i64,
+        max_ts: i64,
+        flags: u8,
+        raw: &[u8],
+        compressor: Option<&mut zstd::bulk::Compressor<'_>>,
+    ) -> Self {
+        assert!(count > 0 && count <= BLOCK_RECORDS_MAX);
+        assert!(raw.len() <= BLOCK_RAW_BYTES_MAX);
+        assert!(min_ts <= max_ts && flags & !FLAGS_KNOWN == 0);
+        let mut codec = CODEC_NONE;
+        let mut body = Vec::new();
+        if let Some(z) = compressor {
+            // A compression failure (out of memory) falls back to storing the body as is.
+            if let Ok(compressed) = z.compress(raw) {
+                if compressed.len() < raw.len() {
+                    body = compressed;
+                    codec = CODEC_ZSTD;
+                }
+            }
+        }
+        if codec == CODEC_NONE {
+            body = raw.to_vec();
+        }
+        let mut body_crc = crc32fast::Hasher::new();
+        body_crc.update(&body);
+        let header = BlockHeader {
+            crc: 0,
+            body_len: body.len() as u32,
+            raw_len: raw.len() as u32,
+            first_seq: 0,
+            count,
+            codec,
+            flags,
+            min_ts,
+            max_ts,
+        };
+        PreparedBlock {
+            header,
+            body,
+            body_crc,
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.header.count
+    }
+    pub fn min_ts(&self) -> i64 {
+        self.header.min_ts
+    }
+    pub fn max_ts(&self) -> i64 {
+        self.header.max_ts
+    }
+    pub fn raw_len(&self) -> u32 {
+        self.header.raw_len
+    }
+    pub fn total_len(&self) -> u64 {
+        self.header.total_len()
+    }
+
+    /// Appends the finished block, numbered from `first_seq`, to `out`. Returns its length.
+    pub fn write_to(&self, out: &mut Vec<u8>, first_seq: u64) -> usize {
+        assert!(
+            first_seq > 0
+                && first_seq
+                    .checked_add(u64::from(self.header.count))
+                    .is_some()
+        );
+        let mut header = self.header;
+        header.first_seq = first_seq;
+        let mut hb = [0u8; BLOCK_HEADER_LEN];
+        header.encode_into(&mut hb);
+        // CRC over header[4..] followed by the body, the body's part computed beforehand.
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&hb[4..]);
+        hasher.combine(&self.body_crc);
+        header.crc = hasher.finalize();
+        header.encode_into(&mut hb);
+        out.extend_from_slice(&hb);
+        out.extend_from_slice(&self.body);
+        BLOCK_HEADER_LEN + self.body.len()
+    }
+}
+
 /// Appends one block (header + body) to `out`. `raw` is the concatenation of `meta.count`
-/// encoded records. With a compressor the body is zstd-compressed, unless that does not make it
-/// smaller. Returns the number of bytes appended.
+/// encoded records. Returns the number of bytes appended.
 pub fn encode_block(
     out: &mut Vec<u8>,
     meta: BlockMeta,
     raw: &[u8],
     compressor: Option<&mut zstd::bulk::Compressor<'_>>,
 ) -> usize {
-    assert!(meta.count > 0 && meta.count <= BLOCK_RECORDS_MAX);
-    assert!(raw.len() <= BLOCK_RAW_BYTES_MAX);
-    assert!(meta.min_ts <= meta.max_ts && meta.flags & !FLAGS_KNOWN == 0);
-    let start = out.len();
-    out.resize(start + BLOCK_HEADER_LEN, 0);
-    let mut codec = CODEC_NONE;
-    if let Some(z) = compressor {
-        // A compression failure (out of memory) falls back to storing the body as is.
-        if let Ok(compressed) = z.compress(raw) {
-            if compressed.len() < raw.len() {
-                out.extend_from_slice(&compressed);
-                codec = CODEC_ZSTD;
-            }
-        }
-    }
-    if codec == CODEC_NONE {
-        out.extend_from_slice(raw);
-    }
-    let body_len = out.len() - start - BLOCK_HEADER_LEN;
-    let mut header = BlockHeader {
-        crc: 0,
-        body_len: body_len as u32,
-        raw_len: raw.len() as u32,
-        first_seq: meta.first_seq,
-        count: meta.count,
-        codec,
-        flags: meta.flags,
-        min_ts: meta.min_ts,
-        max_ts: meta.max_ts,
-    };
-    let mut hb = [0u8; BLOCK_HEADER_LEN];
-    header.encode_into(&mut hb);
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&hb[4..]);
-    hasher.update(&out[start + BLOCK_HEADER_LEN..]);
-    header.crc = hasher.finalize();
-    header.encode_into(&mut hb);
-    out[start..start + BLOCK_HEADER_LEN].copy_from_slice(&hb);
-    out.len() - start
+    PreparedBlock::new(
+        meta.count,
+        meta.min_ts,
+        meta.max_ts,
+        meta.flags,
+        raw,
+        compressor,
+    )
+    .write_to(out, meta.first_seq)
 }
 
 /// Decodes and checksums the block at the start of `bytes` (which may extend past it).

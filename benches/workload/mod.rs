@@ -1,0 +1,52 @@
+//! The seed workload of DESIGN.md, shared by the benches and the examples: JSON payloads of
+//! about 165 bytes, entities skewed over 500k keys, 1k tenants (`tenant:` tag), 20 kinds,
+//! increasing ts with 1% of events late by up to an hour.
+
+use echolog::Event;
+
+/// A 64-bit mix (splitmix64), so that event `i` is the same on every run.
+pub fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Entity number with a Zipf-like skew over `ENTITIES` keys (rank ~ 1/u).
+pub const ENTITIES: u64 = 500_000;
+
+pub fn entity_of(r: u64) -> u64 {
+    // u in (0, 1]; rank = ENTITIES^(u) - 1 gives a log-uniform, heavy-headed distribution.
+    let u = ((r >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    ((ENTITIES as f64).powf(u) - 1.0) as u64 % ENTITIES
+}
+
+pub fn event(i: u64) -> Event {
+    let r = mix(i);
+    let entity = entity_of(r);
+    let tenant = (r >> 7) % 1000;
+    let late = if r % 100 == 0 {
+        (r >> 20) as i64 % 3_600_000
+    } else {
+        0
+    };
+    Event {
+        entity: format!("product:{entity}"),
+        kind: format!("kind_{}", (r >> 17) % 20),
+        ts: 1_700_000_000_000 + i as i64 * 10 - late,
+        tags: vec![format!("tenant:t{tenant}")],
+        payload: format!(
+            "{{\"product\":{entity},\"old_price\":{},\"new_price\":{},\"currency\":\"EUR\",\"source\":\"feed-{}\",\"note\":\"scheduled price update\",\"batch\":{}}}",
+            12900 + r % 1000,
+            11900 + (r >> 9) % 700,
+            (r >> 3) % 30,
+            i / 1000
+        )
+        .into_bytes(),
+        id: None,
+    }
+}
+
+pub fn batch(start: u64, n: u64) -> Vec<Event> {
+    (start..start + n).map(event).collect()
+}
