@@ -25,7 +25,7 @@ pub fn event(i: u64) -> Event {
     let r = mix(i);
     let entity = entity_of(r);
     let tenant = (r >> 7) % 1000;
-    let late = if r % 100 == 0 {
+    let late = if r.is_multiple_of(100) {
         (r >> 20) as i64 % 3_600_000
     } else {
         0
