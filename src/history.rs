@@ -71,9 +71,13 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
                     .collect(),
             }
         };
+        let mut hint = None;
         let mut push = |ord: u32| -> Result<bool> {
-            if let Some(ev) = present(inner.active_event(a, ord, &tomb)?, q.include_deleted, &tomb)
-            {
+            if let Some(ev) = present(
+                inner.active_event(a, ord, &tomb, &mut hint)?,
+                q.include_deleted,
+                &tomb,
+            ) {
                 out.push(ev);
             }
             Ok(out.len() >= want)
@@ -114,9 +118,10 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         };
         let base = l.header.base_seq;
         let keep = |o: &u32| seq_ok(base + u64::from(*o)) && in_range(l.ts(*o), q.from_ts, q.to_ts);
+        let mut hint = None;
         let mut push = |ord: u32| -> Result<bool> {
             if let Some(ev) = present(
-                inner.sealed_event(&l, ord, &tomb)?,
+                inner.sealed_event(&l, ord, &tomb, &mut hint)?,
                 q.include_deleted,
                 &tomb,
             ) {

@@ -67,6 +67,9 @@ pub struct Stats {
     pub blocks_decoded: u64,
 }
 
+/// The block the previous record came from, reused while records stay in it.
+pub(crate) type BlockHint = Option<(usize, Arc<DecodedBlock>)>;
+
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub opts: Options,
@@ -518,21 +521,26 @@ impl Store {
             }
             let l = seg.load()?;
             let start = (from_seq.max(seg.base_seq) - seg.base_seq) as u32;
+            let mut hint = None;
             for ord in start..l.record_count() {
                 if out.len() >= want {
                     return Ok(out);
                 }
-                out.push(self.inner.sealed_event(&l, ord, &tomb)?);
+                out.push(self.inner.sealed_event(&l, ord, &tomb, &mut hint)?);
             }
         }
         let active = &view.active;
         let count = active.index().record_count();
         let start = from_seq.max(active.base_seq) - active.base_seq;
+        let mut hint = None;
         for ord in start..u64::from(count) {
             if out.len() >= want {
                 break;
             }
-            out.push(self.inner.active_event(active, ord as u32, &tomb)?);
+            out.push(
+                self.inner
+                    .active_event(active, ord as u32, &tomb, &mut hint)?,
+            );
         }
         Ok(out)
     }
@@ -671,15 +679,26 @@ impl Inner {
         l: &LoadedSegment,
         ord: u32,
         tomb: &Tombstones,
+        hint: &mut BlockHint,
     ) -> Result<StoredEvent> {
-        let block = l.block_of(ord).ok_or_else(|| {
-            Error::Inconsistent(format!("ordinal {ord} not in {}", l.seg_path.display()))
-        })?;
-        let b = self.block_cached(l.header.base_seq, block, || l.read_block(block))?;
+        let in_hint = hint.as_ref().is_some_and(|(i, _)| {
+            let e = &l.blocks[*i];
+            ord >= e.first_ordinal && ord - e.first_ordinal < e.count
+        });
+        if !in_hint {
+            let block = l.block_of(ord).ok_or_else(|| {
+                Error::Inconsistent(format!("ordinal {ord} not in {}", l.seg_path.display()))
+            })?;
+            let b = self.block_cached(l.header.base_seq, block, || l.read_block(block))?;
+            *hint = Some((block, b));
+        }
+        let Some((block, b)) = hint.as_ref() else {
+            return Err(Error::Inconsistent("block hint not set".into()));
+        };
         let seq = l.header.base_seq + u64::from(ord);
         let r = b.record(seq).map_err(|source| Error::Corruption {
             file: l.seg_path.clone(),
-            offset: l.blocks[block].offset,
+            offset: l.blocks[*block].offset,
             source,
         })?;
         Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
@@ -690,19 +709,28 @@ impl Inner {
         a: &ActiveSegment,
         ord: u32,
         tomb: &Tombstones,
+        hint: &mut BlockHint,
     ) -> Result<StoredEvent> {
-        let (block, offset) = {
-            let idx = a.index();
-            let b = idx.block_of(ord).ok_or_else(|| {
-                Error::Inconsistent(format!("ordinal {ord} not in {}", a.path.display()))
-            })?;
-            (b, idx.blocks[b].entry.offset)
-        };
-        let b = self.block_cached(a.base_seq, block, || a.read_block(block))?;
         let seq = a.base_seq + u64::from(ord);
+        let in_hint = hint
+            .as_ref()
+            .is_some_and(|(_, b)| seq >= b.first_seq && seq - b.first_seq < u64::from(b.count()));
+        if !in_hint {
+            let block = {
+                let idx = a.index();
+                idx.block_of(ord).ok_or_else(|| {
+                    Error::Inconsistent(format!("ordinal {ord} not in {}", a.path.display()))
+                })?
+            };
+            let b = self.block_cached(a.base_seq, block, || a.read_block(block))?;
+            *hint = Some((block, b));
+        }
+        let Some((_, b)) = hint.as_ref() else {
+            return Err(Error::Inconsistent("block hint not set".into()));
+        };
         let r = b.record(seq).map_err(|source| Error::Corruption {
             file: a.path.clone(),
-            offset,
+            offset: 0,
             source,
         })?;
         Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
@@ -715,7 +743,7 @@ impl Inner {
         let empty = Tombstones::default();
         let candidates = view.active.index().id_candidates(hash);
         for ord in candidates {
-            let ev = self.active_event(&view.active, ord, &empty)?;
+            let ev = self.active_event(&view.active, ord, &empty, &mut None)?;
             if ev.event.id.as_deref() == Some(id) {
                 return Ok(Some(ev.seq));
             }
@@ -724,7 +752,7 @@ impl Inner {
             let l = seg.load()?;
             let ords = l.ids()?.lookup(hash);
             for ord in ords {
-                let ev = self.sealed_event(&l, ord, &empty)?;
+                let ev = self.sealed_event(&l, ord, &empty, &mut None)?;
                 if ev.event.id.as_deref() == Some(id) {
                     return Ok(Some(ev.seq));
                 }
@@ -791,7 +819,7 @@ impl Inner {
             for kind in RESERVED_KINDS {
                 if let Some(bm) = l.bitmap(echolog_format::index::SECTION_KINDS, kind.as_bytes())? {
                     for ord in bm {
-                        found.push(self.sealed_event(&l, ord, &empty)?);
+                        found.push(self.sealed_event(&l, ord, &empty, &mut None)?);
                     }
                 }
             }
@@ -808,7 +836,7 @@ impl Inner {
             v
         };
         for ord in ords {
-            found.push(self.active_event(&view.active, ord, &empty)?);
+            found.push(self.active_event(&view.active, ord, &empty, &mut None)?);
         }
         found.sort_by_key(|e| e.seq);
         for ev in found.iter().filter(|e| e.seq >= covered) {

@@ -69,7 +69,19 @@ impl<'a> Cursor<'a> {
     }
 
     /// LEB128 unsigned varint, at most 10 bytes.
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, FormatError> {
+        // Fast path: most lengths are below 128 and take one byte.
+        if let Some(&b) = self.bytes.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Result<u64, FormatError> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let b = self.u8()?;

@@ -230,6 +230,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let opts = Options {
                 sync: sync.parse::<SyncPolicy>()?,

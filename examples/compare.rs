@@ -1,0 +1,114 @@
+//! The echolog half of `benches/pg_baseline.sh`: the same workload and the same queries as the
+//! PostgreSQL half, so both are measured in one run.
+//!
+//! `compare csv N` writes the first N events of the seed workload as CSV (for COPY).
+//! `compare run N DIR` loads N events into a fresh store in DIR (batches of 1000, one thread,
+//! sync=always), then times: history of a typical and of the hottest entity, and an hourly
+//! count for one tenant. Prints one line per figure.
+
+#[path = "../benches/workload/mod.rs"]
+mod workload;
+
+use std::io::Write;
+use std::time::Instant;
+
+use echolog::{Bucket, CountQuery, HistoryQuery, Options, Store};
+
+/// The entities and tenant the PostgreSQL half queries too.
+pub const TYPICAL_ENTITY: &str = "product:4242";
+pub const HOT_ENTITY: &str = "product:0";
+pub const TENANT: &str = "tenant:t7";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn time_it(name: &str, runs: usize, mut f: impl FnMut() -> usize) {
+    let mut us = Vec::with_capacity(runs);
+    let mut n = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        n = f();
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    us.sort_by(f64::total_cmp);
+    println!(
+        "echolog {name}: p50 {:.1} us, p99 {:.1} us ({n} rows, {runs} runs)",
+        percentile(&us, 0.5),
+        percentile(&us, 0.99)
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("run");
+    let n: u64 = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    if mode == "csv" {
+        let out = std::io::stdout();
+        let mut out = std::io::BufWriter::new(out.lock());
+        for i in 0..n {
+            let e = workload::event(i);
+            let tenant = e.tags[0].trim_start_matches("tenant:");
+            let payload = String::from_utf8_lossy(&e.payload).replace('"', "\"\"");
+            writeln!(
+                out,
+                "{},{},{},{},\"{{{}}}\",\"{}\"",
+                e.entity, e.kind, e.ts, tenant, e.tags[0], payload
+            )
+            .expect("stdout");
+        }
+        return;
+    }
+    let dir = args
+        .get(3)
+        .cloned()
+        .unwrap_or_else(|| "./compare-data".into());
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = Store::open(&dir, Options::default()).expect("open");
+    let start = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let k = 1000.min(n - i);
+        s.append(workload::batch(i, k)).expect("append");
+        i += k;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Generating the events is part of the loop above; measure it alone to subtract it.
+    let gen = Instant::now();
+    let mut j = 0;
+    while j < n {
+        let k = 1000.min(n - j);
+        std::hint::black_box(workload::batch(j, k));
+        j += k;
+    }
+    let gen_secs = gen.elapsed().as_secs_f64();
+    let st = s.stats().expect("stats");
+    println!(
+        "echolog ingest: {n} events in {:.2}s (generation excluded) = {:.0} events/s; disk {} bytes ({:.3}x raw)",
+        secs - gen_secs,
+        n as f64 / (secs - gen_secs),
+        st.disk_bytes,
+        st.disk_bytes as f64 / st.raw_bytes as f64
+    );
+    let h = |e: &str| HistoryQuery {
+        entity: e.into(),
+        ..Default::default()
+    };
+    time_it("history typical entity", 2000, || {
+        s.history(&h(TYPICAL_ENTITY)).expect("history").len()
+    });
+    time_it("history hot entity", 200, || {
+        s.history(&h(HOT_ENTITY)).expect("history").len()
+    });
+    let q = CountQuery {
+        tags: vec![TENANT.into()],
+        bucket: Bucket::Hour,
+        ..Default::default()
+    };
+    time_it("count per hour one tenant", 200, || {
+        s.count(&q).expect("count").buckets.len()
+    });
+}
