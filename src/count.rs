@@ -54,6 +54,16 @@ pub struct CountQuery {
     pub include_deleted: bool,
 }
 
+impl CountQuery {
+    /// True when the kind filter names a reserved kind: only then are tombstone records
+    /// counted (and never as deleted).
+    fn names_reserved_kind(&self) -> bool {
+        self.kind
+            .as_deref()
+            .is_some_and(|k| RESERVED_KINDS.contains(&k))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketCount {
     pub start_ts: i64,
@@ -190,10 +200,7 @@ impl Store {
         }
         let mut f = f.unwrap_or_else(|| (0..n).collect());
         // 2. Exclusions.
-        let kind_is_reserved = q
-            .kind
-            .as_deref()
-            .is_some_and(|k| RESERVED_KINDS.contains(&k));
+        let kind_is_reserved = q.names_reserved_kind();
         if !kind_is_reserved {
             for k in RESERVED_KINDS {
                 if let Some(r) = l.bitmap(SECTION_KINDS, k.as_bytes())? {
@@ -219,6 +226,18 @@ impl Store {
             return Ok(());
         }
         let minutes = l.dict(SECTION_MINUTES)?;
+        // A selective filter is cheaper to bucket by reading its matches' timestamps (one
+        // 8-byte load each) than by decoding every minute bitmap of the segment; both exact.
+        // Default 64 (Options): a minute bitmap costs 1-2 us, a timestamp read ~10-20 ns.
+        if f.len() <= minutes.len() as u64 * self.inner.opts.count_events_per_minute_bitmap {
+            for ord in &f {
+                let ts = l.ts(ord);
+                if in_range(ts, q.from_ts, q.to_ts) {
+                    acc.add(ts, 1);
+                }
+            }
+            return Ok(());
+        }
         for i in 0..minutes.len() {
             let (key, bytes) = minutes.entry(i).map_err(|e| Error::Corruption {
                 file: l.idx_path.clone(),
@@ -357,10 +376,7 @@ fn count_active(idx: &MemIndex, q: &CountQuery, tomb: &Tombstones, acc: &mut Acc
             f
         }
     };
-    let kind_is_reserved = q
-        .kind
-        .as_deref()
-        .is_some_and(|k| RESERVED_KINDS.contains(&k));
+    let kind_is_reserved = q.names_reserved_kind();
     if !kind_is_reserved {
         for k in RESERVED_KINDS {
             if let Some(v) = idx.kinds.get(k) {

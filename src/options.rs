@@ -58,6 +58,11 @@ pub struct Options {
     pub batch_events_max: usize,
     /// Encoded bytes of one append batch.
     pub batch_bytes_max: usize,
+    /// `count` planner: below this many matching events per minute bucket of a segment, read
+    /// timestamps instead of intersecting minute bitmaps. Both are exact; tests set 0 to force
+    /// the bitmap path.
+    #[doc(hidden)]
+    pub count_events_per_minute_bitmap: u64,
     /// Test hook that makes writes or fsyncs fail.
     #[doc(hidden)]
     pub fault: Option<crate::fault::FaultHook>,
@@ -74,6 +79,7 @@ impl Default for Options {
             payload_bytes_max: 1024 * 1024,
             batch_events_max: 100_000,
             batch_bytes_max: 16 * 1024 * 1024,
+            count_events_per_minute_bitmap: 64,
             fault: None,
         }
     }

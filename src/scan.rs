@@ -49,7 +49,7 @@ pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
                 if end {
                     for (b, d) in pending.drain(..) {
                         for i in 0..d.count() {
-                            // Checked in decode_at: every record decodes.
+                            // decode_at checked that every record decodes.
                             if let Ok(r) = d.record(d.first_seq + u64::from(i)) {
                                 index.add_record(&r);
                             }
@@ -103,6 +103,10 @@ fn decode_at(
             max: u64::from(SEGMENT_RECORDS_MAX),
         })?;
     let decoded = DecodedBlock::decode(&bytes[pos..], h.first_seq, h.count)?;
+    // Every record's contents must decode, not just its framing.
+    for i in 0..u64::from(h.count) {
+        decoded.record(h.first_seq + i)?;
+    }
     let block = MemBlock {
         entry: BlockEntry {
             offset: pos as u64,

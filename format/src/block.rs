@@ -2,7 +2,7 @@
 
 use crate::cursor::Cursor;
 use crate::limits::*;
-use crate::record::{decode_record, RecordRef};
+use crate::record::{decode_record, skip_record, RecordRef};
 use crate::{verify_crc32, FormatError};
 
 pub const BLOCK_MAGIC: [u8; 4] = *b"EBLK";
@@ -315,13 +315,15 @@ pub fn decompress_body(header: &BlockHeader, body: &[u8]) -> Result<Vec<u8>, For
     }
 }
 
-/// Checks that `raw` holds exactly `count` valid records and returns each record's offset.
+/// Checks that `raw` holds exactly `count` records (their framing: every length within its
+/// limit and the input) and returns each record's offset. Contents are checked by
+/// [`record_at`] when a record is read.
 pub fn record_offsets(raw: &[u8], count: u32) -> Result<Vec<u32>, FormatError> {
     let mut offsets = Vec::with_capacity(count.min(BLOCK_RECORDS_MAX) as usize);
     let mut c = Cursor::new("block records", raw);
     for _ in 0..count {
         offsets.push(c.position() as u32);
-        decode_record(&mut c)?;
+        skip_record(&mut c)?;
     }
     if !c.is_empty() {
         return Err(FormatError::invalid(
@@ -411,6 +413,15 @@ mod tests {
         for cut in 0..out.len() {
             assert!(decode_block(&out[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn bad_utf8_passes_framing_but_not_decoding() {
+        let mut raw = vec![2u8, 0xff, 0xfe, 1, b'k'];
+        raw.extend_from_slice(&0i64.to_le_bytes());
+        raw.extend_from_slice(&[0, 0, 0]);
+        let offs = record_offsets(&raw, 1).unwrap();
+        assert!(record_at(&raw, offs[0]).is_err());
     }
 
     #[test]

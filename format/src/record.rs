@@ -78,6 +78,28 @@ fn utf8<'a>(what: &'static str, b: &'a [u8]) -> Result<&'a str, FormatError> {
     std::str::from_utf8(b).map_err(|_| FormatError::invalid(what, "not valid UTF-8"))
 }
 
+/// Moves the cursor past one record, checking only its framing (lengths against limits and
+/// against the input), not its contents: [`decode_record`] checks those when it is read.
+pub fn skip_record(c: &mut Cursor<'_>) -> Result<(), FormatError> {
+    c.len_prefixed("record entity", ENTITY_BYTES_MAX)?;
+    c.len_prefixed("record kind", KIND_BYTES_MAX)?;
+    c.i64()?;
+    let tags_count = c.varint()?;
+    if tags_count > TAGS_COUNT_MAX as u64 {
+        return Err(FormatError::LimitExceeded {
+            what: "record tags count",
+            value: tags_count,
+            max: TAGS_COUNT_MAX as u64,
+        });
+    }
+    for _ in 0..tags_count {
+        c.len_prefixed("record tag", TAG_BYTES_MAX)?;
+    }
+    c.len_prefixed("record payload", PAYLOAD_BYTES_MAX)?;
+    c.len_prefixed("record id", ID_BYTES_MAX)?;
+    Ok(())
+}
+
 /// Decodes the record at the cursor's position.
 pub fn decode_record<'a>(c: &mut Cursor<'a>) -> Result<RecordRef<'a>, FormatError> {
     let entity = utf8(

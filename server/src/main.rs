@@ -499,6 +499,21 @@ fn parse_line(line: &str) -> Result<pb::Event, String> {
     })
 }
 
+/// Appends one import batch; returns (events newly stored, duplicates).
+async fn send_batch(
+    c: &mut EventStoreClient<Channel>,
+    events: Vec<pb::Event>,
+    first_line: usize,
+) -> Result<(u64, u64), BoxError> {
+    let r = c
+        .append(pb::AppendRequest { events })
+        .await
+        .map_err(|s| format!("batch starting at line {first_line}: {}", status_err(s)))?
+        .into_inner();
+    let dups = u64::from(r.duplicates);
+    Ok((r.seqs.len() as u64 - dups, dups))
+}
+
 async fn import(server: &str, file: PathBuf, batch: usize, strict: bool) -> Result<(), BoxError> {
     let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -534,25 +549,15 @@ async fn import(server: &str, file: PathBuf, batch: usize, strict: bool) -> Resu
             }
         }
         if pending.len() >= batch {
-            let r = c
-                .append(pb::AppendRequest {
-                    events: std::mem::take(&mut pending),
-                })
-                .await
-                .map_err(|s| format!("batch starting at line {first_line}: {}", status_err(s)))?
-                .into_inner();
-            sent += r.seqs.len() as u64;
-            dups += u64::from(r.duplicates);
+            let (n, d) = send_batch(&mut c, std::mem::take(&mut pending), first_line).await?;
+            sent += n;
+            dups += d;
         }
     }
     if !pending.is_empty() {
-        let r = c
-            .append(pb::AppendRequest { events: pending })
-            .await
-            .map_err(|s| format!("batch starting at line {first_line}: {}", status_err(s)))?
-            .into_inner();
-        sent += r.seqs.len() as u64;
-        dups += u64::from(r.duplicates);
+        let (n, d) = send_batch(&mut c, pending, first_line).await?;
+        sent += n;
+        dups += d;
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
