@@ -40,7 +40,7 @@ bench() { # name, sql, transactions
   echo "postgres $1: mean $(echo "$lat * 1000" | bc) us ($3 runs, pgbench, 1 client)"
 }
 bench "history typical entity" "SELECT * FROM events WHERE entity = 'product:4242' ORDER BY seq;" 2000
-bench "history hot entity" "SELECT * FROM events WHERE entity = 'product:0' ORDER BY seq;" 200
+bench "history hot entity" "SELECT * FROM events WHERE entity = 'product:0' ORDER BY seq;" 20
 bench "count per hour one tenant" "SELECT ts / 3600000 * 3600000 AS h, count(*) FROM events WHERE tenant = 't7' GROUP BY 1 ORDER BY 1;" 200
 
 ./target/release/examples/compare run "$N" "$WORK/echolog"

@@ -3,7 +3,7 @@
 //!
 //! `compare csv N` writes the first N events of the seed workload as CSV (for COPY).
 //! `compare run N DIR` loads N events into a fresh store in DIR (batches of 1000, one thread,
-//! sync=always), then times: history of a typical and of the hottest entity, and an hourly
+//! sync=always, 1 GiB block cache like PostgreSQL's shared_buffers), then times: history of a typical and of the hottest entity, and an hourly
 //! count for one tenant. Prints one line per figure.
 
 #[path = "../benches/workload/mod.rs"]
@@ -67,7 +67,15 @@ fn main() {
         .cloned()
         .unwrap_or_else(|| "./compare-data".into());
     let _ = std::fs::remove_dir_all(&dir);
-    let s = Store::open(&dir, Options::default()).expect("open");
+    // Block cache as large as the PostgreSQL half's shared_buffers (1 GiB).
+    let s = Store::open(
+        &dir,
+        Options {
+            block_cache_bytes_max: 1 << 30,
+            ..Options::default()
+        },
+    )
+    .expect("open");
     let start = Instant::now();
     let mut i = 0;
     while i < n {
@@ -100,7 +108,7 @@ fn main() {
     time_it("history typical entity", 2000, || {
         s.history(&h(TYPICAL_ENTITY)).expect("history").len()
     });
-    time_it("history hot entity", 200, || {
+    time_it("history hot entity", 20, || {
         s.history(&h(HOT_ENTITY)).expect("history").len()
     });
     let q = CountQuery {

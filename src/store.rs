@@ -65,6 +65,8 @@ pub struct Stats {
     pub block_cache_bytes: u64,
     /// Blocks read from disk and decompressed since open (cache misses).
     pub blocks_decoded: u64,
+    /// Group commits written since open (each one write and, with sync=always, one fdatasync).
+    pub commits: u64,
 }
 
 /// The block the previous record came from, reused while records stay in it.
@@ -77,12 +79,12 @@ pub(crate) struct Inner {
     pub view: RwLock<Arc<View>>,
     pub writer: Mutex<Writer>,
     pub queue: Mutex<Queue>,
-    pub queue_cv: Condvar,
     pub cache: BlockCache,
     pub tombstones: RwLock<Tombstones>,
     poisoned: Mutex<Option<String>>,
     last_seq: AtomicU64,
     blocks_decoded: AtomicU64,
+    pub commits: AtomicU64,
     commit_lock: Mutex<()>,
     commit_cv: Condvar,
     pub fault: Option<Arc<dyn FaultInjector>>,
@@ -224,11 +226,11 @@ impl Store {
             view: RwLock::new(Arc::new(View { sealed, active })),
             writer: Mutex::new(writer),
             queue: Mutex::new(Queue::default()),
-            queue_cv: Condvar::new(),
             tombstones: RwLock::new(Tombstones::default()),
             poisoned: Mutex::new(None),
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
             commit_lock: Mutex::new(()),
             commit_cv: Condvar::new(),
             opts,
@@ -487,6 +489,7 @@ impl Store {
             .len() as u64;
         s.block_cache_bytes = self.inner.cache.weight();
         s.blocks_decoded = self.inner.blocks_decoded.load(Ordering::Relaxed);
+        s.commits = self.inner.commits.load(Ordering::Relaxed);
         Ok(s)
     }
 

@@ -36,6 +36,7 @@ pub struct AppendOutcome {
 /// One batch queued for the next group commit.
 pub(crate) struct Pending {
     pub ticket: u64,
+    pub slot: Arc<Slot>,
     pub events: Vec<Event>,
     /// The batch already encoded into blocks by the appending thread (large batches only),
     /// used unless some of its events turn out to be duplicates.
@@ -96,8 +97,39 @@ pub(crate) fn prepare_batch(events: &[Event], target: usize, level: i32) -> Vec<
 pub(crate) struct Queue {
     pub next_ticket: u64,
     pub pending: Vec<Pending>,
+    /// True while some thread is (or has been told to become) the commit leader.
     pub leader_active: bool,
-    pub done: HashMap<u64, Result<AppendOutcome>>,
+}
+
+/// Where one waiting appender learns its result, or that it is to lead the next commit.
+#[derive(Default)]
+pub(crate) struct Slot {
+    state: std::sync::Mutex<SlotState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+pub(crate) enum SlotState {
+    #[default]
+    Waiting,
+    Lead,
+    Done(Result<AppendOutcome>),
+}
+
+impl Slot {
+    fn set(&self, s: SlotState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.cv.notify_one();
+    }
+
+    /// Blocks until the slot leaves `Waiting`, and takes what it holds.
+    fn wait(&self) -> SlotState {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while matches!(*g, SlotState::Waiting) {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        std::mem::take(&mut *g)
+    }
 }
 
 /// State owned by the commit leader.
@@ -159,45 +191,67 @@ impl Inner {
         events: Vec<Event>,
         prepared: Option<Vec<PreparedBlock>>,
     ) -> Result<AppendOutcome> {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.pending.push(Pending {
-            ticket,
-            events,
-            prepared,
-        });
+        let slot = Arc::new(Slot::default());
+        let lead_now = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let ticket = q.next_ticket;
+            q.next_ticket += 1;
+            q.pending.push(Pending {
+                ticket,
+                events,
+                prepared,
+                slot: slot.clone(),
+            });
+            !std::mem::replace(&mut q.leader_active, true)
+        };
+        if lead_now {
+            self.lead();
+        }
         loop {
-            if let Some(r) = q.done.remove(&ticket) {
-                return r;
+            match slot.wait() {
+                SlotState::Done(r) => return r,
+                // Handed leadership: our batch is still queued, so leading commits it.
+                SlotState::Lead => self.lead(),
+                SlotState::Waiting => {}
             }
-            if !q.leader_active {
-                q.leader_active = true;
-                let work = std::mem::take(&mut q.pending);
-                drop(q);
-                let tickets: Vec<u64> = work.iter().map(|p| p.ticket).collect();
-                // A panic here would leave every waiter waiting forever: turn it into errors
-                // for this group and refuse writes until restart (the file's state is unknown).
-                let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.commit_group(work)
-                })) {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let msg = "internal error: the commit leader panicked; writes are refused until restart";
-                        self.poison(msg);
-                        tickets
-                            .into_iter()
-                            .map(|t| (t, Err(Error::ReadOnly(msg.into()))))
-                            .collect()
-                    }
-                };
-                q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                q.leader_active = false;
-                q.done.extend(results);
-                self.queue_cv.notify_all();
-            } else {
-                q = self.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Commits everything queued, hands each waiter its result, then passes leadership to
+    /// one waiter that queued meanwhile (or gives it up). Only the waiters concerned are
+    /// woken: no thundering herd on every commit.
+    fn lead(&self) {
+        let work = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut q.pending)
+        };
+        let slots: HashMap<u64, Arc<Slot>> =
+            work.iter().map(|p| (p.ticket, p.slot.clone())).collect();
+        // A panic here would leave every waiter waiting forever: turn it into errors for this
+        // group and refuse writes until restart (the file's state is unknown).
+        let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.commit_group(work)
+        })) {
+            Ok(r) => r,
+            Err(_) => {
+                let msg =
+                    "internal error: the commit leader panicked; writes are refused until restart";
+                self.poison(msg);
+                slots
+                    .keys()
+                    .map(|t| (*t, Err(Error::ReadOnly(msg.into()))))
+                    .collect()
             }
+        };
+        for (ticket, r) in results {
+            if let Some(slot) = slots.get(&ticket) {
+                slot.set(SlotState::Done(r));
+            }
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match q.pending.first() {
+            Some(next) => next.slot.set(SlotState::Lead),
+            None => q.leader_active = false,
         }
     }
 
@@ -474,6 +528,8 @@ impl Inner {
             idx.raw_bytes += raw_total;
         }
         w.len += w.buf.len() as u64;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let last = records[records.len() - 1].seq;
         w.next_seq = last + 1;
         self.publish_seq(last, records);

@@ -434,3 +434,26 @@ fn killed_writer_loses_no_acknowledged_event() {
         assert_eq!(all.len() as u64, s.last_seq());
     }
 }
+
+#[test]
+fn interval_and_never_policies_keep_acknowledged_events_across_a_clean_reopen() {
+    for sync in ["interval:5", "never"] {
+        let d = tempfile::tempdir().unwrap();
+        let opts = Options {
+            sync: sync.parse().unwrap(),
+            ..small()
+        };
+        {
+            let s = Store::open(d.path(), opts.clone()).unwrap();
+            for i in 0..50 {
+                s.append(vec![ev("a", i)]).unwrap();
+            }
+            // Let the interval flusher run at least once.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            s.append(vec![ev("a", 50)]).unwrap();
+        }
+        let s = Store::open(d.path(), opts).unwrap();
+        assert_eq!(s.last_seq(), 51, "{sync}");
+        assert_eq!(s.read(1, 0).unwrap().len(), 51, "{sync}");
+    }
+}

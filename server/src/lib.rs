@@ -359,7 +359,16 @@ pub async fn serve(
     let svc = EventStoreServer::new(Service::new(store, &config, closing_rx))
         .max_decoding_message_size(transport_limit)
         .max_encoding_message_size(transport_limit);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small responses (an append's seqs) must not wait for Nagle's algorithm.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        },
+    );
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection_v1)

@@ -1,0 +1,244 @@
+//! gRPC load generator. Starts, in this process, an echolog server (fresh temp store,
+//! sync=always) and a no-op EventStore server (answers appends without storing: the transport's
+//! ceiling), drives the same load against both over 127.0.0.1, and prints events/s, latency
+//! percentiles and the ratio. Bounded in time and count; talks only to 127.0.0.1.
+//!
+//! cargo bench -p echolog-server --bench loadgen -- [single|batch] [clients] [seconds] [batch_size]
+//! Defaults: single 64 5 1 (single-event appends from 64 clients for 5 s);
+//! `batch 4 5 1000` drives batches of 1000 from 4 clients.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use echolog::{Options, Store};
+use echolog_server::pb::event_store_client::EventStoreClient;
+use echolog_server::pb::event_store_server::{EventStore, EventStoreServer};
+use echolog_server::pb::{self, AppendRequest};
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Default)]
+struct Noop {
+    next: AtomicU64,
+}
+
+type S<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventStore for Noop {
+    async fn append(
+        &self,
+        req: Request<AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let n = req.get_ref().events.len() as u64;
+        let first = self.next.fetch_add(n, Ordering::Relaxed) + 1;
+        Ok(Response::new(pb::AppendResponse {
+            seqs: (first..first + n).collect(),
+            duplicates: 0,
+        }))
+    }
+    type AppendStreamStream = S<pb::AppendResponse>;
+    async fn append_stream(
+        &self,
+        _: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    type HistoryStream = S<pb::Event>;
+    async fn history(
+        &self,
+        _: Request<pb::HistoryRequest>,
+    ) -> Result<Response<Self::HistoryStream>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    async fn count(
+        &self,
+        _: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    async fn delete(
+        &self,
+        _: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    async fn restore(
+        &self,
+        _: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    type TailStream = S<pb::Event>;
+    async fn tail(
+        &self,
+        _: Request<pb::TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    async fn stats(
+        &self,
+        _: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+}
+
+fn event(i: u64) -> pb::Event {
+    pb::Event {
+        entity: format!("product:{}", i % 500_000),
+        kind: format!("kind_{}", i % 20),
+        ts: 1_700_000_000_000 + i as i64,
+        tags: vec![format!("tenant:t{}", i % 1000)],
+        payload: format!("{{\"product\":{},\"old_price\":12900,\"new_price\":11900,\"currency\":\"EUR\",\"source\":\"feed-{}\",\"note\":\"scheduled price update\",\"batch\":{}}}", i % 500_000, i % 30, i / 1000).into_bytes(),
+        ..Default::default()
+    }
+}
+
+struct Outcome {
+    events: u64,
+    secs: f64,
+    lat_us: Vec<u64>,
+}
+
+async fn drive(url: String, clients: usize, seconds: u64, batch: u64) -> Outcome {
+    let mut tasks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds) + Duration::from_millis(200);
+    let start = Instant::now() + Duration::from_millis(200);
+    for c in 0..clients {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            // One connection per client, as separate producers would have.
+            let mut client = EventStoreClient::connect(url)
+                .await
+                .expect("connect")
+                .max_encoding_message_size(64 << 20);
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            // Requests are built before the clock starts, so the generator measures the server
+            // rather than its own formatting; they cycle (no ids, so nothing is deduplicated).
+            let base = c as u64 * 1_000_000_000;
+            let pool: Vec<AppendRequest> = (0..16u64)
+                .map(|k| AppendRequest {
+                    events: (base + k * batch..base + (k + 1) * batch)
+                        .map(event)
+                        .collect(),
+                })
+                .collect();
+            tokio::time::sleep_until(start.into()).await;
+            // Bounded: stops at the deadline or after 10M events per client.
+            while Instant::now() < deadline && n < 10_000_000 {
+                let req = pool[(n / batch) as usize % pool.len()].clone();
+                let t = Instant::now();
+                client.append(req).await.expect("append");
+                lat.push(t.elapsed().as_micros() as u64);
+                n += batch;
+            }
+            (n, lat)
+        }));
+    }
+    let mut events = 0;
+    let mut lat_us = Vec::new();
+    for t in tasks {
+        let (n, l) = t.await.expect("client task");
+        events += n;
+        lat_us.extend(l);
+    }
+    lat_us.sort_unstable();
+    Outcome {
+        events,
+        secs: start.elapsed().as_secs_f64(),
+        lat_us,
+    }
+}
+
+fn pct(v: &[u64], p: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(name: &str, o: &Outcome) -> f64 {
+    let rate = o.events as f64 / o.secs;
+    println!(
+        "{name}: {} events in {:.2}s = {:.0} events/s; request latency p50 {} us, p99 {} us",
+        o.events,
+        o.secs,
+        rate,
+        pct(&o.lat_us, 0.5),
+        pct(&o.lat_us, 0.99)
+    );
+    rate
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mode = args.first().map(String::as_str).unwrap_or("single");
+    let clients: usize = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if mode == "batch" { 4 } else { 64 });
+    let seconds: u64 = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5)
+        .min(600);
+    let batch: u64 = args
+        .get(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if mode == "batch" { 1000 } else { 1 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), Options::default()).expect("open store");
+        let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let l1 = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let echolog_url = format!("http://{}", l1.local_addr().expect("addr"));
+        let cfg = echolog_server::ServerConfig {
+            message_bytes_max: 64 << 20,
+        };
+        tokio::spawn(echolog_server::serve(store.clone(), l1, cfg, async move {
+            let _ = stop_rx.await;
+        }));
+        let l2 = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let noop_url = format!("http://{}", l2.local_addr().expect("addr"));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(
+                    EventStoreServer::new(Noop::default()).max_decoding_message_size(64 << 20),
+                )
+                .serve_with_incoming(tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(l2),
+                    |s| {
+                        if let Ok(s) = &s {
+                            let _ = s.set_nodelay(true);
+                        }
+                        s
+                    },
+                )),
+        );
+        println!("load: {mode}, {clients} clients, {batch} events per request, {seconds} s each");
+        let noop = drive(noop_url, clients, seconds, batch).await;
+        let base = report("no-op tonic server (baseline)", &noop);
+        let real = drive(echolog_url, clients, seconds, batch).await;
+        let rate = report("echolog, sync=always", &real);
+        println!("ratio echolog / no-op: {:.2}x", rate / base);
+        let st = store.stats().expect("stats");
+        println!(
+            "echolog group commits: {} ({:.1} events per commit)",
+            st.commits,
+            st.events as f64 / st.commits.max(1) as f64
+        );
+        assert_eq!(st.events, real.events, "every acknowledged event is stored");
+    });
+}
