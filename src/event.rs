@@ -54,6 +54,10 @@ impl StoredEvent {
     }
 }
 
+/// Largest |ts| accepted, ms (about 36 million years): keeps every bucket boundary
+/// (`floor(ts / width) * width`) representable in an i64.
+pub const TS_ABS_MAX_MS: i64 = 1 << 60;
+
 /// Prefix of reserved kinds (tombstones, restores).
 pub const RESERVED_KIND_PREFIX: char = '$';
 
@@ -104,6 +108,12 @@ pub(crate) fn validate_event(
         return Err(Error::invalid(format!(
             "event {index}: kind {:?} starts with '$', which is reserved for the store's own records",
             e.kind
+        )));
+    }
+    if e.ts.unsigned_abs() > TS_ABS_MAX_MS as u64 {
+        return Err(Error::invalid(format!(
+            "event {index}: ts must be within ±{TS_ABS_MAX_MS} ms of the epoch, got {}",
+            e.ts
         )));
     }
     if e.tags.len() > TAGS_COUNT_MAX {
@@ -161,6 +171,8 @@ mod tests {
             ("payload", Box::new(|e| e.payload = vec![0; 1025])),
             ("id", Box::new(|e| e.id = Some(String::new()))),
             ("id", Box::new(|e| e.id = Some("i".repeat(129)))),
+            ("ts", Box::new(|e| e.ts = i64::MIN)),
+            ("ts", Box::new(|e| e.ts = (1 << 60) + 1)),
         ];
         assert!(validate_event(0, &ok(), 1024).is_ok());
         for (field, f) in cases {

@@ -106,7 +106,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
             if q.after_seq != 0 && seg.base_seq >= q.after_seq {
                 return Ok(());
             }
-        } else if seg.end_seq <= q.after_seq + 1 {
+        } else if seg.end_seq <= q.after_seq.saturating_add(1) {
             return Ok(());
         }
         let l = seg.load()?;

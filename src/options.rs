@@ -88,6 +88,8 @@ impl Default for Options {
 /// Limits on options themselves, so a typo cannot make a store unusable.
 pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4096;
 pub const SEGMENT_SIZE_BYTES_LIMIT: u64 = 1 << 30;
+pub const BATCH_EVENTS_LIMIT: usize = 1_000_000;
+pub const BATCH_BYTES_LIMIT: usize = 1 << 30;
 
 impl Options {
     pub(crate) fn validate(&self) -> Result<(), Error> {
@@ -116,10 +118,17 @@ impl Options {
         }
         // One batch must fit in blocks of at most BLOCK_RAW_BYTES_MAX, and a single record
         // always fits: payload <= 16 MiB plus fields < 32 MiB.
-        if self.batch_events_max == 0 || self.batch_bytes_max == 0 {
-            return Err(Error::invalid(
-                "batch_events_max and batch_bytes_max must be > 0",
-            ));
+        if !(1..=BATCH_EVENTS_LIMIT).contains(&self.batch_events_max) {
+            return Err(Error::invalid(format!(
+                "batch_events_max: must be 1..={BATCH_EVENTS_LIMIT}, got {}",
+                self.batch_events_max
+            )));
+        }
+        if !(1..=BATCH_BYTES_LIMIT).contains(&self.batch_bytes_max) {
+            return Err(Error::invalid(format!(
+                "batch_bytes_max: must be 1..={BATCH_BYTES_LIMIT}, got {}",
+                self.batch_bytes_max
+            )));
         }
         if !(-7..=22).contains(&self.zstd_level) {
             return Err(Error::invalid("zstd_level: must be -7..=22"));

@@ -33,6 +33,10 @@ pub struct AppendOutcome {
     pub duplicates: u32,
 }
 
+/// A segment is sealed before it would hold more records than this, far below the format's
+/// `SEGMENT_RECORDS_MAX` (2^30) so that one group commit always fits after the check.
+pub(crate) const SEGMENT_RECORDS_ROLL: u64 = 1 << 28;
+
 /// One batch queued for the next group commit.
 pub(crate) struct Pending {
     pub ticket: u64,
@@ -263,7 +267,13 @@ impl Inner {
                 .map(|p| (p.ticket, Err(Error::ReadOnly(msg.clone()))))
                 .collect();
         }
-        if w.len >= self.opts.segment_size_bytes_max && w.active.index().record_count() > 0 {
+        let group_events: u64 = work.iter().map(|p| p.events.len() as u64).sum();
+        let records = u64::from(w.active.index().record_count());
+        // Roll on size, or before ordinals (u32, at most SEGMENT_RECORDS_MAX) could run out:
+        // very compressible events could pack more records than that into a segment.
+        let full = w.len >= self.opts.segment_size_bytes_max
+            || records + group_events > SEGMENT_RECORDS_ROLL;
+        if full && records > 0 {
             if let Err(e) = self.roll(&mut w) {
                 tracing::error!(error = %e, "could not seal the active segment");
                 let msg = e.to_string();

@@ -210,3 +210,35 @@ fn history_decompresses_only_blocks_holding_the_entity() {
         "an absent entity reads no block"
     );
 }
+
+#[test]
+fn extreme_query_bounds_answer_without_panicking() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), small()).unwrap();
+    for i in 0..50i64 {
+        s.append(vec![ev("a", "k", 1 + i, &["t:1"])]).unwrap();
+    }
+    s.seal_active().unwrap();
+    let q = HistoryQuery {
+        entity: "a".into(),
+        after_seq: u64::MAX,
+        ..Default::default()
+    };
+    assert!(s.history(&q).unwrap().is_empty());
+    let q = HistoryQuery {
+        entity: "a".into(),
+        after_seq: u64::MAX,
+        reverse: true,
+        ..Default::default()
+    };
+    assert_eq!(s.history(&q).unwrap().len(), 50);
+    let q = CountQuery {
+        from_ts: Some(i64::MIN),
+        to_ts: Some(i64::MAX),
+        bucket: Bucket::Day,
+        ..Default::default()
+    };
+    assert_eq!(s.count(&q).unwrap().total, 50);
+    assert!(s.read(u64::MAX, 0).unwrap().is_empty());
+    assert!(s.get(u64::MAX).unwrap().is_none());
+}

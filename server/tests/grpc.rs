@@ -328,6 +328,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing() {
         ("tags", ev("e", "k", 1, &["t"; 33], "")),
         ("tags[0]", ev("e", "k", 1, &[""], "")),
         ("tags[0]", ev("e", "k", 1, &[&long(257)], "")),
+        ("ts", ev("e", "k", i64::MIN, &[], "")),
         ("id", ev("e", "k", 1, &[], &long(129))),
         (
             "payload",
