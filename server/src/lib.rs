@@ -135,6 +135,9 @@ type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>
 /// a little over the limit get a clear RESOURCE_EXHAUSTED from the service.
 pub const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
+/// Events a history stream reads from the engine at a time.
+const HISTORY_PAGE_EVENTS: u64 = 1000;
+
 /// Events a tail sends per engine read.
 const TAIL_BATCH_EVENTS: u32 = 1000;
 /// How long a tail waits for a commit before checking whether its client left.
@@ -191,10 +194,51 @@ impl EventStore for Service {
             reverse: r.reverse,
             include_deleted: r.include_deleted,
         };
-        let events = self.run(move |s| s.history(&q)).await?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            events.into_iter().map(|e| Ok(to_pb(e))),
-        ))))
+        // Pages of HISTORY_PAGE_EVENTS, so a hot entity's history is streamed with bounded
+        // memory. The first page runs before the response, so bad input is the call's status.
+        let page = |q: &HistoryQuery, left: u64| {
+            let mut q = q.clone();
+            q.limit = left.min(HISTORY_PAGE_EVENTS) as u32;
+            q
+        };
+        let mut left = if q.limit == 0 {
+            u64::MAX
+        } else {
+            u64::from(q.limit)
+        };
+        let first_q = page(&q, left);
+        let first = self.run(move |s| s.history(&first_q)).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(HISTORY_PAGE_EVENTS as usize);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut events = first;
+            let mut q = q;
+            loop {
+                let full = events.len() as u64 == left.min(HISTORY_PAGE_EVENTS);
+                left -= events.len() as u64;
+                let last = events.last().map(|e| e.seq);
+                for e in events {
+                    if tx.send(Ok(to_pb(e))).await.is_err() {
+                        return;
+                    }
+                }
+                let Some(last) = last.filter(|_| full && left > 0) else {
+                    return;
+                };
+                q.after_seq = last;
+                let next_q = page(&q, left);
+                events = match svc.run(move |s| s.history(&next_q)).await {
+                    Ok(e) => e,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn count(

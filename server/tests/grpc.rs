@@ -553,3 +553,63 @@ async fn graceful_shutdown_ends_open_tails() {
     // stop() asserts the server exited 0.
     stopper.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_histories_stream_in_pages_in_both_directions() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(d.path());
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    for b in 0..5 {
+        let events = (0..500)
+            .map(|i| ev("big", "k", 1 + b * 500 + i, &[], ""))
+            .collect();
+        c.append(AppendRequest { events }).await.unwrap();
+    }
+    let all = collect(
+        c.history(HistoryRequest {
+            entity: "big".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=2500).collect::<Vec<u64>>()
+    );
+    let rev = collect(
+        c.history(HistoryRequest {
+            entity: "big".into(),
+            reverse: true,
+            limit: 1500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(
+        rev.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1001..=2500).rev().collect::<Vec<u64>>()
+    );
+    let tail = collect(
+        c.history(HistoryRequest {
+            entity: "big".into(),
+            after_seq: 1200,
+            limit: 1001,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(
+        tail.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1201..=2201).collect::<Vec<u64>>()
+    );
+    srv.stop();
+}
