@@ -128,11 +128,7 @@ impl Store {
             }
         }
         let view = self.view();
-        let tomb = self
-            .inner
-            .tombstones
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let tomb = self.inner.tombstones();
         let mut acc = Acc {
             q,
             total: 0,

@@ -50,7 +50,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
             seq > q.after_seq
         }
     };
-    let tomb = inner.tombstones.read().unwrap_or_else(|p| p.into_inner());
+    let tomb = inner.tombstones();
     let ts_overlaps =
         |min: i64, max: i64| q.from_ts.is_none_or(|f| max >= f) && q.to_ts.is_none_or(|t| min < t);
 

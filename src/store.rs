@@ -80,7 +80,9 @@ pub(crate) struct Inner {
     pub writer: Mutex<Writer>,
     pub queue: Mutex<Queue>,
     pub cache: BlockCache,
-    pub tombstones: RwLock<Tombstones>,
+    /// Copy-on-write: readers clone the Arc and never hold the lock while they read, so a
+    /// long query cannot stall the commit that applies a delete.
+    pub tombstones: RwLock<Arc<Tombstones>>,
     poisoned: Mutex<Option<String>>,
     last_seq: AtomicU64,
     blocks_decoded: AtomicU64,
@@ -226,7 +228,7 @@ impl Store {
             view: RwLock::new(Arc::new(View { sealed, active })),
             writer: Mutex::new(writer),
             queue: Mutex::new(Queue::default()),
-            tombstones: RwLock::new(Tombstones::default()),
+            tombstones: RwLock::new(Arc::new(Tombstones::default())),
             poisoned: Mutex::new(None),
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
@@ -480,13 +482,7 @@ impl Store {
         s.disk_bytes += idx.len;
         s.raw_bytes += idx.raw_bytes;
         drop(idx);
-        s.tombstones = self
-            .inner
-            .tombstones
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries()
-            .len() as u64;
+        s.tombstones = self.inner.tombstones().entries().len() as u64;
         s.block_cache_bytes = self.inner.cache.weight();
         s.blocks_decoded = self.inner.blocks_decoded.load(Ordering::Relaxed);
         s.commits = self.inner.commits.load(Ordering::Relaxed);
@@ -513,11 +509,7 @@ impl Store {
         } else {
             limit as usize
         };
-        let tomb = self
-            .inner
-            .tombstones
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let tomb = self.inner.tombstones();
         for seg in &view.sealed {
             if seg.end_seq <= from_seq {
                 continue;
@@ -609,6 +601,14 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The current tombstone state (a cheap Arc clone).
+    pub(crate) fn tombstones(&self) -> Arc<Tombstones> {
+        self.tombstones
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn poisoned(&self) -> Option<String> {
         self.poisoned
             .lock()
@@ -640,10 +640,10 @@ impl Inner {
                     &tags,
                     &r.event.payload,
                 ) {
-                    tomb.get_or_insert_with(|| {
+                    let g = tomb.get_or_insert_with(|| {
                         self.tombstones.write().unwrap_or_else(|p| p.into_inner())
-                    })
-                    .apply(e);
+                    });
+                    Arc::make_mut(g).apply(e);
                 }
             }
         }
@@ -766,7 +766,7 @@ impl Inner {
 
     /// Writes the tombstone state of everything below `covered_until` (called while sealing).
     pub(crate) fn save_tombstones(&self, covered_until: u64) -> Result<()> {
-        let t = self.tombstones.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.tombstones();
         let entries: Vec<TombstoneEntry> = t
             .entries()
             .iter()
@@ -868,7 +868,7 @@ impl Inner {
                 &encode_tombstones(active_base, &entries),
             )?;
         }
-        *self.tombstones.write().unwrap_or_else(|p| p.into_inner()) = state;
+        *self.tombstones.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
         Ok(read)
     }
 }

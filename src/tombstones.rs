@@ -51,7 +51,7 @@ impl EntityState {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tombstones {
     entries: Vec<TombstoneEntry>,
     entities: FxHashMap<String, EntityState>,
