@@ -66,6 +66,21 @@ fn main() {
         .get(3)
         .cloned()
         .unwrap_or_else(|| "./compare-data".into());
+    if mode == "open" {
+        // `compare open _ DIR`: time opening an existing store.
+        let t = Instant::now();
+        let s = Store::open(&dir, Options::default()).expect("open");
+        println!(
+            "echolog open: {:.1} ms, last seq {}",
+            t.elapsed().as_secs_f64() * 1e3,
+            s.last_seq()
+        );
+        return;
+    }
+    if mode != "run" {
+        eprintln!("usage: compare csv N | compare run N DIR | compare open _ DIR");
+        std::process::exit(2);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     // Block cache as large as the PostgreSQL half's shared_buffers (1 GiB).
     let s = Store::open(
@@ -101,6 +116,25 @@ fn main() {
         st.disk_bytes,
         st.disk_bytes as f64 / st.raw_bytes as f64
     );
+    // Reopen: open reads the active segment only, however many sealed segments there are.
+    drop(s);
+    let t = Instant::now();
+    let s = Store::open(
+        &dir,
+        Options {
+            block_cache_bytes_max: 1 << 30,
+            ..Options::default()
+        },
+    )
+    .expect("reopen");
+    let r = s.open_report().clone();
+    println!(
+        "echolog open: {:.1} ms ({} sealed segments, {} bytes read, {} of them sealed)",
+        t.elapsed().as_secs_f64() * 1e3,
+        r.sealed_segments,
+        r.bytes_read,
+        r.sealed_bytes_read
+    );
     let h = |e: &str| HistoryQuery {
         entity: e.into(),
         ..Default::default()
@@ -119,4 +153,16 @@ fn main() {
     time_it("count per hour one tenant", 200, || {
         s.count(&q).expect("count").buckets.len()
     });
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    println!(
+        "echolog resident memory after the queries: {}",
+        rss.trim_start_matches("VmRSS:").trim()
+    );
 }

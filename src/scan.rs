@@ -44,12 +44,34 @@ pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
     while pos < bytes.len() {
         match decode_at(bytes, pos, base_seq, next_seq) {
             Ok((block, decoded, end)) => {
+                // Every record's contents must decode, not just its framing; decode each once.
+                let records: Result<Vec<_>, FormatError> = (0..u64::from(decoded.count()))
+                    .map(|i| decoded.record(decoded.first_seq + i))
+                    .collect();
+                let records = match records {
+                    Ok(r) => r,
+                    Err(e) => {
+                        stopped = Some((pos as u64, e));
+                        break;
+                    }
+                };
                 next_seq += u64::from(decoded.count());
+                pos += block.len as usize;
+                if end && pending.is_empty() {
+                    // The common case: a block that completes its own commit unit.
+                    for r in &records {
+                        index.add_record(r);
+                    }
+                    index.raw_bytes += decoded.raw.len() as u64;
+                    index.add_block(block);
+                    continue;
+                }
+                drop(records);
                 pending.push((block, decoded));
                 if end {
                     for (b, d) in pending.drain(..) {
                         for i in 0..d.count() {
-                            // decode_at checked that every record decodes.
+                            // Checked above when the block was read: every record decodes.
                             if let Ok(r) = d.record(d.first_seq + u64::from(i)) {
                                 index.add_record(&r);
                             }
@@ -58,7 +80,6 @@ pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
                         index.add_block(b);
                     }
                 }
-                pos += block.len as usize;
             }
             Err(e) => {
                 stopped = Some((pos as u64, e));
@@ -103,10 +124,6 @@ fn decode_at(
             max: u64::from(SEGMENT_RECORDS_MAX),
         })?;
     let decoded = DecodedBlock::decode(&bytes[pos..], h.first_seq, h.count)?;
-    // Every record's contents must decode, not just its framing.
-    for i in 0..u64::from(h.count) {
-        decoded.record(h.first_seq + i)?;
-    }
     let block = MemBlock {
         entry: BlockEntry {
             offset: pos as u64,

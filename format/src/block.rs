@@ -294,7 +294,23 @@ pub fn decompress_body(header: &BlockHeader, body: &[u8]) -> Result<Vec<u8>, For
     match header.codec {
         CODEC_NONE => Ok(body.to_vec()),
         CODEC_ZSTD => {
-            let raw = zstd::bulk::decompress(body, header.raw_len as usize)
+            // One decompression context per thread: creating one costs more than
+            // decompressing a 64 KiB block.
+            thread_local! {
+                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            let raw = DCTX
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = zstd::bulk::Decompressor::new().ok();
+                    }
+                    match slot.as_mut() {
+                        Some(d) => d.decompress(body, header.raw_len as usize),
+                        None => zstd::bulk::decompress(body, header.raw_len as usize),
+                    }
+                })
                 .map_err(|e| FormatError::Decompress(e.to_string()))?;
             if raw.len() != header.raw_len as usize {
                 return Err(FormatError::invalid(
