@@ -192,12 +192,13 @@ impl Store {
             offset: 0,
             source,
         })?;
-        if let Some(at) = scan.corrupt_at {
-            let (_, source) = scan.stopped.expect("corrupt_at implies stopped");
+        // A bad block followed by valid later ones is damage in the middle, not a torn tail:
+        // refuse to open rather than truncate committed data.
+        if let (Some(at), Some((_, source))) = (scan.corrupt_at, &scan.stopped) {
             return Err(Error::Corruption {
                 file: path,
                 offset: at,
-                source,
+                source: source.clone(),
             });
         }
         let (wf, rf) = open_segment_files(&path)?;

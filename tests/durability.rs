@@ -551,3 +551,24 @@ fn a_seal_cut_short_before_the_next_segment_is_recovered() {
     assert_eq!(s.append(vec![ev("e9", 1)]).unwrap().seqs, vec![last + 1]);
     assert_eq!(s.read(1, 0).unwrap().len() as u64, last + 1);
 }
+
+#[test]
+fn damage_before_valid_blocks_of_the_active_segment_refuses_to_open_instead_of_truncating() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(d.path(), small()).unwrap();
+        for i in 0..5 {
+            s.append(vec![ev("a", i)]).unwrap();
+        }
+    }
+    let seg = seg_files(d.path(), "seg").pop().unwrap();
+    let mut b = std::fs::read(&seg).unwrap();
+    b[32 + 60] ^= 0x10; // inside the first block's body
+    std::fs::write(&seg, &b).unwrap();
+    let e = Store::open(d.path(), small())
+        .err()
+        .expect("open must fail")
+        .to_string();
+    assert!(e.contains("corruption") && e.contains("offset 32"), "{e}");
+    assert_eq!(std::fs::read(&seg).unwrap(), b, "nothing was truncated");
+}
