@@ -57,6 +57,8 @@ pub struct Service {
     /// Becomes true when the server shuts down, so that open tails end and graceful shutdown
     /// does not wait on them forever.
     closing: tokio::sync::watch::Receiver<bool>,
+    /// The store's last committed seq, published by one bridge thread for all tails.
+    committed: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Service {
@@ -64,11 +66,13 @@ impl Service {
         store: Store,
         config: &ServerConfig,
         closing: tokio::sync::watch::Receiver<bool>,
+        committed: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
         Service {
             store,
             message_bytes_max: config.message_bytes_max,
             closing,
+            committed,
         }
     }
 
@@ -333,12 +337,15 @@ impl EventStore for Service {
                     if tx.is_closed() {
                         return;
                     }
+                    // Wait for a commit past what we sent (or a timeout, to notice a client
+                    // that left or a shutdown).
+                    let mut committed = svc.committed.clone();
                     let after = next - 1;
-                    let _ = svc
-                        .run(move |s| {
-                            Ok(s.wait_for_seq_after(after, Duration::from_millis(TAIL_WAIT_MS)))
-                        })
-                        .await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(TAIL_WAIT_MS),
+                        committed.wait_for(|last| *last > after),
+                    )
+                    .await;
                     continue;
                 }
                 for e in batch {
@@ -400,7 +407,22 @@ pub async fn serve(
     let transport_limit = config
         .message_bytes_max
         .saturating_mul(TRANSPORT_LIMIT_FACTOR);
-    let svc = EventStoreServer::new(Service::new(store, &config, closing_rx))
+    // One thread turns the engine's commit notifications into a watch channel for all tails.
+    let (committed_tx, committed_rx) = tokio::sync::watch::channel(store.last_seq());
+    {
+        let store = store.clone();
+        let closing = closing_rx.clone();
+        std::thread::Builder::new()
+            .name("echolog-tail-bridge".into())
+            .spawn(move || {
+                let mut last = store.last_seq();
+                while !*closing.borrow() && !committed_tx.is_closed() {
+                    last = store.wait_for_seq_after(last, Duration::from_millis(TAIL_WAIT_MS));
+                    committed_tx.send_replace(last);
+                }
+            })?;
+    }
+    let svc = EventStoreServer::new(Service::new(store, &config, closing_rx, committed_rx))
         .max_decoding_message_size(transport_limit)
         .max_encoding_message_size(transport_limit);
     // Small responses (an append's seqs) must not wait for Nagle's algorithm.
