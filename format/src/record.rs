@@ -78,20 +78,25 @@ fn utf8<'a>(what: &'static str, b: &'a [u8]) -> Result<&'a str, FormatError> {
     std::str::from_utf8(b).map_err(|_| FormatError::invalid(what, "not valid UTF-8"))
 }
 
+fn read_tags_count(c: &mut Cursor<'_>) -> Result<u64, FormatError> {
+    let n = c.varint()?;
+    if n > TAGS_COUNT_MAX as u64 {
+        return Err(FormatError::LimitExceeded {
+            what: "record tags count",
+            value: n,
+            max: TAGS_COUNT_MAX as u64,
+        });
+    }
+    Ok(n)
+}
+
 /// Moves the cursor past one record, checking only its framing (lengths against limits and
 /// against the input), not its contents: [`decode_record`] checks those when it is read.
 pub fn skip_record(c: &mut Cursor<'_>) -> Result<(), FormatError> {
     c.len_prefixed("record entity", ENTITY_BYTES_MAX)?;
     c.len_prefixed("record kind", KIND_BYTES_MAX)?;
     c.i64()?;
-    let tags_count = c.varint()?;
-    if tags_count > TAGS_COUNT_MAX as u64 {
-        return Err(FormatError::LimitExceeded {
-            what: "record tags count",
-            value: tags_count,
-            max: TAGS_COUNT_MAX as u64,
-        });
-    }
+    let tags_count = read_tags_count(c)?;
     for _ in 0..tags_count {
         c.len_prefixed("record tag", TAG_BYTES_MAX)?;
     }
@@ -111,14 +116,7 @@ pub fn decode_record<'a>(c: &mut Cursor<'a>) -> Result<RecordRef<'a>, FormatErro
         c.len_prefixed("record kind", KIND_BYTES_MAX)?,
     )?;
     let ts = c.i64()?;
-    let tags_count = c.varint()?;
-    if tags_count > TAGS_COUNT_MAX as u64 {
-        return Err(FormatError::LimitExceeded {
-            what: "record tags count",
-            value: tags_count,
-            max: TAGS_COUNT_MAX as u64,
-        });
-    }
+    let tags_count = read_tags_count(c)?;
     let tags_start = c.position();
     let mut probe = c.clone();
     for _ in 0..tags_count {
