@@ -77,13 +77,15 @@ pub(crate) struct Inner {
     pub opts: Options,
     _lock: DirLock,
     pub view: RwLock<Arc<View>>,
-    pub writer: Mutex<Writer>,
+    /// Shared with the interval flusher thread, which must never hold the store itself alive
+    /// (the directory lock has to go away when the last handle is dropped).
+    pub writer: Arc<Mutex<Writer>>,
     pub queue: Mutex<Queue>,
     pub cache: BlockCache,
     /// Copy-on-write: readers clone the Arc and never hold the lock while they read, so a
     /// long query cannot stall the commit that applies a delete.
     pub tombstones: RwLock<Arc<Tombstones>>,
-    poisoned: Mutex<Option<String>>,
+    poisoned: Arc<Mutex<Option<String>>>,
     last_seq: AtomicU64,
     blocks_decoded: AtomicU64,
     pub commits: AtomicU64,
@@ -227,10 +229,10 @@ impl Store {
             dir,
             _lock: lock,
             view: RwLock::new(Arc::new(View { sealed, active })),
-            writer: Mutex::new(writer),
+            writer: Arc::new(Mutex::new(writer)),
             queue: Mutex::new(Queue::default()),
             tombstones: RwLock::new(Arc::new(Tombstones::default())),
-            poisoned: Mutex::new(None),
+            poisoned: Arc::new(Mutex::new(None)),
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
             commits: AtomicU64::new(0),
@@ -248,7 +250,12 @@ impl Store {
             i.open_report = report;
         }
         if let SyncPolicy::Interval(d) = inner.opts.sync {
-            spawn_flusher(Arc::downgrade(&inner), d);
+            spawn_flusher(
+                Arc::downgrade(&inner),
+                inner.writer.clone(),
+                inner.poisoned.clone(),
+                d,
+            );
         }
         tracing::info!(dir = %inner.dir.display(), last_seq = next_seq - 1, "store open");
         Ok(Store { inner })
@@ -567,13 +574,22 @@ fn view_end_seq(view: &RwLock<Arc<View>>) -> u64 {
     end
 }
 
-fn spawn_flusher(inner: Weak<Inner>, every: Duration) {
+/// Syncs an idle store at least every `every`. Holds the writer and the poison flag, and only
+/// a weak reference to the store to notice that it is gone.
+fn spawn_flusher(
+    alive: Weak<Inner>,
+    writer: Arc<Mutex<Writer>>,
+    poisoned: Arc<Mutex<Option<String>>>,
+    every: Duration,
+) {
     let _ = std::thread::Builder::new()
         .name("echolog-flusher".into())
         .spawn(move || loop {
             std::thread::sleep(every);
-            let Some(inner) = inner.upgrade() else { return };
-            let mut w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if alive.strong_count() == 0 {
+                return;
+            }
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
             if w.dirty && w.last_sync.elapsed() >= every {
                 match w.file.sync_data() {
                     Ok(()) => {
@@ -582,7 +598,8 @@ fn spawn_flusher(inner: Weak<Inner>, every: Duration) {
                     }
                     Err(e) => {
                         let msg = format!("fdatasync of {} failed: {e}", w.active.path.display());
-                        inner.poison(&msg);
+                        tracing::error!(error = %msg, "I/O failure: the store is now read-only until restarted");
+                        poisoned.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(msg);
                         return;
                     }
                 }
@@ -592,7 +609,7 @@ fn spawn_flusher(inner: Weak<Inner>, every: Duration) {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let w = self.writer.get_mut().unwrap_or_else(|p| p.into_inner());
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if w.dirty {
             if let Err(e) = w.file.sync_data() {
                 tracing::error!(error = %e, "final fdatasync at close failed");

@@ -572,3 +572,21 @@ fn damage_before_valid_blocks_of_the_active_segment_refuses_to_open_instead_of_t
     assert!(e.contains("corruption") && e.contains("offset 32"), "{e}");
     assert_eq!(std::fs::read(&seg).unwrap(), b, "nothing was truncated");
 }
+
+#[test]
+fn dropping_the_last_handle_releases_the_directory_at_once_even_with_a_flusher() {
+    // The interval flusher wakes every millisecond; it must never keep the store (and its
+    // lock) alive past the last handle.
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        sync: "interval:1".parse().unwrap(),
+        ..small()
+    };
+    for i in 0..40 {
+        let s = Store::open(d.path(), opts.clone()).unwrap();
+        s.append(vec![ev("a", i)]).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(300 + 50 * i));
+        drop(s);
+    }
+    assert_eq!(Store::open(d.path(), opts).unwrap().last_seq(), 40);
+}
