@@ -77,6 +77,19 @@ fn main() {
         );
         return;
     }
+    if mode == "count" {
+        // `compare count _ DIR`: time the hourly tenant count on an existing store.
+        let s = Store::open(&dir, Options::default()).expect("open");
+        let q = CountQuery {
+            tags: vec![TENANT.into()],
+            bucket: Bucket::Hour,
+            ..Default::default()
+        };
+        time_it("count per hour one tenant", 2000, || {
+            s.count(&q).expect("count").buckets.len()
+        });
+        return;
+    }
     if mode != "run" {
         eprintln!("usage: compare csv N | compare run N DIR | compare open _ DIR");
         std::process::exit(2);

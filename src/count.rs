@@ -82,6 +82,9 @@ struct Acc<'q> {
     q: &'q CountQuery,
     total: u64,
     buckets: BTreeMap<i64, u64>,
+    /// The bucket being added to, kept out of the map while consecutive events fall into it
+    /// (timestamps mostly increase, so most adds hit it).
+    current: Option<(i64, u64)>,
 }
 
 impl Acc<'_> {
@@ -91,11 +94,23 @@ impl Acc<'_> {
         }
         self.total += n;
         if let Some(w) = self.q.bucket.width_ms() {
-            *self
-                .buckets
-                .entry(ts_bucket_of.div_euclid(w) * w)
-                .or_default() += n;
+            let start = ts_bucket_of.div_euclid(w) * w;
+            match &mut self.current {
+                Some((s, c)) if *s == start => *c += n,
+                cur => {
+                    if let Some((s, c)) = cur.replace((start, n)) {
+                        *self.buckets.entry(s).or_default() += c;
+                    }
+                }
+            }
         }
+    }
+
+    fn finish(mut self) -> (u64, BTreeMap<i64, u64>) {
+        if let Some((s, c)) = self.current.take() {
+            *self.buckets.entry(s).or_default() += c;
+        }
+        (self.total, self.buckets)
     }
 }
 
@@ -133,6 +148,7 @@ impl Store {
             q,
             total: 0,
             buckets: BTreeMap::new(),
+            current: None,
         };
         for seg in &view.sealed {
             let l = seg.load()?;
@@ -146,15 +162,12 @@ impl Store {
             self.count_sealed(&l, q, &tomb, &mut acc)?;
         }
         count_active(&view.active.index(), q, &tomb, &mut acc);
-        let buckets = acc
-            .buckets
+        let (total, buckets) = acc.finish();
+        let buckets = buckets
             .into_iter()
             .map(|(start_ts, count)| BucketCount { start_ts, count })
             .collect();
-        Ok(CountResult {
-            total: acc.total,
-            buckets,
-        })
+        Ok(CountResult { total, buckets })
     }
 
     fn count_sealed(

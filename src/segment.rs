@@ -97,6 +97,8 @@ pub struct LoadedSegment {
     pub header: IndexHeader,
     pub blocks: Vec<BlockEntry>,
     sections: Vec<(u32, Range<usize>)>,
+    /// Where the ts column is in `idx` (looked up once: `ts` is on hot paths).
+    ts_range: Range<usize>,
     raw_bytes: OnceLock<u64>,
 }
 
@@ -123,7 +125,7 @@ impl LoadedSegment {
 
     /// Event time of the record at `ord` (checked at load: the column has one i64 per record).
     pub fn ts(&self, ord: u32) -> i64 {
-        let s = self.section(SECTION_TS);
+        let s = &self.idx[self.ts_range.clone()];
         let at = ord as usize * 8;
         match s.get(at..at + 8) {
             Some(b) => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
@@ -280,6 +282,7 @@ impl SealedSegment {
                         idx: IndexBytes::Mapped(m),
                         header,
                         blocks,
+                        ts_range: section_range(&sections, SECTION_TS),
                         sections,
                         raw_bytes: OnceLock::new(),
                     })
@@ -316,6 +319,7 @@ impl SealedSegment {
             idx,
             header,
             blocks,
+            ts_range: section_range(&sections, SECTION_TS),
             sections,
             raw_bytes: OnceLock::new(),
         })
@@ -379,6 +383,13 @@ impl SealedSegment {
         }
         Ok((h, blocks, view.section_ranges().to_vec()))
     }
+}
+
+fn section_range(sections: &[(u32, Range<usize>)], id: u32) -> Range<usize> {
+    sections
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map_or(0..0, |(_, r)| r.clone())
 }
 
 fn map_file(path: &Path) -> Result<Mmap> {
