@@ -15,7 +15,7 @@ use echolog_format::index::{
 use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
-use crate::mem_index::{minute_of, MemIndex, MINUTE_MS};
+use crate::mem_index::{MemIndex, MINUTE_MS};
 use crate::segment::LoadedSegment;
 use crate::store::{check_entity, check_range, in_range, Store};
 use crate::tombstones::{Tombstones, RESERVED_KINDS};
@@ -424,5 +424,4 @@ fn count_active(idx: &MemIndex, q: &CountQuery, tomb: &Tombstones, acc: &mut Acc
             acc.add(ts, 1);
         }
     }
-    let _ = minute_of;
 }

@@ -42,8 +42,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("store is closed")]
-    Closed,
     /// An error kept by a sealed segment that failed to load, returned to every later reader.
     #[error(transparent)]
     Shared(#[from] crate::segment::SharedError),

@@ -21,9 +21,11 @@ mod tombstones;
 mod writer;
 
 pub use count::{Bucket, BucketCount, CountQuery, CountResult};
+pub use echolog_format::FormatError;
 pub use error::{Error, Result};
 pub use event::{Event, StoredEvent, RESERVED_KIND_PREFIX};
 pub use options::{Options, SyncPolicy};
+pub use segment::SharedError;
 pub use store::{HistoryQuery, OpenReport, Stats, Store};
 pub use tombstones::{
     KIND_DELETE, KIND_DELETE_SEQS, KIND_RESTORE, REASON_TAG_PREFIX, TOMBSTONES_FILE,

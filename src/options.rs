@@ -142,6 +142,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn out_of_range_options_are_refused_naming_the_option() {
+        assert!(Options::default().validate().is_ok());
+        type Mutation = Box<dyn Fn(&mut Options)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "segment_size_bytes_max",
+                Box::new(|o| o.segment_size_bytes_max = 100),
+            ),
+            (
+                "segment_size_bytes_max",
+                Box::new(|o| o.segment_size_bytes_max = 2 << 30),
+            ),
+            (
+                "block_raw_bytes_target",
+                Box::new(|o| o.block_raw_bytes_target = 0),
+            ),
+            (
+                "block_raw_bytes_target",
+                Box::new(|o| o.block_raw_bytes_target = 32 << 20),
+            ),
+            (
+                "payload_bytes_max",
+                Box::new(|o| o.payload_bytes_max = 17 << 20),
+            ),
+            ("batch_events_max", Box::new(|o| o.batch_events_max = 0)),
+            (
+                "batch_events_max",
+                Box::new(|o| o.batch_events_max = 2_000_000),
+            ),
+            ("batch_bytes_max", Box::new(|o| o.batch_bytes_max = 0)),
+            ("zstd_level", Box::new(|o| o.zstd_level = 99)),
+        ];
+        for (field, f) in cases {
+            let mut o = Options::default();
+            f(&mut o);
+            let msg = o.validate().unwrap_err().to_string();
+            assert!(msg.contains(field), "{field}: {msg}");
+        }
+    }
+
+    #[test]
     fn sync_policy_parses_and_rejects_garbage() {
         assert_eq!("always".parse::<SyncPolicy>().unwrap(), SyncPolicy::Always);
         assert_eq!("never".parse::<SyncPolicy>().unwrap(), SyncPolicy::Never);

@@ -389,7 +389,7 @@ impl Store {
         let ev = Event {
             entity: entry.entity.clone(),
             kind: kind.to_owned(),
-            ts: 0,
+            ts: now_ms(),
             tags,
             payload,
             id: None,
@@ -478,11 +478,17 @@ impl Store {
         };
         for seg in &view.sealed {
             s.events += seg.end_seq - seg.base_seq;
-            let seg_len = fs::metadata(seg.seg_path()).map(|m| m.len()).unwrap_or(0);
-            let idx_len = fs::metadata(seg.idx_path()).map(|m| m.len()).unwrap_or(0);
-            s.disk_bytes += seg_len + idx_len;
-            if let Ok(l) = seg.load() {
-                s.raw_bytes += l.raw_bytes();
+            match seg.load() {
+                Ok(l) => {
+                    s.disk_bytes += l.disk_bytes();
+                    s.raw_bytes += l.raw_bytes();
+                }
+                // A segment that cannot be loaded still occupies its files.
+                Err(_) => {
+                    for p in [seg.seg_path(), seg.idx_path()] {
+                        s.disk_bytes += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                    }
+                }
             }
         }
         let idx = view.active.index();

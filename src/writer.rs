@@ -39,7 +39,6 @@ pub(crate) const SEGMENT_RECORDS_ROLL: u64 = 1 << 28;
 
 /// One batch queued for the next group commit.
 pub(crate) struct Pending {
-    pub ticket: u64,
     pub slot: Arc<Slot>,
     pub events: Vec<Event>,
     /// The batch already encoded into blocks by the appending thread (large batches only),
@@ -99,7 +98,6 @@ pub(crate) fn prepare_batch(events: &[Event], target: usize, level: i32) -> Vec<
 
 #[derive(Default)]
 pub(crate) struct Queue {
-    pub next_ticket: u64,
     pub pending: Vec<Pending>,
     /// True while some thread is (or has been told to become) the commit leader.
     pub leader_active: bool,
@@ -174,11 +172,10 @@ impl Writer {
     }
 }
 
-/// A record about to be written: the resolved event and its seq.
+/// A record about to be written: the event (its ts already resolved, never 0) and its seq.
 pub(crate) struct NewRecord<'a> {
     pub seq: u64,
     pub event: &'a Event,
-    pub ts: i64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -198,10 +195,7 @@ impl Inner {
         let slot = Arc::new(Slot::default());
         let lead_now = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let ticket = q.next_ticket;
-            q.next_ticket += 1;
             q.pending.push(Pending {
-                ticket,
                 events,
                 prepared,
                 slot: slot.clone(),
@@ -229,8 +223,7 @@ impl Inner {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut q.pending)
         };
-        let slots: HashMap<u64, Arc<Slot>> =
-            work.iter().map(|p| (p.ticket, p.slot.clone())).collect();
+        let slots: Vec<Arc<Slot>> = work.iter().map(|p| p.slot.clone()).collect();
         // A panic here would leave every waiter waiting forever: turn it into errors for this
         // group and refuse writes until restart (the file's state is unknown).
         let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -242,15 +235,15 @@ impl Inner {
                     "internal error: the commit leader panicked; writes are refused until restart";
                 self.poison(msg);
                 slots
-                    .keys()
-                    .map(|t| (*t, Err(Error::ReadOnly(msg.into()))))
+                    .iter()
+                    .map(|_| Err(Error::ReadOnly(msg.into())))
                     .collect()
             }
         };
-        for (ticket, r) in results {
-            if let Some(slot) = slots.get(&ticket) {
-                slot.set(SlotState::Done(r));
-            }
+        // One result per queued batch, in queue order.
+        debug_assert_eq!(results.len(), slots.len());
+        for (slot, r) in slots.iter().zip(results) {
+            slot.set(SlotState::Done(r));
         }
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         match q.pending.first() {
@@ -259,12 +252,13 @@ impl Inner {
         }
     }
 
-    fn commit_group(&self, work: Vec<Pending>) -> Vec<(u64, Result<AppendOutcome>)> {
+    /// Commits the queued batches; returns one result per batch, in order.
+    fn commit_group(&self, work: Vec<Pending>) -> Vec<Result<AppendOutcome>> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(msg) = self.poisoned() {
             return work
                 .into_iter()
-                .map(|p| (p.ticket, Err(Error::ReadOnly(msg.clone()))))
+                .map(|_| Err(Error::ReadOnly(msg.clone())))
                 .collect();
         }
         let group_events: u64 = work.iter().map(|p| p.events.len() as u64).sum();
@@ -280,7 +274,7 @@ impl Inner {
                 let full = matches!(&e, Error::Io { source, .. } if is_disk_full(source));
                 return work
                     .into_iter()
-                    .map(|p| {
+                    .map(|_| {
                         let err = if full {
                             Error::DiskFull(msg.clone())
                         } else if self.poisoned().is_some() {
@@ -288,14 +282,13 @@ impl Inner {
                         } else {
                             Error::Inconsistent(format!("sealing the active segment failed: {msg}"))
                         };
-                        (p.ticket, Err(err))
+                        Err(err)
                     })
                     .collect();
             }
         }
         // Assign seqs, resolve duplicates.
-        let now = now_ms();
-        let mut outcomes: Vec<(u64, Result<AppendOutcome>)> = Vec::with_capacity(work.len());
+        let mut outcomes: Vec<Result<AppendOutcome>> = Vec::with_capacity(work.len());
         let mut records: Vec<NewRecord<'_>> = Vec::new();
         // Each batch's records, with its prepared blocks when they can be used as they are.
         let mut units: Vec<(std::ops::Range<usize>, Option<&[PreparedBlock]>)> = Vec::new();
@@ -326,11 +319,10 @@ impl Inner {
                     }
                     group_ids.insert(id, next_seq);
                 }
-                let ts = if e.ts == 0 { now } else { e.ts };
+                debug_assert_ne!(e.ts, 0, "ts is resolved before queueing");
                 records.push(NewRecord {
                     seq: next_seq,
                     event: e,
-                    ts,
                 });
                 seqs.push(next_seq);
                 next_seq += 1;
@@ -342,7 +334,7 @@ impl Inner {
                 if group_ids.len() != group_ids_before {
                     group_ids.retain(|_, s| *s < next_seq);
                 }
-                outcomes.push((p.ticket, Err(err)));
+                outcomes.push(Err(err));
                 continue;
             }
             if records.len() > start {
@@ -352,7 +344,7 @@ impl Inner {
                     .filter(|_| duplicates == 0 && records.len() - start == p.events.len());
                 units.push((start..records.len(), prepared));
             }
-            outcomes.push((p.ticket, Ok(AppendOutcome { seqs, duplicates })));
+            outcomes.push(Ok(AppendOutcome { seqs, duplicates }));
         }
         if records.is_empty() {
             return outcomes;
@@ -362,13 +354,13 @@ impl Inner {
             let disk_full = matches!(e, Error::DiskFull(_));
             return outcomes
                 .into_iter()
-                .map(|(t, r)| {
+                .map(|r| {
                     let err = if disk_full {
                         Error::DiskFull(msg.clone())
                     } else {
                         Error::ReadOnly(msg.clone())
                     };
-                    (t, r.and(Err(err)))
+                    r.and(Err(err))
                 })
                 .collect();
         }
@@ -400,8 +392,8 @@ impl Inner {
         // that crosses the target, and carries COMMIT_END when that record ends a batch.
         let mut open_first: Option<usize> = None;
         let mut emit = |buf: &mut Vec<u8>, raw: &mut Vec<u8>, recs: &[NewRecord<'_>], end: bool| {
-            let min_ts = recs.iter().map(|r| r.ts).min().unwrap_or(0);
-            let max_ts = recs.iter().map(|r| r.ts).max().unwrap_or(0);
+            let min_ts = recs.iter().map(|r| r.event.ts).min().unwrap_or(0);
+            let max_ts = recs.iter().map(|r| r.event.ts).max().unwrap_or(0);
             let meta = BlockMeta {
                 first_seq: recs[0].seq,
                 count: recs.len() as u32,
@@ -464,7 +456,7 @@ impl Inner {
                             raw,
                             &e.entity,
                             &e.kind,
-                            r.ts,
+                            e.ts,
                             &e.tags,
                             &e.payload,
                             e.id.as_deref().unwrap_or(""),
@@ -528,7 +520,7 @@ impl Inner {
                     idx.add(
                         &e.entity,
                         &e.kind,
-                        rec.ts,
+                        e.ts,
                         e.tags.iter().map(String::as_str),
                         e.id.as_deref().unwrap_or(""),
                     );

@@ -590,3 +590,28 @@ fn dropping_the_last_handle_releases_the_directory_at_once_even_with_a_flusher()
     }
     assert_eq!(Store::open(d.path(), opts).unwrap().last_seq(), 40);
 }
+
+#[test]
+fn batches_over_the_configured_limits_are_too_large_and_store_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        batch_events_max: 3,
+        batch_bytes_max: 2_000,
+        ..small()
+    };
+    let s = Store::open(d.path(), opts).unwrap();
+    let e = s.append((0..4).map(|i| ev("a", i)).collect()).unwrap_err();
+    assert!(
+        matches!(e, Error::TooLarge(_)) && e.to_string().contains("at most 3 events"),
+        "{e}"
+    );
+    let mut big = ev("a", 1);
+    big.payload = vec![b'x'; 1_500];
+    let e = s.append(vec![big.clone(), big]).unwrap_err();
+    assert!(
+        matches!(e, Error::TooLarge(_)) && e.to_string().contains("at most 2000 bytes"),
+        "{e}"
+    );
+    assert_eq!(s.last_seq(), 0);
+    assert_eq!(s.append(vec![ev("a", 1)]).unwrap().seqs, vec![1]);
+}

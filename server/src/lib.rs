@@ -1,7 +1,6 @@
 //! The gRPC adapter around the synchronous engine: every engine call runs on tokio's blocking
 //! pool, never on the async workers.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -41,7 +40,6 @@ pub fn to_status(e: &Error) -> Status {
         Error::ReadOnly(m) => {
             Status::unavailable(format!("store is read-only after an I/O failure: {m}"))
         }
-        Error::Closed => Status::unavailable("store is closed"),
         Error::Corruption { .. } => Status::data_loss(e.to_string()),
         Error::Shared(inner) => to_status(&inner.0),
         Error::Locked { .. } | Error::Inconsistent(_) | Error::Io { .. } => {
@@ -464,6 +462,36 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-pub fn local_addr(l: &tokio::net::TcpListener) -> Option<SocketAddr> {
-    l.local_addr().ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_error_maps_to_the_status_design_names() {
+        use echolog::FormatError;
+        use tonic::Code;
+        let corrupt = || Error::Corruption {
+            file: "x.seg".into(),
+            offset: 7,
+            source: FormatError::BadMagic { what: "block" },
+        };
+        let cases = [
+            (
+                Error::InvalidArgument("entity".into()),
+                Code::InvalidArgument,
+            ),
+            (Error::TooLarge("events".into()), Code::ResourceExhausted),
+            (Error::DiskFull("full".into()), Code::ResourceExhausted),
+            (Error::ReadOnly("fsync".into()), Code::Unavailable),
+            (corrupt(), Code::DataLoss),
+            (
+                Error::Shared(echolog::SharedError(std::sync::Arc::new(corrupt()))),
+                Code::DataLoss,
+            ),
+            (Error::Inconsistent("x".into()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            assert_eq!(to_status(&e).code(), code, "{e}");
+        }
+    }
 }

@@ -362,6 +362,15 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
     assert!(e.message().contains("65536"), "{}", e.message());
     let e = c
+        .count(CountRequest {
+            bucket: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("bucket"), "{}", e.message());
+    let e = c
         .history(HistoryRequest {
             entity: "e".into(),
             from_ts: Some(5),
