@@ -1,10 +1,10 @@
-//! The data directory: file names, the lock file, listing, atomic writes and directory fsync.
+//! The data directory: file names, the lock file, listing, atomic writes.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::any::Any;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 
 pub const LOCK_FILE: &str = "LOCK";
 pub const SEGMENT_EXT: &str = "seg";
@@ -22,27 +22,18 @@ pub fn index_name(base_seq: u64) -> String {
 }
 
 /// Holds the exclusive lock on the data directory for the store's lifetime.
-#[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _guard: Box<dyn Any + Send + Sync>,
 }
 
-pub fn lock(dir: &Path) -> Result<DirLock> {
+pub fn lock(storage: &Storage, dir: &Path) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(DirLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+    match storage.lock(&path)? {
+        Some(g) => Ok(DirLock { _guard: g }),
+        None => Err(Error::Locked {
             dir: dir.to_path_buf(),
             lock: path,
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
 
@@ -53,7 +44,10 @@ pub struct Listing {
     pub segments: Vec<u64>,
     /// Base seqs of index files, sorted.
     pub indexes: Vec<u64>,
+    /// Temp files the store itself writes (`<segment or index or state file>.tmp`): leftovers
+    /// of an atomic write that did not finish.
     pub temp_files: Vec<PathBuf>,
+    /// Anything else, reported and left alone (a `.tmp` the store did not write included).
     pub unknown: Vec<PathBuf>,
 }
 
@@ -65,83 +59,102 @@ fn parse_base(stem: &str) -> Option<u64> {
     }
 }
 
-pub fn list(dir: &Path) -> Result<Listing> {
+/// What a file name is in the store's layout.
+enum Name {
+    Segment(u64),
+    Index(u64),
+    State,
+    Unknown,
+}
+
+fn classify(name: &str) -> Name {
+    if STATE_FILES.contains(&name) {
+        return Name::State;
+    }
+    let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
+    match (parse_base(stem), ext) {
+        (Some(b), SEGMENT_EXT) => Name::Segment(b),
+        (Some(b), INDEX_EXT) => Name::Index(b),
+        _ => Name::Unknown,
+    }
+}
+
+pub fn list(storage: &Storage, dir: &Path) -> Result<Listing> {
     let mut out = Listing::default();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if STATE_FILES.contains(&name.as_str()) {
+    for name in storage.list_dir(dir)? {
+        let path = dir.join(&name);
+        if let Some(target) = name.strip_suffix(&format!(".{TEMP_EXT}")) {
+            match classify(target) {
+                Name::Unknown => out.unknown.push(path),
+                _ => out.temp_files.push(path),
+            }
             continue;
         }
-        if name.ends_with(&format!(".{TEMP_EXT}")) {
-            out.temp_files.push(path);
-            continue;
-        }
-        let (stem, ext) = name.rsplit_once('.').unwrap_or((name.as_str(), ""));
-        match (parse_base(stem), ext) {
-            (Some(b), SEGMENT_EXT) => out.segments.push(b),
-            (Some(b), INDEX_EXT) => out.indexes.push(b),
-            _ => out.unknown.push(path),
+        match classify(&name) {
+            Name::Segment(b) => out.segments.push(b),
+            Name::Index(b) => out.indexes.push(b),
+            Name::State => {}
+            Name::Unknown => out.unknown.push(path),
         }
     }
     out.segments.sort_unstable();
     out.indexes.sort_unstable();
+    out.temp_files.sort();
+    out.unknown.sort();
     Ok(out)
 }
 
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
-    d.sync_all().map_err(|e| Error::io(dir, e))
-}
-
-/// Writes `bytes` to `dir/name` atomically: temp file, fsync, rename, directory fsync. On
-/// failure the temp file is removed and the old file (if any) is untouched.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!("{name}.{TEMP_EXT}"));
-    let dst = dir.join(name);
-    let res = (|| {
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-        fsync_dir(dir)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+/// Writes `bytes` to `dir/name` atomically (temp file, fdatasync, rename, directory fsync).
+pub fn write_atomic(storage: &Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    storage.write_new_file(&dir.join(name), bytes).map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sim::SimDisk;
+    use crate::storage::StorageBackend;
+
+    fn sim() -> (Storage, SimDisk, PathBuf) {
+        let disk = SimDisk::new();
+        let dir = PathBuf::from("/data");
+        disk.create_dir_all(&dir).unwrap();
+        (Storage::new(Some(&disk.backend())), disk, dir)
+    }
 
     #[test]
     fn second_lock_on_a_directory_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let _a = lock(d.path()).unwrap();
-        let err = lock(d.path()).unwrap_err();
+        let (s, _disk, dir) = sim();
+        let _a = lock(&s, &dir).unwrap();
+        let err = lock(&s, &dir).err().unwrap();
         assert!(matches!(err, Error::Locked { .. }), "{err}");
         assert!(err.to_string().contains("locked"));
     }
 
     #[test]
-    fn listing_sorts_and_separates_files() {
-        let d = tempfile::tempdir().unwrap();
+    fn listing_sorts_and_separates_files_and_only_claims_its_own_temp_files() {
+        let (s, disk, dir) = sim();
         for n in [
             segment_name(10),
             segment_name(2),
             index_name(2),
+            format!("{}.tmp", index_name(3)),
+            "TOMBSTONES.tmp".into(),
             "x.tmp".into(),
             "junk".into(),
         ] {
-            fs::write(d.path().join(n), b"").unwrap();
+            disk.write_file(&dir.join(n), b"");
         }
-        let l = list(d.path()).unwrap();
+        let l = list(&s, &dir).unwrap();
         assert_eq!(l.segments, vec![2, 10]);
         assert_eq!(l.indexes, vec![2]);
-        assert_eq!(l.temp_files.len(), 1);
-        assert_eq!(l.unknown.len(), 1);
+        assert_eq!(
+            l.temp_files,
+            vec![
+                dir.join(format!("{}.tmp", index_name(3))),
+                dir.join("TOMBSTONES.tmp")
+            ]
+        );
+        assert_eq!(l.unknown, vec![dir.join("junk"), dir.join("x.tmp")]);
     }
 }

@@ -9,13 +9,12 @@ pub mod count;
 mod dir;
 mod error;
 mod event;
-#[doc(hidden)]
-pub mod fault;
 mod history;
 mod mem_index;
 mod options;
 mod scan;
 mod segment;
+pub mod storage;
 mod store;
 mod tombstones;
 mod writer;

@@ -63,9 +63,9 @@ pub struct Options {
     /// the bitmap path.
     #[doc(hidden)]
     pub count_events_per_minute_bitmap: u64,
-    /// Test hook that makes writes or fsyncs fail.
-    #[doc(hidden)]
-    pub fault: Option<crate::fault::FaultHook>,
+    /// Where files live: `None` is the operating system's file system. Tests put a
+    /// [`crate::storage::sim::SimDisk`] here to fail calls or simulate a power loss.
+    pub backend: Option<crate::storage::Backend>,
 }
 
 impl Default for Options {
@@ -80,7 +80,7 @@ impl Default for Options {
             batch_events_max: 100_000,
             batch_bytes_max: 16 * 1024 * 1024,
             count_events_per_minute_bitmap: 64,
-            fault: None,
+            backend: None,
         }
     }
 }

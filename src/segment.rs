@@ -2,11 +2,9 @@
 //! being appended to) and sealed segments (immutable files read through mmap, with an index
 //! file loaded on first use).
 
-use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
 use echolog_format::block::{BlockHeader, BLOCK_HEADER_LEN};
 use echolog_format::index::{
@@ -15,7 +13,6 @@ use echolog_format::index::{
 };
 use echolog_format::segment_header::SegmentHeader;
 use echolog_format::FormatError;
-use memmap2::Mmap;
 use roaring::RoaringBitmap;
 
 use crate::block_cache::DecodedBlock;
@@ -23,21 +20,31 @@ use crate::dir::{index_name, segment_name, write_atomic};
 use crate::error::{Error, Result};
 use crate::mem_index::MemIndex;
 use crate::scan::scan_segment;
+use crate::storage::{FileHandle, Mapped, Storage};
 
 /// The segment currently appended to.
 pub struct ActiveSegment {
     pub base_seq: u64,
     pub path: PathBuf,
-    file: File,
+    /// The same handle the writer appends through (reads see what it wrote).
+    file: Arc<dyn FileHandle>,
+    storage: Storage,
     pub index: RwLock<MemIndex>,
 }
 
 impl ActiveSegment {
-    pub fn new(base_seq: u64, path: PathBuf, file: File, index: MemIndex) -> Self {
+    pub fn new(
+        base_seq: u64,
+        path: PathBuf,
+        file: Arc<dyn FileHandle>,
+        storage: Storage,
+        index: MemIndex,
+    ) -> Self {
         ActiveSegment {
             base_seq,
             path,
             file,
+            storage,
             index: RwLock::new(index),
         }
     }
@@ -56,9 +63,8 @@ impl ActiveSegment {
             .copied()
             .ok_or_else(|| Error::Inconsistent(format!("active block {block} out of range")))?;
         let mut buf = vec![0u8; b.len as usize];
-        self.file
-            .read_exact_at(&mut buf, b.entry.offset)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.storage
+            .read_at(&*self.file, &self.path, &mut buf, b.entry.offset)?;
         DecodedBlock::decode(
             &buf,
             self.base_seq + u64::from(b.entry.first_ordinal),
@@ -74,7 +80,7 @@ impl ActiveSegment {
 
 /// Bytes of an index file: mapped, or held in memory after a rebuild whose write failed.
 enum IndexBytes {
-    Mapped(Mmap),
+    Mapped(Mapped),
     Owned(Vec<u8>),
 }
 
@@ -82,9 +88,19 @@ impl std::ops::Deref for IndexBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            IndexBytes::Mapped(m) => m,
+            IndexBytes::Mapped(m) => (**m).as_ref(),
             IndexBytes::Owned(v) => v,
         }
+    }
+}
+
+/// A mapped sealed segment file.
+struct SegBytes(Mapped);
+
+impl std::ops::Deref for SegBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
     }
 }
 
@@ -92,7 +108,7 @@ impl std::ops::Deref for IndexBytes {
 pub struct LoadedSegment {
     pub seg_path: PathBuf,
     pub idx_path: PathBuf,
-    seg: Mmap,
+    seg: SegBytes,
     idx: IndexBytes,
     pub header: IndexHeader,
     pub blocks: Vec<BlockEntry>,
@@ -227,7 +243,10 @@ pub struct SealedSegment {
     /// One past the last seq (the next segment's base).
     pub end_seq: u64,
     dir: PathBuf,
-    loaded: OnceLock<Result<Arc<LoadedSegment>, Arc<Error>>>,
+    storage: Storage,
+    /// The loaded segment, or the corruption that stopped it loading. A passing I/O error
+    /// (EMFILE, a failed map) is not kept: the next reader tries again.
+    loaded: Mutex<Option<Result<Arc<LoadedSegment>, Arc<Error>>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -235,12 +254,13 @@ pub struct SealedSegment {
 pub struct SharedError(pub Arc<Error>);
 
 impl SealedSegment {
-    pub fn new(dir: &Path, base_seq: u64, end_seq: u64) -> Self {
+    pub fn new(dir: &Path, storage: &Storage, base_seq: u64, end_seq: u64) -> Self {
         SealedSegment {
             base_seq,
             end_seq,
             dir: dir.to_path_buf(),
-            loaded: OnceLock::new(),
+            storage: storage.clone(),
+            loaded: Mutex::new(None),
         }
     }
 
@@ -254,26 +274,39 @@ impl SealedSegment {
 
     /// Maps the segment and its index, verifying every checksum of the index (once).
     pub fn load(&self) -> Result<Arc<LoadedSegment>> {
-        match self
-            .loaded
-            .get_or_init(|| self.load_inner().map(Arc::new).map_err(Arc::new))
-        {
-            Ok(l) => Ok(l.clone()),
-            Err(e) => Err(Error::Shared(SharedError(e.clone()))),
+        let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = slot.as_ref() {
+            return match r {
+                Ok(l) => Ok(l.clone()),
+                Err(e) => Err(Error::Shared(SharedError(e.clone()))),
+            };
+        }
+        match self.load_inner() {
+            Ok(l) => {
+                let l = Arc::new(l);
+                *slot = Some(Ok(l.clone()));
+                Ok(l)
+            }
+            Err(e) if is_confirmed_damage(&e) => {
+                let e = Arc::new(e);
+                *slot = Some(Err(e.clone()));
+                Err(Error::Shared(SharedError(e)))
+            }
+            Err(e) => Err(e),
         }
     }
 
     fn load_inner(&self) -> Result<LoadedSegment> {
         let seg_path = self.seg_path();
         let idx_path = self.idx_path();
-        let seg = map_file(&seg_path)?;
+        let seg = SegBytes(self.storage.map(&seg_path)?);
         SegmentHeader::decode(&seg).map_err(|source| Error::Corruption {
             file: seg_path.clone(),
             offset: 0,
             source,
         })?;
-        match map_file(&idx_path) {
-            Ok(m) => match self.check_index(&m, seg.len() as u64) {
+        match self.storage.map(&idx_path) {
+            Ok(m) => match self.check_index((*m).as_ref(), seg.len() as u64) {
                 Ok((header, blocks, sections)) => {
                     return Ok(LoadedSegment {
                         seg_path,
@@ -296,8 +329,10 @@ impl SealedSegment {
             }
         }
         let bytes = self.rebuild_index(&seg)?;
-        let idx = match write_atomic(&self.dir, &index_name(self.base_seq), &bytes) {
-            Ok(()) => map_file(&idx_path)
+        let idx = match write_atomic(&self.storage, &self.dir, &index_name(self.base_seq), &bytes) {
+            Ok(()) => self
+                .storage
+                .map(&idx_path)
                 .map(IndexBytes::Mapped)
                 .unwrap_or(IndexBytes::Owned(bytes)),
             Err(e) => {
@@ -392,12 +427,7 @@ fn section_range(sections: &[(u32, Range<usize>)], id: u32) -> Range<usize> {
         .map_or(0..0, |(_, r)| r.clone())
 }
 
-fn map_file(path: &Path) -> Result<Mmap> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: only sealed segment files and index files are mapped. Both were fsynced and
-    // renamed into place before being mapped, and the store never writes, truncates or
-    // unlinks them while an Arc<LoadedSegment> (which owns the map) is alive; the directory
-    // lock keeps other echolog processes out. Every byte read through the map is still
-    // bounds-checked and checksummed, so outside tampering yields errors, not wrong answers.
-    unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))
+/// Damage that stays damage: worth remembering, unlike an I/O error that may pass.
+fn is_confirmed_damage(e: &Error) -> bool {
+    matches!(e, Error::Corruption { .. } | Error::Inconsistent(_))
 }

@@ -1,7 +1,5 @@
 //! The store: open and recovery, the public API, and the snapshot readers work on.
 
-use std::fs::{self, File};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
@@ -17,16 +15,14 @@ use crate::block_cache::{BlockCache, DecodedBlock};
 use crate::dir::{self, index_name, write_atomic, DirLock};
 use crate::error::{Error, Result};
 use crate::event::{encoded_len_max, validate_event, Event, StoredEvent};
-use crate::fault::FaultInjector;
 use crate::options::{Options, SyncPolicy};
 use crate::scan::scan_segment;
 use crate::segment::{ActiveSegment, LoadedSegment, SealedSegment};
+use crate::storage::Storage;
 use crate::tombstones::{
     entry_to_record, record_to_entry, Tombstones, RESERVED_KINDS, TOMBSTONES_FILE,
 };
-use crate::writer::{
-    create_segment, now_ms, open_segment_files, prepare_batch, AppendOutcome, Queue, Writer,
-};
+use crate::writer::{create_segment, now_ms, prepare_batch, AppendOutcome, Queue, Writer};
 
 /// An immutable snapshot of the segment list. Readers clone the Arc and never block the
 /// writer for longer than that clone.
@@ -85,13 +81,13 @@ pub(crate) struct Inner {
     /// Copy-on-write: readers clone the Arc and never hold the lock while they read, so a
     /// long query cannot stall the commit that applies a delete.
     pub tombstones: RwLock<Arc<Tombstones>>,
-    poisoned: Arc<Mutex<Option<String>>>,
+    /// Every file operation goes through here; it also holds the read-only state.
+    pub storage: Storage,
     last_seq: AtomicU64,
     blocks_decoded: AtomicU64,
     pub commits: AtomicU64,
     commit_lock: Mutex<()>,
     commit_cv: Condvar,
-    pub fault: Option<Arc<dyn FaultInjector>>,
     open_report: OpenReport,
     /// Deleted ordinals per sealed segment (by base seq), with the tombstone generation they
     /// were computed for.
@@ -138,12 +134,13 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let lock = dir::lock(&dir)?;
+        let storage = Storage::new(opts.backend.as_ref());
+        create_data_dir(&storage, &dir)?;
+        let lock = dir::lock(&storage, &dir)?;
         let mut report = OpenReport::default();
-        let listing = dir::list(&dir)?;
+        let listing = dir::list(&storage, &dir)?;
         for t in &listing.temp_files {
-            fs::remove_file(t).map_err(|e| Error::io(t, e))?;
+            storage.remove(t)?;
             tracing::warn!(file = %t.display(), "removed leftover temporary file");
             report.temp_files_removed += 1;
         }
@@ -153,8 +150,7 @@ impl Store {
         report.unknown_files = listing.unknown.clone();
         let mut segments = listing.segments.clone();
         if segments.is_empty() {
-            let (_, active) = create_segment(&dir, 1)?;
-            drop(active);
+            create_segment(&storage, &dir, 1)?;
             segments.push(1);
         }
         let active_base = segments[segments.len() - 1];
@@ -162,7 +158,7 @@ impl Store {
             if *idx == active_base {
                 // A seal that did not finish: the segment is still the active one.
                 let p = dir.join(index_name(*idx));
-                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                storage.remove(&p)?;
                 tracing::warn!(file = %p.display(), "removed the index of the active segment (an unfinished seal)");
             } else if !segments.contains(idx) {
                 tracing::warn!(file = %dir.join(index_name(*idx)).display(), "index file without a segment");
@@ -172,7 +168,7 @@ impl Store {
         // Sealed segments: nothing is read, unless an index is missing.
         let mut sealed = Vec::with_capacity(segments.len() - 1);
         for w in segments.windows(2) {
-            let s = Arc::new(SealedSegment::new(&dir, w[0], w[1]));
+            let s = Arc::new(SealedSegment::new(&dir, &storage, w[0], w[1]));
             if !listing.indexes.contains(&w[0]) {
                 tracing::warn!(file = %s.idx_path().display(), "index file missing; rebuilding it from its segment");
                 let l = s.load()?;
@@ -184,18 +180,15 @@ impl Store {
         report.sealed_segments = sealed.len();
         // The active segment: scan, cut a torn tail, rebuild its index in memory.
         let path = dir.join(dir::segment_name(active_base));
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| Error::io(&path, e))?;
+        let bytes = storage.read_all(&path)?;
         report.bytes_read += bytes.len() as u64;
         let scan = scan_segment(&bytes, active_base).map_err(|source| Error::Corruption {
             file: path.clone(),
             offset: 0,
             source,
         })?;
-        // A bad block followed by valid later ones is damage in the middle, not a torn tail:
-        // refuse to open rather than truncate committed data.
+        // Damage that a later, complete commit follows is not a torn tail: refuse to open
+        // rather than truncate committed data.
         if let (Some(at), Some((_, source))) = (scan.corrupt_at, &scan.stopped) {
             return Err(Error::Corruption {
                 file: path,
@@ -203,7 +196,7 @@ impl Store {
                 source: source.clone(),
             });
         }
-        let (wf, rf) = open_segment_files(&path)?;
+        let file = storage.open(&path, true)?;
         if scan.valid_len < bytes.len() as u64 {
             let cut = bytes.len() as u64 - scan.valid_len;
             let why = scan
@@ -211,9 +204,7 @@ impl Store {
                 .as_ref()
                 .map(|(_, e)| e.to_string())
                 .unwrap_or_else(|| "unfinished commit".into());
-            wf.set_len(scan.valid_len)
-                .and_then(|()| wf.sync_all())
-                .map_err(|e| Error::io(&path, e))?;
+            storage.truncate(&*file, &path, scan.valid_len)?;
             tracing::warn!(file = %path.display(), bytes = cut, offset = scan.valid_len, reason = %why, "truncated the torn tail of the active segment");
             report.truncated_bytes = cut;
         }
@@ -221,18 +212,23 @@ impl Store {
         let next_seq = scan.index.end_seq();
         let len = scan.valid_len;
         debug_assert!(len >= SEGMENT_HEADER_LEN as u64);
-        let active = Arc::new(ActiveSegment::new(active_base, path, rf, scan.index));
-        let writer = Writer::new(wf, active.clone(), len, next_seq, opts.zstd_level)?;
+        let active = Arc::new(ActiveSegment::new(
+            active_base,
+            path,
+            file.clone(),
+            storage.clone(),
+            scan.index,
+        ));
+        let writer = Writer::new(file, active.clone(), len, next_seq, opts.zstd_level)?;
         let inner = Arc::new(Inner {
             cache: BlockCache::new(opts.block_cache_bytes_max),
-            fault: opts.fault.clone().map(|h| h.0),
+            storage,
             dir,
             _lock: lock,
             view: RwLock::new(Arc::new(View { sealed, active })),
             writer: Arc::new(Mutex::new(writer)),
             queue: Mutex::new(Queue::default()),
             tombstones: RwLock::new(Arc::new(Tombstones::default())),
-            poisoned: Arc::new(Mutex::new(None)),
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
             commits: AtomicU64::new(0),
@@ -253,7 +249,7 @@ impl Store {
             spawn_flusher(
                 Arc::downgrade(&inner),
                 inner.writer.clone(),
-                inner.poisoned.clone(),
+                inner.storage.clone(),
                 d,
             );
         }
@@ -445,13 +441,14 @@ impl Store {
     /// Forces buffered appends to disk (only matters with `sync=interval` or `never`).
     pub fn sync(&self) -> Result<()> {
         let mut w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(msg) = self.inner.poisoned() {
+            return Err(Error::ReadOnly(msg));
+        }
         if w.dirty {
-            if let Err(e) = w.file.sync_data() {
-                let msg = format!("fdatasync of {} failed: {e}", w.active.path.display());
-                self.inner.poison(&msg);
-                return Err(Error::ReadOnly(msg));
-            }
+            let path = w.active.path.clone();
+            self.inner.storage.sync(&*w.file, &path)?;
             w.dirty = false;
+            w.last_sync = std::time::Instant::now();
         }
         Ok(())
     }
@@ -486,7 +483,8 @@ impl Store {
                 // A segment that cannot be loaded still occupies its files.
                 Err(_) => {
                     for p in [seg.seg_path(), seg.idx_path()] {
-                        s.disk_bytes += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                        let len = self.inner.storage.open(&p, false).map(|f| f.size_bytes());
+                        s.disk_bytes += len.ok().and_then(|l| l.ok()).unwrap_or(0);
                     }
                 }
             }
@@ -580,35 +578,43 @@ fn view_end_seq(view: &RwLock<Arc<View>>) -> u64 {
     end
 }
 
-/// Syncs an idle store at least every `every`. Holds the writer and the poison flag, and only
+/// Creates the data directory if it is missing, and fsyncs its parent so that the directory
+/// itself survives a power loss.
+fn create_data_dir(storage: &Storage, dir: &Path) -> Result<()> {
+    if storage.list_dir(dir).is_ok() {
+        return Ok(());
+    }
+    storage.create_dir_all(dir)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    storage.sync_dir(parent)
+}
+
+/// Syncs an idle store at least every `every`. Holds the writer and the storage seam, and only
 /// a weak reference to the store to notice that it is gone.
 fn spawn_flusher(
     alive: Weak<Inner>,
     writer: Arc<Mutex<Writer>>,
-    poisoned: Arc<Mutex<Option<String>>>,
+    storage: Storage,
     every: Duration,
 ) {
     let _ = std::thread::Builder::new()
         .name("echolog-flusher".into())
         .spawn(move || loop {
             std::thread::sleep(every);
-            if alive.strong_count() == 0 {
+            if alive.strong_count() == 0 || storage.poisoned().is_some() {
                 return;
             }
             let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
             if w.dirty && w.last_sync.elapsed() >= every {
-                match w.file.sync_data() {
-                    Ok(()) => {
-                        w.dirty = false;
-                        w.last_sync = std::time::Instant::now();
-                    }
-                    Err(e) => {
-                        let msg = format!("fdatasync of {} failed: {e}", w.active.path.display());
-                        tracing::error!(error = %msg, "I/O failure: the store is now read-only until restarted");
-                        poisoned.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(msg);
-                        return;
-                    }
+                let path = w.active.path.clone();
+                if storage.sync(&*w.file, &path).is_err() {
+                    return;
                 }
+                w.dirty = false;
+                w.last_sync = std::time::Instant::now();
             }
         });
 }
@@ -616,8 +622,8 @@ fn spawn_flusher(
 impl Drop for Inner {
     fn drop(&mut self) {
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if w.dirty {
-            if let Err(e) = w.file.sync_data() {
+        if w.dirty && self.storage.poisoned().is_none() {
+            if let Err(e) = self.storage.sync(&*w.file, &w.active.path) {
                 tracing::error!(error = %e, "final fdatasync at close failed");
             }
         }
@@ -634,21 +640,7 @@ impl Inner {
     }
 
     pub(crate) fn poisoned(&self) -> Option<String> {
-        self.poisoned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub(crate) fn poison(&self, msg: &str) {
-        tracing::error!(
-            error = msg,
-            "I/O failure: the store is now read-only until restarted"
-        );
-        let mut p = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
-        if p.is_none() {
-            *p = Some(msg.to_owned());
-        }
+        self.storage.poisoned()
     }
 
     /// Makes records up to `last` visible to tail waiters and applies tombstone records.
@@ -799,6 +791,7 @@ impl Inner {
             .collect();
         drop(t);
         write_atomic(
+            &self.storage,
             &self.dir,
             TOMBSTONES_FILE,
             &encode_tombstones(covered_until, &entries),
@@ -813,7 +806,7 @@ impl Inner {
         let mut covered = 1u64;
         let mut read = 0u64;
         let mut state = Tombstones::default();
-        match fs::read(&path) {
+        match self.storage.read_all(&path) {
             Ok(bytes) => {
                 read = bytes.len() as u64;
                 // A seal that stopped after saving this file but before starting the next
@@ -835,8 +828,8 @@ impl Inner {
                     }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
         let empty = Tombstones::default();
@@ -887,6 +880,7 @@ impl Inner {
                 .cloned()
                 .collect();
             write_atomic(
+                &self.storage,
                 &self.dir,
                 TOMBSTONES_FILE,
                 &encode_tombstones(active_base, &entries),

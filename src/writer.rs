@@ -5,24 +5,23 @@
 //! it to readers and hands each waiter its result. The others wait on a condition variable.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use echolog_format::block::{encode_block, BlockMeta, PreparedBlock, FLAG_COMMIT_END};
 use echolog_format::index::BlockEntry;
+use echolog_format::limits::SEGMENT_RECORDS_MAX;
 use echolog_format::record::encode_record;
 use echolog_format::segment_header::{SegmentHeader, SEGMENT_HEADER_LEN};
 
-use crate::dir::{fsync_dir, index_name, segment_name, write_atomic, TEMP_EXT};
+use crate::dir::{index_name, segment_name, write_atomic};
 use crate::error::{is_disk_full, Error, Result};
 use crate::event::Event;
-use crate::fault::WriteFault;
 use crate::mem_index::{MemBlock, MemIndex};
 use crate::options::SyncPolicy;
 use crate::segment::{ActiveSegment, SealedSegment};
+use crate::storage::{FileHandle, Storage};
 use crate::store::{Inner, View};
 
 /// What an append returns: one seq per event of the batch, in order. A duplicate (its id
@@ -136,7 +135,7 @@ impl Slot {
 
 /// State owned by the commit leader.
 pub(crate) struct Writer {
-    pub file: File,
+    pub file: Arc<dyn FileHandle>,
     pub active: Arc<ActiveSegment>,
     /// Bytes of the active segment written and published.
     pub len: u64,
@@ -150,7 +149,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn new(
-        file: File,
+        file: Arc<dyn FileHandle>,
         active: Arc<ActiveSegment>,
         len: u64,
         next_seq: u64,
@@ -233,7 +232,7 @@ impl Inner {
             Err(_) => {
                 let msg =
                     "internal error: the commit leader panicked; writes are refused until restart";
-                self.poison(msg);
+                self.storage.poison(msg.into());
                 slots
                     .iter()
                     .map(|_| Err(Error::ReadOnly(msg.into())))
@@ -252,6 +251,38 @@ impl Inner {
         }
     }
 
+    /// Seals the active segment when it is full: by size, or before ordinals (u32, at most
+    /// SEGMENT_RECORDS_MAX) could run out, since very compressible events could pack more
+    /// records than that into a segment. A seal that failed cleanly (a passing EMFILE) leaves
+    /// the old segment active and complete: the group goes into it and the next commit tries
+    /// again. Errors: read-only (the seal failed past its point of no return) or disk full.
+    fn seal_if_full(&self, w: &mut Writer, group_events: u64) -> Result<()> {
+        let records = u64::from(w.active.index().record_count());
+        let full = w.len >= self.opts.segment_size_bytes_max
+            || records + group_events > SEGMENT_RECORDS_ROLL;
+        if !full || records == 0 {
+            return Ok(());
+        }
+        let e = match self.roll(w) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        tracing::error!(error = %e, "could not seal the active segment");
+        let disk_full = match &e {
+            Error::DiskFull(_) => true,
+            Error::Io { source, .. } => is_disk_full(source),
+            _ => false,
+        };
+        let fits = records + group_events <= u64::from(SEGMENT_RECORDS_MAX);
+        if self.poisoned().is_some() || matches!(e, Error::ReadOnly(_)) {
+            Err(Error::ReadOnly(e.to_string()))
+        } else if disk_full || !fits {
+            Err(Error::DiskFull(format!("sealing the active segment: {e}")))
+        } else {
+            Ok(())
+        }
+    }
+
     /// Commits the queued batches; returns one result per batch, in order.
     fn commit_group(&self, work: Vec<Pending>) -> Vec<Result<AppendOutcome>> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -262,30 +293,17 @@ impl Inner {
                 .collect();
         }
         let group_events: u64 = work.iter().map(|p| p.events.len() as u64).sum();
-        let records = u64::from(w.active.index().record_count());
-        // Roll on size, or before ordinals (u32, at most SEGMENT_RECORDS_MAX) could run out:
-        // very compressible events could pack more records than that into a segment.
-        let full = w.len >= self.opts.segment_size_bytes_max
-            || records + group_events > SEGMENT_RECORDS_ROLL;
-        if full && records > 0 {
-            if let Err(e) = self.roll(&mut w) {
-                tracing::error!(error = %e, "could not seal the active segment");
-                let msg = e.to_string();
-                let full = matches!(&e, Error::Io { source, .. } if is_disk_full(source));
-                return work
-                    .into_iter()
-                    .map(|_| {
-                        let err = if full {
-                            Error::DiskFull(msg.clone())
-                        } else if self.poisoned().is_some() {
-                            Error::ReadOnly(msg.clone())
-                        } else {
-                            Error::Inconsistent(format!("sealing the active segment failed: {msg}"))
-                        };
-                        Err(err)
+        if let Err(e) = self.seal_if_full(&mut w, group_events) {
+            let msg = e.to_string();
+            return work
+                .into_iter()
+                .map(|_| {
+                    Err(match &e {
+                        Error::ReadOnly(_) => Error::ReadOnly(msg.clone()),
+                        _ => Error::DiskFull(msg.clone()),
                     })
-                    .collect();
-            }
+                })
+                .collect();
         }
         // Assign seqs, resolve duplicates.
         let mut outcomes: Vec<Result<AppendOutcome>> = Vec::with_capacity(work.len());
@@ -351,7 +369,7 @@ impl Inner {
         }
         if let Err(e) = self.write_records(&mut w, &records, &units) {
             let msg = e.to_string();
-            let disk_full = matches!(e, Error::DiskFull(_));
+            let disk_full = matches!(e, Error::DiskFull(_)) && self.poisoned().is_none();
             return outcomes
                 .into_iter()
                 .map(|r| {
@@ -477,36 +495,19 @@ impl Inner {
             blocks.push(b);
             raw_total += n;
         }
-        // Write.
+        // Write, then sync: the seam cuts back a failed write and turns the store read-only
+        // when it cannot know what reached the disk.
         let at = w.len;
-        let write = match self.fault.as_ref().map(|f| f.on_write(w.buf.len())) {
-            None | Some(WriteFault::Proceed) => w.file.write_all_at(&w.buf, at),
-            Some(WriteFault::Fail(e)) => Err(e),
-            Some(WriteFault::Partial(n, e)) => w
-                .file
-                .write_all_at(&w.buf[..n.min(w.buf.len())], at)
-                .and(Err(e)),
-        };
-        if let Err(e) = write {
-            return self.failed_write(w, at, e);
-        }
+        let path = w.active.path.clone();
+        self.storage.write_at(&*w.file, &path, &w.buf, at)?;
         w.dirty = true;
-        // Sync.
         let sync_now = match self.opts.sync {
             SyncPolicy::Always => true,
             SyncPolicy::Interval(d) => w.last_sync.elapsed() >= d,
             SyncPolicy::Never => false,
         };
         if sync_now {
-            let res = match &self.fault {
-                Some(f) => f.on_sync().and_then(|()| w.file.sync_data()),
-                None => w.file.sync_data(),
-            };
-            if let Err(e) = res {
-                let msg = format!("fdatasync of {} failed: {e}", w.active.path.display());
-                self.poison(&msg);
-                return Err(Error::ReadOnly(msg));
-            }
+            self.storage.sync(&*w.file, &path)?;
             w.last_sync = Instant::now();
             w.dirty = false;
         }
@@ -538,55 +539,36 @@ impl Inner {
         Ok(())
     }
 
-    fn failed_write(&self, w: &mut Writer, at: u64, e: std::io::Error) -> Result<()> {
-        let path = w.active.path.clone();
-        // Cut whatever part of the write reached the file, so nothing half-written stays.
-        let cut = w.file.set_len(at).and_then(|()| w.file.sync_data());
-        match cut {
-            Ok(()) if is_disk_full(&e) => {
-                Err(Error::DiskFull(format!("writing {}: {e}", path.display())))
-            }
-            Ok(()) => {
-                let msg = format!("write to {} failed: {e}", path.display());
-                self.poison(&msg);
-                Err(Error::ReadOnly(msg))
-            }
-            Err(e2) => {
-                let msg = format!(
-                    "write to {} failed ({e}) and could not be undone ({e2})",
-                    path.display()
-                );
-                self.poison(&msg);
-                Err(Error::ReadOnly(msg))
-            }
-        }
-    }
-
-    /// Seals the active segment (index file written and fsynced first) and starts a new one.
+    /// Seals the active segment and starts the next one. Steps, each durable before the next:
+    /// 1. the segment's data is fdatasynced (sync=interval/never may have left it dirty);
+    /// 2. its index file is written (temp, fdatasync, rename, directory fsync);
+    /// 3. the TOMBSTONES file is written the same way, covering seqs below the new base;
+    /// 4. the next segment file is created the same way; from its rename on it is the active
+    ///    segment for any later open.
+    ///
+    /// A failure before a rename leaves the old segment active and complete (the temp file is
+    /// removed; at open a leftover index of the last segment is dropped as an unfinished seal).
+    /// A failed fdatasync, rename or directory fsync makes the store read-only (the seam's rule):
+    /// after step 4's rename, appending to the old segment would put acknowledged events where a
+    /// later open never looks.
     pub(crate) fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
         let end_seq = w.next_seq;
         if w.dirty {
-            // A sealed segment is immutable and complete: its data must be durable before its
-            // index says so (matters with sync=interval/never).
-            if let Err(e) = w.file.sync_data() {
-                let msg = format!("fdatasync of {} failed: {e}", old.path.display());
-                self.poison(&msg);
-                return Err(Error::ReadOnly(msg));
-            }
+            self.storage.sync(&*w.file, &old.path)?;
             w.dirty = false;
             w.last_sync = Instant::now();
         }
         let bytes = old.index().to_index_file();
-        if let Some(WriteFault::Fail(e) | WriteFault::Partial(_, e)) =
-            self.fault.as_ref().map(|f| f.on_write(bytes.len()))
-        {
-            return Err(Error::io(self.dir.join(index_name(old.base_seq)), e));
-        }
-        write_atomic(&self.dir, &index_name(old.base_seq), &bytes)?;
+        write_atomic(&self.storage, &self.dir, &index_name(old.base_seq), &bytes)?;
         self.save_tombstones(end_seq)?;
-        let (file, active) = create_segment(&self.dir, end_seq)?;
-        let sealed = Arc::new(SealedSegment::new(&self.dir, old.base_seq, end_seq));
+        let (file, active) = create_segment(&self.storage, &self.dir, end_seq)?;
+        let sealed = Arc::new(SealedSegment::new(
+            &self.dir,
+            &self.storage,
+            old.base_seq,
+            end_seq,
+        ));
         {
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
             let mut sealed_list = view.sealed.clone();
@@ -605,42 +587,21 @@ impl Inner {
     }
 }
 
-/// Creates a new, empty segment file atomically (temp file, fsync, rename, directory fsync).
+/// Creates a new, empty segment file durably (temp file, fdatasync, rename, directory fsync)
+/// and returns its handle, open for appending and reading.
 pub(crate) fn create_segment(
-    dir: &std::path::Path,
+    storage: &Storage,
+    dir: &Path,
     base_seq: u64,
-) -> Result<(File, Arc<ActiveSegment>)> {
-    let name = segment_name(base_seq);
-    let tmp = dir.join(format!("{name}.{TEMP_EXT}"));
-    let path = dir.join(&name);
-    let res = (|| {
-        let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(&SegmentHeader { base_seq }.encode())
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        fsync_dir(dir)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let (wf, rf) = open_segment_files(&path)?;
+) -> Result<(Arc<dyn FileHandle>, Arc<ActiveSegment>)> {
+    let path = dir.join(segment_name(base_seq));
+    let file = storage.write_new_file(&path, &SegmentHeader { base_seq }.encode())?;
     let active = Arc::new(ActiveSegment::new(
         base_seq,
         path,
-        rf,
+        file.clone(),
+        storage.clone(),
         MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64),
     ));
-    Ok((wf, active))
-}
-
-pub(crate) fn open_segment_files(path: &std::path::Path) -> Result<(File, File)> {
-    let wf = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    let rf = File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok((wf, rf))
+    Ok((file, active))
 }

@@ -1,30 +1,15 @@
 //! Durability and fault behaviour: open cost, concurrency, full disk, failed fsync, corrupt
 //! files, leftover temp files, and a writer killed with SIGKILL.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use echolog::fault::{enospc, FaultHook, FaultInjector, WriteFault};
-use echolog::{Error, Event, HistoryQuery, Options, Store, SyncPolicy};
+use echolog::storage::sim::{Errno, FaultOp, FaultRule};
+use echolog::{Error, HistoryQuery, Options, Store, SyncPolicy};
 
-fn ev(entity: &str, i: u64) -> Event {
-    Event {
-        entity: entity.into(),
-        kind: "k".into(),
-        ts: 1_000 + i as i64,
-        tags: vec!["tenant:t1".into()],
-        payload: format!("{{\"i\":{i},\"pad\":\"abcdefghijklmnopqrstuvwxyz\"}}").into_bytes(),
-        id: None,
-    }
-}
-
-fn small() -> Options {
-    Options {
-        segment_size_bytes_max: 4096,
-        block_raw_bytes_target: 512,
-        ..Options::default()
-    }
-}
+use common::{ev, small};
 
 /// Fills a store until it has `sealed` sealed segments, then appends `tail` events.
 fn fill(dir: &std::path::Path, sealed: usize, tail: u64) {
@@ -185,57 +170,23 @@ fn invalid_event_rejects_the_whole_batch() {
     assert!(e.to_string().contains("from_ts"), "{e}");
 }
 
-/// Fails writes or fsyncs on demand.
-#[derive(Default)]
-struct Faults {
-    full: std::sync::atomic::AtomicBool,
-    partial: std::sync::atomic::AtomicBool,
-    sync_fails: std::sync::atomic::AtomicBool,
-}
-
-impl FaultInjector for Faults {
-    fn on_write(&self, len: usize) -> WriteFault {
-        if self.partial.load(Ordering::SeqCst) {
-            WriteFault::Partial(len / 2, enospc())
-        } else if self.full.load(Ordering::SeqCst) {
-            WriteFault::Fail(enospc())
-        } else {
-            WriteFault::Proceed
-        }
-    }
-    fn on_sync(&self) -> std::io::Result<()> {
-        if self.sync_fails.load(Ordering::SeqCst) {
-            Err(std::io::Error::from_raw_os_error(5))
-        } else {
-            Ok(())
-        }
-    }
-}
-
 #[test]
 fn full_disk_fails_cleanly_and_appends_resume_when_space_returns() {
-    let d = tempfile::tempdir().unwrap();
-    let f = Arc::new(Faults::default());
-    let opts = Options {
-        fault: Some(FaultHook(f.clone())),
-        ..small()
-    };
-    let s = Store::open(d.path(), opts.clone()).unwrap();
+    let (disk, dir, opts) = common::sim_store_opts();
+    let s = Store::open(&dir, opts.clone()).unwrap();
     s.append(vec![ev("a", 1)]).unwrap();
-    f.partial.store(true, Ordering::SeqCst);
+    disk.add_rule(FaultRule::new(FaultOp::Write, Errno::Enospc).partial());
     let e = s.append(vec![ev("a", 2), ev("a", 3)]).unwrap_err();
     assert!(matches!(e, Error::DiskFull(_)), "{e}");
-    f.partial.store(false, Ordering::SeqCst);
-    f.full.store(true, Ordering::SeqCst);
+    disk.add_rule(FaultRule::new(FaultOp::Write, Errno::Enospc));
     assert!(matches!(
         s.append(vec![ev("a", 4)]).unwrap_err(),
         Error::DiskFull(_)
     ));
     assert_eq!(s.last_seq(), 1, "nothing of the failed appends is visible");
-    f.full.store(false, Ordering::SeqCst);
     assert_eq!(s.append(vec![ev("a", 5)]).unwrap().seqs, vec![2]);
     drop(s);
-    let s = Store::open(d.path(), opts).unwrap();
+    let s = Store::open(&dir, opts).unwrap();
     assert_eq!(
         s.open_report().truncated_bytes,
         0,
@@ -248,20 +199,14 @@ fn full_disk_fails_cleanly_and_appends_resume_when_space_returns() {
 
 #[test]
 fn failed_fsync_makes_the_store_read_only_until_reopened() {
-    let d = tempfile::tempdir().unwrap();
-    let f = Arc::new(Faults::default());
-    let opts = Options {
-        fault: Some(FaultHook(f.clone())),
-        ..small()
-    };
-    let s = Store::open(d.path(), opts.clone()).unwrap();
+    let (disk, dir, opts) = common::sim_store_opts();
+    let s = Store::open(&dir, opts.clone()).unwrap();
     s.append(vec![ev("a", 1)]).unwrap();
-    f.sync_fails.store(true, Ordering::SeqCst);
+    disk.add_rule(FaultRule::new(FaultOp::Sync, Errno::Eio));
     assert!(matches!(
         s.append(vec![ev("a", 2)]).unwrap_err(),
         Error::ReadOnly(_)
     ));
-    f.sync_fails.store(false, Ordering::SeqCst);
     assert!(
         matches!(s.append(vec![ev("a", 3)]).unwrap_err(), Error::ReadOnly(_)),
         "no retry after a failed fsync"
@@ -269,7 +214,7 @@ fn failed_fsync_makes_the_store_read_only_until_reopened() {
     assert!(s.is_read_only());
     assert_eq!(s.read(1, 0).unwrap().len(), 1, "reads keep working");
     drop(s);
-    let s = Store::open(d.path(), opts).unwrap();
+    let s = Store::open(&dir, opts).unwrap();
     assert!(!s.is_read_only());
     s.append(vec![ev("a", 4)]).unwrap();
 }
