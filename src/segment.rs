@@ -324,9 +324,12 @@ impl SealedSegment {
                     tracing::warn!(file = %idx_path.display(), error = %e, "index file is corrupt; rebuilding it from its segment");
                 }
             },
-            Err(e) => {
-                tracing::warn!(file = %idx_path.display(), error = %e, "index file is unreadable or missing; rebuilding it from its segment");
+            // Only a missing index is rebuilt; a passing error (EMFILE, a failed map) is
+            // returned and the next reader tries again.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %idx_path.display(), "index file is missing; rebuilding it from its segment");
             }
+            Err(e) => return Err(e),
         }
         let bytes = self.rebuild_index(&seg)?;
         let idx = match write_atomic(&self.storage, &self.dir, &index_name(self.base_seq), &bytes) {

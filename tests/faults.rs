@@ -1,0 +1,209 @@
+//! Findings of the fault review, each pinned by a test on the simulated disk: a seal failing
+//! at each step, passing errors while loading a sealed segment, temp files that are not the
+//! store's, and the data directory's own durability.
+
+mod common;
+
+use std::path::Path;
+
+use common::{ev, sim_store_opts};
+use echolog::storage::sim::{Errno, FaultOp, FaultRule, SimDisk};
+use echolog::{Error, Event, HistoryQuery, Options, Store};
+
+fn with_id(entity: &str, i: u64) -> Event {
+    Event {
+        id: Some(format!("id-{i}")),
+        ..ev(entity, i)
+    }
+}
+
+/// Appends `n` events with ids, returning them in seq order.
+fn fill(s: &Store, n: u64) -> Vec<Event> {
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let e = with_id(&format!("e{}", i % 3), i);
+        let out = s.append(vec![e.clone()]).unwrap();
+        assert_eq!(out.seqs, vec![i + 1]);
+        acked.push(e);
+    }
+    acked
+}
+
+/// Every acknowledged event reads back exactly once, in order, and ids are still known.
+fn check(dir: &Path, opts: &Options, acked: &[Event]) -> Store {
+    let s = Store::open(dir, opts.clone()).unwrap();
+    let all = s.read(1, 0).unwrap();
+    let got: Vec<&Event> = all.iter().map(|e| &e.event).collect();
+    let want: Vec<&Event> = acked.iter().collect();
+    assert_eq!(got, want);
+    assert_eq!(s.last_seq(), acked.len() as u64);
+    for (i, e) in acked.iter().enumerate() {
+        let out = s.append(vec![e.clone()]).unwrap();
+        assert_eq!((out.seqs, out.duplicates), (vec![i as u64 + 1], 1));
+    }
+    s
+}
+
+/// A seal failing at `rule` must either leave the store appending safely into the old
+/// segment, or turn it read-only; either way, after a crash or a power loss every
+/// acknowledged event is there and no seq is reused.
+fn seal_fails(rule: FaultRule, expect_read_only: bool) {
+    for seed in [0u64, 1, 2, 3, 7, 11] {
+        let (disk, dir, opts) = sim_store_opts();
+        let s = Store::open(&dir, opts.clone()).unwrap();
+        let mut acked = fill(&s, 5);
+        disk.add_rule(rule.clone());
+        let sealed = s.seal_active();
+        assert_eq!(sealed.is_err(), disk.injected() > 0, "{rule:?}");
+        let e = with_id("after", 100);
+        match s.append(vec![e.clone()]) {
+            Ok(out) => {
+                assert!(!expect_read_only, "{rule:?}: append after a failed seal");
+                assert_eq!(out.seqs, vec![6]);
+                acked.push(e);
+            }
+            Err(err) => {
+                assert!(expect_read_only, "{rule:?}: {err}");
+                assert!(matches!(err, Error::ReadOnly(_)), "{err}");
+                assert!(s.is_read_only());
+            }
+        }
+        drop(s);
+        if seed == 0 {
+            disk.crash();
+        } else {
+            disk.power_loss(seed);
+        }
+        let s = check(&dir, &opts, &acked);
+        // The store goes on sealing and appending after the restart.
+        s.seal_active().unwrap();
+        let out = s.append(vec![with_id("later", 200)]).unwrap();
+        assert_eq!(out.seqs, vec![acked.len() as u64 + 1]);
+    }
+}
+
+#[test]
+fn a_directory_fsync_failing_after_the_new_segment_is_renamed_makes_the_store_read_only() {
+    // The seal's third directory fsync follows the new segment's rename.
+    seal_fails(FaultRule::new(FaultOp::SyncDir, Errno::Eio).skip(2), true);
+}
+
+#[test]
+fn a_failed_rename_of_the_new_segment_makes_the_store_read_only() {
+    seal_fails(
+        FaultRule::new(FaultOp::Rename, Errno::Eio).path(".seg"),
+        true,
+    );
+}
+
+#[test]
+fn a_failed_fsync_of_the_index_or_tombstone_file_makes_the_store_read_only() {
+    seal_fails(
+        FaultRule::new(FaultOp::Sync, Errno::Eio).path(".idx.tmp"),
+        true,
+    );
+    seal_fails(
+        FaultRule::new(FaultOp::Sync, Errno::Eio).path("TOMBSTONES.tmp"),
+        true,
+    );
+    seal_fails(FaultRule::new(FaultOp::SyncDir, Errno::Eio), true);
+}
+
+#[test]
+fn running_out_of_file_handles_while_sealing_keeps_appending_into_the_old_segment() {
+    seal_fails(
+        FaultRule::new(FaultOp::Create, Errno::Emfile).path(".seg.tmp"),
+        false,
+    );
+    seal_fails(
+        FaultRule::new(FaultOp::Create, Errno::Emfile).path(".idx.tmp"),
+        false,
+    );
+    seal_fails(
+        FaultRule::new(FaultOp::Write, Errno::Enospc).path("TOMBSTONES.tmp"),
+        false,
+    );
+}
+
+#[test]
+fn a_seal_triggered_by_appends_survives_a_passing_emfile() {
+    let (disk, dir, opts) = sim_store_opts();
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    disk.add_rule(
+        FaultRule::new(FaultOp::Create, Errno::Emfile)
+            .path(".seg.tmp")
+            .times(3),
+    );
+    let acked = fill(&s, 200);
+    assert_eq!(disk.injected(), 3);
+    assert!(!s.is_read_only());
+    assert!(s.stats().unwrap().segments > 2, "later seals went through");
+    drop(s);
+    disk.power_loss(5);
+    check(&dir, &opts, &acked);
+}
+
+#[test]
+fn a_passing_error_while_first_loading_a_sealed_segment_is_not_remembered() {
+    let (disk, dir, opts) = sim_store_opts();
+    let acked = {
+        let s = Store::open(&dir, opts.clone()).unwrap();
+        let acked = fill(&s, 60);
+        s.seal_active().unwrap();
+        acked
+    };
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    disk.add_rule(FaultRule::new(FaultOp::Map, Errno::Emfile).path(".idx"));
+    let q = HistoryQuery {
+        entity: "e1".into(),
+        ..Default::default()
+    };
+    let e = s.history(&q).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    assert_eq!(s.history(&q).unwrap().len(), 20, "the next reader loads it");
+    // An append with an id probes every sealed segment's id table.
+    drop(s);
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    disk.add_rule(FaultRule::new(FaultOp::Map, Errno::Emfile).path(".seg"));
+    assert!(s.append(vec![with_id("x", 1000)]).is_err());
+    let out = s.append(vec![with_id("x", 1000)]).unwrap();
+    assert_eq!(out.seqs, vec![61]);
+    assert_eq!(
+        s.append(vec![acked[3].clone()]).unwrap().seqs,
+        vec![4],
+        "ids in sealed segments are found"
+    );
+}
+
+#[test]
+fn only_the_stores_own_temp_files_are_removed_at_open() {
+    let (disk, dir, opts) = sim_store_opts();
+    drop(Store::open(&dir, opts.clone()).unwrap());
+    disk.write_file(&dir.join("00000000000000000009.idx.tmp"), b"half");
+    disk.write_file(&dir.join("TOMBSTONES.tmp"), b"half");
+    disk.write_file(&dir.join("operator-notes.tmp"), b"mine");
+    let s = Store::open(&dir, opts).unwrap();
+    assert_eq!(s.open_report().temp_files_removed, 2);
+    assert_eq!(
+        s.open_report().unknown_files,
+        vec![dir.join("operator-notes.tmp")]
+    );
+    assert_eq!(
+        disk.read_file(&dir.join("operator-notes.tmp")).unwrap(),
+        b"mine"
+    );
+}
+
+#[test]
+fn a_new_data_directory_is_made_durable_in_its_parent() {
+    let disk = SimDisk::new();
+    let opts = Options {
+        backend: Some(disk.backend()),
+        ..common::small()
+    };
+    disk.add_rule(FaultRule::new(FaultOp::SyncDir, Errno::Eio));
+    let e = Store::open("/sim/new/data", opts.clone()).err().unwrap();
+    let msg = e.to_string();
+    assert!(msg.contains("fsync of directory /sim/new failed"), "{msg}");
+    Store::open("/sim/new/data", opts).unwrap();
+}
