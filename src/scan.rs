@@ -1,7 +1,7 @@
 //! Scanning a segment file from its first byte: recovery of the active segment at open, and
 //! rebuilding a sealed segment's missing or corrupt index.
 
-use echolog_format::block::{decode_block, BLOCK_MAGIC};
+use echolog_format::block::{decode_block, BlockHeader, BLOCK_HEADER_LEN, BLOCK_MAGIC};
 use echolog_format::index::BlockEntry;
 use echolog_format::limits::SEGMENT_RECORDS_MAX;
 use echolog_format::segment_header::{SegmentHeader, SEGMENT_HEADER_LEN};
@@ -12,15 +12,28 @@ use crate::mem_index::{MemBlock, MemIndex};
 
 /// Result of scanning a segment.
 pub struct Scan {
+    /// Format version of the segment (from its header).
+    pub version: u32,
     pub index: MemIndex,
     /// Where the valid, commit-complete prefix ends. Bytes past it are a torn tail (or
     /// corruption, see `corrupt_at`).
     pub valid_len: u64,
     /// First invalid block, when the scan stopped before the end of the file.
     pub stopped: Option<(u64, FormatError)>,
-    /// Set when a valid block with later seqs follows the first invalid one: the damage is not
-    /// a torn tail, and truncating would drop committed data.
+    /// Set when the damage is not a torn tail and truncating could drop durable data: a later
+    /// block proves the damaged bytes were durable (version 2: a valid block flagged
+    /// PRIOR_DURABLE; version 1: any valid block with later seqs), or the search for such a
+    /// block was cut short by its work bound.
     pub corrupt_at: Option<u64>,
+}
+
+/// What the search past damaged bytes found.
+#[derive(Debug, PartialEq, Eq)]
+enum Search {
+    Found(usize),
+    NotFound,
+    /// Gave up after hashing its bound of bytes (a crafted tail of many fake headers).
+    CutShort,
 }
 
 /// Scans `bytes` (a whole segment file) whose header must name `base_seq`.
@@ -89,9 +102,18 @@ pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
     }
     let valid_len = index.len;
     let corrupt_at = stopped.as_ref().and_then(|(at, _)| {
-        later_valid_block(bytes, *at as usize + 1, index.end_seq()).map(|_| *at)
+        let from = *at as usize + 1;
+        let search = if header.version >= 2 {
+            // Only a block written after an fdatasync covering the damaged bytes proves them
+            // durable: pages of the unsynced last write may reach the disk in any order.
+            later_block(bytes, from, next_seq, true)
+        } else {
+            later_block(bytes, from, index.end_seq(), false)
+        };
+        (search != Search::NotFound).then_some(*at)
     });
     Ok(Scan {
+        version: header.version,
         index,
         valid_len,
         stopped,
@@ -137,18 +159,86 @@ fn decode_at(
     Ok((block, decoded, h.commit_end()))
 }
 
-/// Looks for a checksum-valid block past `from` holding seqs at or after `min_seq`.
-fn later_valid_block(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
+/// Looks for a checksum-valid block past `from` holding seqs at or after `min_seq` (and, with
+/// `prior_durable`, carrying that flag). Headers are checked before any checksum, and at most
+/// `2 * bytes.len() + 1 MiB` bytes are hashed in all, so a crafted tail of overlapping fake
+/// headers costs linear time, not quadratic.
+fn later_block(bytes: &[u8], from: usize, min_seq: u64, prior_durable: bool) -> Search {
+    let mut budget = 2 * bytes.len() as u64 + (1 << 20);
     let mut i = from;
-    while i + BLOCK_MAGIC.len() + 4 <= bytes.len() {
-        if bytes[i + 4..i + 8] == BLOCK_MAGIC {
-            if let Ok((h, _)) = decode_block(&bytes[i..]) {
-                if h.first_seq >= min_seq {
-                    return Some(i);
-                }
+    while i + BLOCK_HEADER_LEN <= bytes.len() {
+        let candidate = bytes[i + 4..i + 8] == BLOCK_MAGIC;
+        let header = candidate
+            .then(|| BlockHeader::decode(&bytes[i..i + BLOCK_HEADER_LEN]).ok())
+            .flatten()
+            .filter(|h| h.first_seq >= min_seq && (!prior_durable || h.prior_durable()))
+            .filter(|h| h.total_len() <= (bytes.len() - i) as u64);
+        if let Some(h) = header {
+            let Some(left) = budget.checked_sub(h.total_len()) else {
+                return Search::CutShort;
+            };
+            budget = left;
+            if decode_block(&bytes[i..]).is_ok() {
+                return Search::Found(i);
             }
         }
         i += 1;
     }
-    None
+    Search::NotFound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echolog_format::block::{encode_block, BlockMeta, FLAG_PRIOR_DURABLE};
+
+    fn block(first_seq: u64, flags: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        let meta = BlockMeta {
+            first_seq,
+            count: 1,
+            min_ts: 1,
+            max_ts: 1,
+            flags,
+        };
+        encode_block(&mut out, meta, &[0u8; 100], None);
+        out
+    }
+
+    #[test]
+    fn only_a_prior_durable_block_proves_damage_in_version_2() {
+        let mut bytes = vec![0u8; 10];
+        bytes.extend(block(5, 0));
+        assert_eq!(later_block(&bytes, 0, 5, true), Search::NotFound);
+        assert_eq!(later_block(&bytes, 0, 5, false), Search::Found(10));
+        bytes.extend(block(6, FLAG_PRIOR_DURABLE));
+        assert!(matches!(later_block(&bytes, 0, 5, true), Search::Found(_)));
+        assert_eq!(
+            later_block(&bytes, 0, 7, true),
+            Search::NotFound,
+            "older seqs"
+        );
+    }
+
+    #[test]
+    fn a_crafted_tail_of_fake_headers_is_searched_in_bounded_work() {
+        // Fake headers every 48 bytes over 4 MiB, each claiming a body that reaches the end of
+        // the file, with a wrong checksum: unbounded, the search hashes ~87k * 2 MiB = 170 GiB.
+        let len = 4 << 20;
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() + BLOCK_HEADER_LEN <= len {
+            let body = (len - bytes.len() - BLOCK_HEADER_LEN) as u32;
+            let mut h = [0u8; BLOCK_HEADER_LEN];
+            h[4..8].copy_from_slice(&BLOCK_MAGIC);
+            h[8..12].copy_from_slice(&body.to_le_bytes());
+            h[12..16].copy_from_slice(&body.to_le_bytes());
+            h[16..24].copy_from_slice(&5u64.to_le_bytes());
+            h[24..28].copy_from_slice(&1u32.to_le_bytes());
+            h[29] = FLAG_PRIOR_DURABLE;
+            bytes.extend_from_slice(&h);
+        }
+        bytes.resize(len, 0);
+        assert_eq!(later_block(&bytes, 0, 1, true), Search::CutShort);
+        assert_eq!(later_block(&bytes, 0, 1, false), Search::CutShort);
+    }
 }

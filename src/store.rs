@@ -196,7 +196,7 @@ impl Store {
                 source: source.clone(),
             });
         }
-        let file = storage.open(&path, true)?;
+        let mut file = storage.open(&path, true)?;
         if scan.valid_len < bytes.len() as u64 {
             let cut = bytes.len() as u64 - scan.valid_len;
             let why = scan
@@ -209,6 +209,17 @@ impl Store {
             report.truncated_bytes = cut;
         }
         drop(bytes);
+        // An active segment of an older format version is not appended to: when empty it is
+        // replaced by one of this version, otherwise it is sealed below, once the store is up.
+        let convert = scan.version < echolog_format::FORMAT_VERSION;
+        if convert && scan.index.record_count() == 0 {
+            file = create_segment(&storage, &dir, active_base)?.0;
+        } else {
+            // What recovery kept may still be only in the page cache (after a process crash):
+            // make it durable, so the next commit can say that everything before it is.
+            storage.sync(&*file, &path)?;
+        }
+        let convert = convert && scan.index.record_count() > 0;
         let next_seq = scan.index.end_seq();
         let len = scan.valid_len;
         debug_assert!(len >= SEGMENT_HEADER_LEN as u64);
@@ -240,6 +251,14 @@ impl Store {
         });
         let tomb_bytes = inner.load_tombstones(active_base)?;
         report.bytes_read += tomb_bytes;
+        if convert {
+            let mut w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            inner.roll(&mut w)?;
+            tracing::info!(
+                base_seq = active_base,
+                "sealed the active segment of an older format version; appends go to a new one"
+            );
+        }
         report.bytes_read += report.sealed_bytes_read;
         let mut inner = inner;
         if let Some(i) = Arc::get_mut(&mut inner) {
@@ -447,8 +466,7 @@ impl Store {
         if w.dirty {
             let path = w.active.path.clone();
             self.inner.storage.sync(&*w.file, &path)?;
-            w.dirty = false;
-            w.last_sync = std::time::Instant::now();
+            w.synced();
         }
         Ok(())
     }
@@ -613,8 +631,7 @@ fn spawn_flusher(
                 if storage.sync(&*w.file, &path).is_err() {
                     return;
                 }
-                w.dirty = false;
-                w.last_sync = std::time::Instant::now();
+                w.synced();
             }
         });
 }

@@ -9,9 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use echolog_format::block::{encode_block, BlockMeta, PreparedBlock, FLAG_COMMIT_END};
+use echolog_format::block::{
+    encode_block, BlockMeta, PreparedBlock, FLAG_COMMIT_END, FLAG_PRIOR_DURABLE,
+};
 use echolog_format::index::BlockEntry;
-use echolog_format::limits::SEGMENT_RECORDS_MAX;
+use echolog_format::limits::{BLOCK_RECORDS_MAX, SEGMENT_RECORDS_MAX};
 use echolog_format::record::encode_record;
 use echolog_format::segment_header::{SegmentHeader, SEGMENT_HEADER_LEN};
 
@@ -77,7 +79,7 @@ pub(crate) fn prepare_batch(events: &[Event], target: usize, level: i32) -> Vec<
             min_ts = min_ts.min(e.ts);
             max_ts = max_ts.max(e.ts);
             let last = i + 1 == events.len();
-            if raw.len() >= target || last {
+            if raw.len() >= target || count >= BLOCK_RECORDS_MAX || last {
                 let flags = if last { FLAG_COMMIT_END } else { 0 };
                 out.push(PreparedBlock::new(
                     count,
@@ -139,6 +141,8 @@ pub(crate) struct Writer {
     pub active: Arc<ActiveSegment>,
     /// Bytes of the active segment written and published.
     pub len: u64,
+    /// Bytes of the active segment known durable (fdatasynced); `len` when nothing is dirty.
+    pub durable_len: u64,
     pub next_seq: u64,
     compressor: zstd::bulk::Compressor<'static>,
     buf: Vec<u8>,
@@ -161,6 +165,7 @@ impl Writer {
             file,
             active,
             len,
+            durable_len: len,
             next_seq,
             compressor,
             buf: Vec::new(),
@@ -168,6 +173,15 @@ impl Writer {
             last_sync: Instant::now(),
             dirty: false,
         })
+    }
+}
+
+impl Writer {
+    /// Records that an fdatasync of everything written so far succeeded.
+    pub fn synced(&mut self) {
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        self.durable_len = self.len;
     }
 }
 
@@ -397,6 +411,13 @@ impl Inner {
         let base_seq = w.active.base_seq;
         let mut blocks: Vec<MemBlock> = Vec::new();
         let offset0 = w.len;
+        // The group's first block says whether everything before it is durable (recovery's
+        // way to tell a torn last write from damaged durable data).
+        let mut lead_flag = if w.durable_len == offset0 {
+            FLAG_PRIOR_DURABLE
+        } else {
+            0
+        };
         let Writer {
             buf,
             raw,
@@ -409,7 +430,11 @@ impl Inner {
         // Small batches are packed together into blocks here; a block is cut after the record
         // that crosses the target, and carries COMMIT_END when that record ends a batch.
         let mut open_first: Option<usize> = None;
-        let mut emit = |buf: &mut Vec<u8>, raw: &mut Vec<u8>, recs: &[NewRecord<'_>], end: bool| {
+        let mut emit = |buf: &mut Vec<u8>,
+                        raw: &mut Vec<u8>,
+                        recs: &[NewRecord<'_>],
+                        end: bool,
+                        extra_flags: u8| {
             let min_ts = recs.iter().map(|r| r.event.ts).min().unwrap_or(0);
             let max_ts = recs.iter().map(|r| r.event.ts).max().unwrap_or(0);
             let meta = BlockMeta {
@@ -417,7 +442,7 @@ impl Inner {
                 count: recs.len() as u32,
                 min_ts,
                 max_ts,
-                flags: if end { FLAG_COMMIT_END } else { 0 },
+                flags: extra_flags | if end { FLAG_COMMIT_END } else { 0 },
             };
             let at = buf.len() as u64;
             let len = encode_block(buf, meta, raw, Some(&mut *compressor));
@@ -439,14 +464,15 @@ impl Inner {
             match prepared {
                 Some(pre) => {
                     if let Some(f) = open_first.take() {
-                        let (b, n) = emit(buf, raw, &records[f..range.start], true);
+                        let lead = std::mem::take(&mut lead_flag);
+                        let (b, n) = emit(buf, raw, &records[f..range.start], true, lead);
                         blocks.push(b);
                         raw_total += n;
                     }
                     let mut seq = records[range.start].seq;
                     for pb in pre.iter() {
                         let at = buf.len() as u64;
-                        let len = pb.write_to(buf, seq);
+                        let len = pb.write_to(buf, seq, std::mem::take(&mut lead_flag));
                         blocks.push(MemBlock {
                             entry: BlockEntry {
                                 offset: offset0 + at,
@@ -480,8 +506,12 @@ impl Inner {
                             e.id.as_deref().unwrap_or(""),
                         );
                         let f = *open_first.get_or_insert(i);
-                        if raw.len() >= target {
-                            let (b, n) = emit(buf, raw, &records[f..=i], i + 1 == range.end);
+                        // Cut on bytes, and on records: tiny records could otherwise pack
+                        // more than a block holds under a large target.
+                        if raw.len() >= target || i + 1 - f >= BLOCK_RECORDS_MAX as usize {
+                            let lead = std::mem::take(&mut lead_flag);
+                            let end = i + 1 == range.end;
+                            let (b, n) = emit(buf, raw, &records[f..=i], end, lead);
                             blocks.push(b);
                             raw_total += n;
                             open_first = None;
@@ -491,7 +521,8 @@ impl Inner {
             }
         }
         if let Some(f) = open_first.take() {
-            let (b, n) = emit(buf, raw, &records[f..], true);
+            let lead = std::mem::take(&mut lead_flag);
+            let (b, n) = emit(buf, raw, &records[f..], true, lead);
             blocks.push(b);
             raw_total += n;
         }
@@ -510,6 +541,7 @@ impl Inner {
             self.storage.sync(&*w.file, &path)?;
             w.last_sync = Instant::now();
             w.dirty = false;
+            w.durable_len = at + w.buf.len() as u64;
         }
         // Publish.
         {
@@ -556,8 +588,7 @@ impl Inner {
         let end_seq = w.next_seq;
         if w.dirty {
             self.storage.sync(&*w.file, &old.path)?;
-            w.dirty = false;
-            w.last_sync = Instant::now();
+            w.synced();
         }
         let bytes = old.index().to_index_file();
         write_atomic(&self.storage, &self.dir, &index_name(old.base_seq), &bytes)?;
@@ -581,6 +612,7 @@ impl Inner {
         w.file = file;
         w.active = active;
         w.len = SEGMENT_HEADER_LEN as u64;
+        w.durable_len = w.len;
         w.dirty = false;
         tracing::info!(base_seq = old.base_seq, end_seq, "sealed segment");
         Ok(())
@@ -595,7 +627,7 @@ pub(crate) fn create_segment(
     base_seq: u64,
 ) -> Result<(Arc<dyn FileHandle>, Arc<ActiveSegment>)> {
     let path = dir.join(segment_name(base_seq));
-    let file = storage.write_new_file(&path, &SegmentHeader { base_seq }.encode())?;
+    let file = storage.write_new_file(&path, &SegmentHeader::new(base_seq).encode())?;
     let active = Arc::new(ActiveSegment::new(
         base_seq,
         path,

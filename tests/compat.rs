@@ -43,7 +43,12 @@ fn a_version_1_store_reads_back_every_record() {
     let got: Vec<Vec<String>> = s.read(1, 0).unwrap().iter().map(row).collect();
     assert_eq!(got, expected);
     let st = s.stats().unwrap();
-    assert_eq!((st.events, st.last_seq, st.segments), (124, 124, 4));
+    // The version 1 active segment was sealed at open: appends go to a version 2 segment.
+    assert_eq!((st.events, st.last_seq, st.segments), (124, 124, 5));
+    let last = d.path().join("00000000000000000125.seg");
+    let header =
+        echolog_format::segment_header::SegmentHeader::decode(&std::fs::read(last).unwrap());
+    assert_eq!(header.unwrap().version, echolog_format::FORMAT_VERSION);
     // History and counts agree with the records.
     let live_p3 = expected
         .iter()
@@ -99,4 +104,26 @@ fn a_version_1_store_keeps_its_ids_and_takes_new_appends() {
         })
         .unwrap();
     assert_eq!(h.len(), 40);
+}
+
+#[test]
+fn an_empty_version_1_active_segment_is_replaced_by_a_current_one() {
+    use echolog_format::segment_header::SegmentHeader;
+    let d = tempfile::tempdir().unwrap();
+    let seg = d.path().join("00000000000000000001.seg");
+    let v1 = SegmentHeader {
+        version: 1,
+        base_seq: 1,
+    };
+    std::fs::write(&seg, v1.encode()).unwrap();
+    let s = Store::open(d.path(), Options::default()).unwrap();
+    let header = SegmentHeader::decode(&std::fs::read(&seg).unwrap()).unwrap();
+    assert_eq!(header.version, echolog_format::FORMAT_VERSION);
+    let e = Event {
+        entity: "a".into(),
+        kind: "k".into(),
+        ts: 5,
+        ..Default::default()
+    };
+    assert_eq!(s.append(vec![e]).unwrap().seqs, vec![1]);
 }

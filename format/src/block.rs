@@ -16,7 +16,12 @@ pub const CODEC_ZSTD: u8 = 1;
 /// Flag: this block ends a commit unit (one or more whole append batches). Recovery keeps a
 /// block only if it, or a later valid block, carries this flag.
 pub const FLAG_COMMIT_END: u8 = 0b0000_0001;
-const FLAGS_KNOWN: u8 = FLAG_COMMIT_END;
+/// Flag (format version 2): every byte of the segment before this block was durable
+/// (fdatasynced) when this block was written. Set on the first block of a group commit that
+/// follows a completed fdatasync. Recovery uses it to tell a torn last write (pages of one
+/// unsynced write reach the disk in any order) from damage to data that was already durable.
+pub const FLAG_PRIOR_DURABLE: u8 = 0b0000_0010;
+const FLAGS_KNOWN: u8 = FLAG_COMMIT_END | FLAG_PRIOR_DURABLE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockHeader {
@@ -39,6 +44,10 @@ impl BlockHeader {
 
     pub fn commit_end(&self) -> bool {
         self.flags & FLAG_COMMIT_END != 0
+    }
+
+    pub fn prior_durable(&self) -> bool {
+        self.flags & FLAG_PRIOR_DURABLE != 0
     }
 
     /// Parses and bounds-checks a header. Does not verify the checksum (that needs the body):
@@ -221,16 +230,19 @@ impl PreparedBlock {
         self.header.total_len()
     }
 
-    /// Appends the finished block, numbered from `first_seq`, to `out`. Returns its length.
-    pub fn write_to(&self, out: &mut Vec<u8>, first_seq: u64) -> usize {
+    /// Appends the finished block, numbered from `first_seq` and with `extra_flags` added to
+    /// its own, to `out`. Returns its length.
+    pub fn write_to(&self, out: &mut Vec<u8>, first_seq: u64, extra_flags: u8) -> usize {
         assert!(
             first_seq > 0
                 && first_seq
                     .checked_add(u64::from(self.header.count))
                     .is_some()
         );
+        assert!(extra_flags & !FLAGS_KNOWN == 0);
         let mut header = self.header;
         header.first_seq = first_seq;
+        header.flags |= extra_flags;
         let mut hb = [0u8; BLOCK_HEADER_LEN];
         header.encode_into(&mut hb);
         // CRC over header[4..] followed by the body, the body's part computed beforehand.
@@ -261,7 +273,7 @@ pub fn encode_block(
         raw,
         compressor,
     )
-    .write_to(out, meta.first_seq)
+    .write_to(out, meta.first_seq, 0)
 }
 
 /// Decodes and checksums the block at the start of `bytes` (which may extend past it).

@@ -11,7 +11,7 @@ pub enum FormatError {
     },
     #[error("{what}: bad magic bytes")]
     BadMagic { what: &'static str },
-    #[error("{what}: unsupported format version {found} (this build reads version {supported}); files from another version are never guessed at")]
+    #[error("{what}: unsupported format version {found} (this build reads versions 1 to {supported}); files from another version are never guessed at")]
     UnsupportedVersion {
         what: &'static str,
         found: u32,

@@ -135,13 +135,7 @@ impl<'a> IndexView<'a> {
         let stored = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
         verify_crc32(WHAT, stored, &bytes[0..60])?;
         let version = c.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                what: WHAT,
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        crate::check_version(WHAT, version)?;
         let section_count = c.u32()?;
         if section_count > SECTIONS_MAX {
             return Err(FormatError::LimitExceeded {

@@ -18,9 +18,29 @@ pub mod tombstone_file;
 
 pub use error::FormatError;
 
-/// Version of every file format in this crate. Bumped on any layout change; files with another
-/// version are rejected with [`FormatError::UnsupportedVersion`].
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of every file format in this crate, written into every new file. Bumped on any
+/// layout change; files older than [`FORMAT_VERSION_READ_MIN`] or newer than this are rejected
+/// with [`FormatError::UnsupportedVersion`].
+///
+/// Version 2 added the block flag `PRIOR_DURABLE` (see `block`); every other byte is as in
+/// version 1, so version 1 files are read as they are.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Oldest version this build reads.
+pub const FORMAT_VERSION_READ_MIN: u32 = 1;
+
+/// Checks a version read from a file header.
+pub fn check_version(what: &'static str, found: u32) -> Result<u32, FormatError> {
+    if (FORMAT_VERSION_READ_MIN..=FORMAT_VERSION).contains(&found) {
+        Ok(found)
+    } else {
+        Err(FormatError::UnsupportedVersion {
+            what,
+            found,
+            supported: FORMAT_VERSION,
+        })
+    }
+}
 
 /// CRC32 (IEEE, as computed by crc32fast) of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {

@@ -8,15 +8,25 @@ pub const SEGMENT_HEADER_LEN: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// Format version the segment was written with (its blocks follow that version's rules).
+    pub version: u32,
     /// Seq of the segment's first record (its records are dense from here).
     pub base_seq: u64,
 }
 
 impl SegmentHeader {
+    /// The header of a new segment, written with this build's format version.
+    pub fn new(base_seq: u64) -> Self {
+        SegmentHeader {
+            version: FORMAT_VERSION,
+            base_seq,
+        }
+    }
+
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
         let mut out = [0u8; SEGMENT_HEADER_LEN];
         out[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&self.version.to_le_bytes());
         // 12..16 reserved, zero
         out[16..24].copy_from_slice(&self.base_seq.to_le_bytes());
         // 24..28 reserved, zero
@@ -42,14 +52,7 @@ impl SegmentHeader {
         }
         let stored_crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
         verify_crc32(WHAT, stored_crc, &h[0..28])?;
-        let version = c.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                what: WHAT,
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        let version = crate::check_version(WHAT, c.u32()?)?;
         let _reserved = c.u32()?;
         let base_seq = c.u64()?;
         if base_seq == 0 {
@@ -58,7 +61,7 @@ impl SegmentHeader {
                 "base_seq is 0 (seqs start at 1)",
             ));
         }
-        Ok(SegmentHeader { base_seq })
+        Ok(SegmentHeader { version, base_seq })
     }
 }
 
@@ -68,13 +71,13 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let h = SegmentHeader { base_seq: 42 };
+        let h = SegmentHeader::new(42);
         assert_eq!(SegmentHeader::decode(&h.encode()).unwrap(), h);
     }
 
     #[test]
     fn any_flipped_bit_is_detected() {
-        let good = SegmentHeader { base_seq: 7 }.encode();
+        let good = SegmentHeader::new(7).encode();
         for i in 0..SEGMENT_HEADER_LEN * 8 {
             let mut b = good;
             b[i / 8] ^= 1 << (i % 8);
@@ -83,8 +86,17 @@ mod tests {
     }
 
     #[test]
+    fn version_1_headers_still_decode() {
+        let h = SegmentHeader {
+            version: 1,
+            base_seq: 9,
+        };
+        assert_eq!(SegmentHeader::decode(&h.encode()).unwrap().version, 1);
+    }
+
+    #[test]
     fn other_version_is_rejected_clearly() {
-        let mut b = SegmentHeader { base_seq: 7 }.encode();
+        let mut b = SegmentHeader::new(7).encode();
         b[8..12].copy_from_slice(&99u32.to_le_bytes());
         let crc = crate::crc32(&b[0..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());

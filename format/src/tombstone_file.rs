@@ -67,13 +67,7 @@ pub fn decode_tombstones(bytes: &[u8]) -> Result<(u64, Vec<TombstoneEntry>), For
     )?;
     let mut c = Cursor::new(WHAT, &body[8..]);
     let version = c.u32()?;
-    if version != FORMAT_VERSION {
-        return Err(FormatError::UnsupportedVersion {
-            what: WHAT,
-            found: version,
-            supported: FORMAT_VERSION,
-        });
-    }
+    crate::check_version(WHAT, version)?;
     let _reserved = c.u32()?;
     let covered_until = c.u64()?;
     let count = c.u64()?;
