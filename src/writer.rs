@@ -637,3 +637,56 @@ pub(crate) fn create_segment(
     ));
     Ok((file, active))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sim::SimDisk;
+    use crate::{Options, Store};
+
+    fn tiny(i: usize) -> Event {
+        Event {
+            entity: "e".into(),
+            kind: "k".into(),
+            ts: 1 + (i % 7) as i64,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn packed_tiny_batches_are_cut_at_the_block_record_limit() {
+        // The largest block target the options accept lets 2^20 records of 15 bytes (15.7 MB)
+        // pass without crossing it: blocks must be cut on record count too.
+        let disk = SimDisk::new();
+        let opts = Options {
+            block_raw_bytes_target: echolog_format::limits::BLOCK_RAW_BYTES_MAX / 2 - 64 * 1024,
+            backend: Some(disk.backend()),
+            ..Options::default()
+        };
+        let store = Store::open("/sim/d", opts.clone()).unwrap();
+        let batches = 2;
+        let per_batch = 600_000;
+        let work: Vec<Pending> = (0..batches)
+            .map(|b| Pending {
+                slot: Arc::new(Slot::default()),
+                events: (0..per_batch).map(|i| tiny(b * per_batch + i)).collect(),
+                prepared: None,
+            })
+            .collect();
+        let results = store.inner.commit_group(work);
+        assert!(results.iter().all(|r| r.is_ok()), "{:?}", results[0]);
+        assert!(!store.is_read_only());
+        let view = store.view();
+        let idx = view.active.index();
+        assert!(idx.blocks.len() >= 2);
+        assert!(idx
+            .blocks
+            .iter()
+            .all(|b| b.entry.count <= BLOCK_RECORDS_MAX));
+        drop(idx);
+        drop(view);
+        drop(store);
+        let store = Store::open("/sim/d", opts).unwrap();
+        assert_eq!(store.last_seq(), (batches * per_batch) as u64);
+    }
+}
