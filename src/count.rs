@@ -143,14 +143,14 @@ impl Store {
             }
         }
         let view = self.view();
-        let tomb = self.inner.tombstones();
+        let tomb = view.tombstones.clone();
         let mut acc = Acc {
             q,
             total: 0,
             buckets: BTreeMap::new(),
             current: None,
         };
-        for seg in &view.sealed {
+        for seg in view.sealed.iter() {
             let l = seg.load()?;
             if l.record_count() == 0 {
                 continue;
@@ -161,7 +161,7 @@ impl Store {
             }
             self.count_sealed(&l, q, &tomb, &mut acc)?;
         }
-        count_active(&view.active.index(), q, &tomb, &mut acc);
+        count_active(&view.active.index(), view.active_len, q, &tomb, &mut acc);
         let (total, buckets) = acc.finish();
         let buckets = buckets
             .into_iter()
@@ -351,8 +351,8 @@ impl Store {
     }
 }
 
-fn count_active(idx: &MemIndex, q: &CountQuery, tomb: &Tombstones, acc: &mut Acc<'_>) {
-    let n = idx.record_count();
+/// Counts the first `n` records of the active segment (those of the reader's snapshot).
+fn count_active(idx: &MemIndex, n: u32, q: &CountQuery, tomb: &Tombstones, acc: &mut Acc<'_>) {
     if n == 0 {
         return;
     }
@@ -385,6 +385,7 @@ fn count_active(idx: &MemIndex, q: &CountQuery, tomb: &Tombstones, acc: &mut Acc
             f
         }
     };
+    f.remove_range(n..);
     let kind_is_reserved = q.names_reserved_kind();
     if !kind_is_reserved {
         for k in RESERVED_KINDS {

@@ -50,7 +50,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
             seq > q.after_seq
         }
     };
-    let tomb = inner.tombstones();
+    let tomb = view.tombstones.clone();
     let ts_overlaps =
         |min: i64, max: i64| q.from_ts.is_none_or(|f| max >= f) && q.to_ts.is_none_or(|t| min < t);
 
@@ -64,6 +64,8 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
                 Some(v) => v
                     .iter()
                     .copied()
+                    // Ordinals past the snapshot belong to a commit still being published.
+                    .take_while(|o| *o < view.active_len)
                     .filter(|o| {
                         seq_ok(a.base_seq + u64::from(*o))
                             && in_range(idx.ts[*o as usize], q.from_ts, q.to_ts)
@@ -154,7 +156,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
             sealed_part(seg, &mut out)?;
         }
     } else {
-        for seg in &view.sealed {
+        for seg in view.sealed.iter() {
             if out.len() >= want {
                 break;
             }

@@ -24,11 +24,17 @@ use crate::tombstones::{
 };
 use crate::writer::{create_segment, now_ms, prepare_batch, AppendOutcome, Queue, Writer};
 
-/// An immutable snapshot of the segment list. Readers clone the Arc and never block the
-/// writer for longer than that clone.
+/// What readers see: an immutable snapshot of the segment list, of how much of the active
+/// segment is committed, and of the tombstone state, published together after every commit so
+/// that a reader sees a commit whole or not at all (a `$delete` record and the deletion it
+/// makes, say). Readers clone the Arc and never block the writer for longer than that clone.
 pub struct View {
-    pub sealed: Vec<Arc<SealedSegment>>,
+    pub sealed: Arc<Vec<Arc<SealedSegment>>>,
     pub active: Arc<ActiveSegment>,
+    /// Records of the active segment this snapshot covers: its in-memory index may already
+    /// hold more (a commit being published), which readers of this snapshot ignore.
+    pub active_len: u32,
+    pub tombstones: Arc<Tombstones>,
 }
 
 /// What `open` did, for logs and tests.
@@ -78,9 +84,6 @@ pub(crate) struct Inner {
     pub writer: Arc<Mutex<Writer>>,
     pub queue: Mutex<Queue>,
     pub cache: BlockCache,
-    /// Copy-on-write: readers clone the Arc and never hold the lock while they read, so a
-    /// long query cannot stall the commit that applies a delete.
-    pub tombstones: RwLock<Arc<Tombstones>>,
     /// Every file operation goes through here; it also holds the read-only state.
     pub storage: Storage,
     last_seq: AtomicU64,
@@ -231,15 +234,20 @@ impl Store {
             scan.index,
         ));
         let writer = Writer::new(file, active.clone(), len, next_seq, opts.zstd_level)?;
+        let active_len = active.index().record_count();
         let inner = Arc::new(Inner {
             cache: BlockCache::new(opts.block_cache_bytes_max),
             storage,
             dir,
             _lock: lock,
-            view: RwLock::new(Arc::new(View { sealed, active })),
+            view: RwLock::new(Arc::new(View {
+                sealed: Arc::new(sealed),
+                active_len,
+                active,
+                tombstones: Arc::new(Tombstones::default()),
+            })),
             writer: Arc::new(Mutex::new(writer)),
             queue: Mutex::new(Queue::default()),
-            tombstones: RwLock::new(Arc::new(Tombstones::default())),
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
             commits: AtomicU64::new(0),
@@ -491,7 +499,7 @@ impl Store {
             segments: view.sealed.len() as u32 + 1,
             ..Default::default()
         };
-        for seg in &view.sealed {
+        for seg in view.sealed.iter() {
             s.events += seg.end_seq - seg.base_seq;
             match seg.load() {
                 Ok(l) => {
@@ -508,11 +516,11 @@ impl Store {
             }
         }
         let idx = view.active.index();
-        s.events += u64::from(idx.record_count());
+        s.events += u64::from(view.active_len);
         s.disk_bytes += idx.len;
         s.raw_bytes += idx.raw_bytes;
         drop(idx);
-        s.tombstones = self.inner.tombstones().entries().len() as u64;
+        s.tombstones = view.tombstones.entries().len() as u64;
         s.block_cache_bytes = self.inner.cache.weight();
         s.blocks_decoded = self.inner.blocks_decoded.load(Ordering::Relaxed);
         s.commits = self.inner.commits.load(Ordering::Relaxed);
@@ -539,8 +547,8 @@ impl Store {
         } else {
             limit as usize
         };
-        let tomb = self.inner.tombstones();
-        for seg in &view.sealed {
+        let tomb = &view.tombstones;
+        for seg in view.sealed.iter() {
             if seg.end_seq <= from_seq {
                 continue;
             }
@@ -551,11 +559,11 @@ impl Store {
                 if out.len() >= want {
                     return Ok(out);
                 }
-                out.push(self.inner.sealed_event(&l, ord, &tomb, &mut hint)?);
+                out.push(self.inner.sealed_event(&l, ord, tomb, &mut hint)?);
             }
         }
         let active = &view.active;
-        let count = active.index().record_count();
+        let count = view.active_len;
         let start = from_seq.max(active.base_seq) - active.base_seq;
         let mut hint = None;
         for ord in start..u64::from(count) {
@@ -564,7 +572,7 @@ impl Store {
             }
             out.push(
                 self.inner
-                    .active_event(active, ord as u32, &tomb, &mut hint)?,
+                    .active_event(active, ord as u32, tomb, &mut hint)?,
             );
         }
         Ok(out)
@@ -650,9 +658,10 @@ impl Drop for Inner {
 impl Inner {
     /// The current tombstone state (a cheap Arc clone).
     pub(crate) fn tombstones(&self) -> Arc<Tombstones> {
-        self.tombstones
+        self.view
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .tombstones
             .clone()
     }
 
@@ -660,9 +669,16 @@ impl Inner {
         self.storage.poisoned()
     }
 
-    /// Makes records up to `last` visible to tail waiters and applies tombstone records.
-    pub(crate) fn publish_seq(&self, last: u64, records: &[crate::writer::NewRecord<'_>]) {
-        let mut tomb = None;
+    /// Publishes a commit: one new [`View`] with the active segment's committed length and
+    /// the tombstone records applied, then wakes tail waiters for records up to `last`.
+    pub(crate) fn publish(
+        &self,
+        last: u64,
+        records: &[crate::writer::NewRecord<'_>],
+        active_len: u32,
+    ) {
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut tomb = view.tombstones.clone();
         for r in records {
             if r.event.kind.starts_with('$') {
                 let tags: Vec<&str> = r.event.tags.iter().map(String::as_str).collect();
@@ -673,14 +689,18 @@ impl Inner {
                     &tags,
                     &r.event.payload,
                 ) {
-                    let g = tomb.get_or_insert_with(|| {
-                        self.tombstones.write().unwrap_or_else(|p| p.into_inner())
-                    });
-                    Arc::make_mut(g).apply(e);
+                    // Copy-on-write: readers holding the old state keep it.
+                    Arc::make_mut(&mut tomb).apply(e);
                 }
             }
         }
-        drop(tomb);
+        *view = Arc::new(View {
+            sealed: view.sealed.clone(),
+            active: view.active.clone(),
+            active_len,
+            tombstones: tomb,
+        });
+        drop(view);
         let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.last_seq.store(last, Ordering::Release);
         self.commit_cv.notify_all();
@@ -903,7 +923,13 @@ impl Inner {
                 &encode_tombstones(active_base, &entries),
             )?;
         }
-        *self.tombstones.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        *view = Arc::new(View {
+            sealed: view.sealed.clone(),
+            active: view.active.clone(),
+            active_len: view.active_len,
+            tombstones: Arc::new(state),
+        });
         Ok(read)
     }
 }

@@ -567,7 +567,8 @@ impl Inner {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let last = records[records.len() - 1].seq;
         w.next_seq = last + 1;
-        self.publish_seq(last, records);
+        let active_len = w.active.index().record_count();
+        self.publish(last, records, active_len);
         Ok(())
     }
 
@@ -602,11 +603,14 @@ impl Inner {
         ));
         {
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-            let mut sealed_list = view.sealed.clone();
+            let mut sealed_list = Vec::with_capacity(view.sealed.len() + 1);
+            sealed_list.extend(view.sealed.iter().cloned());
             sealed_list.push(sealed);
             *view = Arc::new(View {
-                sealed: sealed_list,
+                sealed: Arc::new(sealed_list),
                 active: active.clone(),
+                active_len: 0,
+                tombstones: view.tombstones.clone(),
             });
         }
         w.file = file;

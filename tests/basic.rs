@@ -242,3 +242,70 @@ fn extreme_query_bounds_answer_without_panicking() {
     assert!(s.read(u64::MAX, 0).unwrap().is_empty());
     assert!(s.get(u64::MAX).unwrap().is_none());
 }
+
+#[test]
+fn a_reader_sees_a_delete_record_only_together_with_the_deletion_it_makes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        d.path(),
+        Options {
+            sync: echolog::SyncPolicy::Never,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 0..3000 {
+                let e = Event {
+                    entity: "x".into(),
+                    kind: "k".into(),
+                    ts: 1 + i,
+                    ..Default::default()
+                };
+                s.append(vec![e]).unwrap();
+                s.delete("x", &[], "gone").unwrap();
+            }
+        })
+    };
+    let q = HistoryQuery {
+        entity: "x".into(),
+        include_deleted: true,
+        ..Default::default()
+    };
+    let mut checked = 0;
+    while !writer.is_finished() {
+        let h = s.history(&q).unwrap();
+        let newest_delete = h
+            .iter()
+            .filter(|e| e.event.kind == echolog::KIND_DELETE)
+            .map(|e| e.seq)
+            .max()
+            .unwrap_or(0);
+        for e in h
+            .iter()
+            .filter(|e| e.event.kind == "k" && e.seq < newest_delete)
+        {
+            assert_ne!(
+                e.deleted_by, 0,
+                "seq {} reads as live beside the $delete at {newest_delete}",
+                e.seq
+            );
+        }
+        let all = s.read(1, 0).unwrap();
+        let newest_delete = all
+            .iter()
+            .filter(|e| e.event.kind == echolog::KIND_DELETE)
+            .map(|e| e.seq)
+            .max()
+            .unwrap_or(0);
+        assert!(all
+            .iter()
+            .filter(|e| e.event.kind == "k" && e.seq < newest_delete)
+            .all(|e| e.deleted_by != 0));
+        checked += 1;
+    }
+    writer.join().unwrap();
+    assert!(checked > 0);
+}
