@@ -265,8 +265,8 @@ impl EventStore for Service {
             entity: r.entity,
             kind: r.kind,
             tags: r.tags,
-            from_ts: (r.from_ts != 0).then_some(r.from_ts),
-            to_ts: (r.to_ts != 0).then_some(r.to_ts),
+            from_ts: r.from_ts,
+            to_ts: r.to_ts,
             bucket,
             include_deleted: r.include_deleted,
         };

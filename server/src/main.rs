@@ -108,10 +108,12 @@ enum Cmd {
         kind: Option<String>,
         #[arg(long = "tag")]
         tags: Vec<String>,
-        #[arg(long, default_value_t = 0)]
-        from_ts: i64,
-        #[arg(long, default_value_t = 0)]
-        to_ts: i64,
+        /// Start of the half-open range [from, to), ms; absent: open.
+        #[arg(long, allow_hyphen_values = true)]
+        from_ts: Option<i64>,
+        /// End of the half-open range, ms; absent: open.
+        #[arg(long, allow_hyphen_values = true)]
+        to_ts: Option<i64>,
         /// none | minute | hour | day
         #[arg(long, default_value = "none")]
         bucket: String,

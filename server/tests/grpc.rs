@@ -208,6 +208,31 @@ async fn every_rpc_works_through_a_real_server_and_data_survives_restart() {
         vec![(60_000, 1), (120_000, 1)]
     );
 
+    // Count's bounds: absent is open, 0 is the instant 0 (not "open"), half-open.
+    let count = |from_ts: Option<i64>, to_ts: Option<i64>| {
+        let mut c = c.clone();
+        async move {
+            c.count(CountRequest {
+                tags: vec!["tenant:a".into()],
+                from_ts,
+                to_ts,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().total)
+        }
+    };
+    assert_eq!(count(None, None).await.unwrap(), 2);
+    assert_eq!(count(Some(-1_000_000), Some(0)).await.unwrap(), 0);
+    assert_eq!(count(Some(0), None).await.unwrap(), 2);
+    assert_eq!(count(None, Some(60_001)).await.unwrap(), 0, "half-open");
+    assert_eq!(count(None, Some(60_002)).await.unwrap(), 1);
+    assert_eq!(count(Some(120_001), None).await.unwrap(), 1);
+    assert_eq!(count(Some(120_001), Some(120_001)).await.unwrap(), 0);
+    let e = count(Some(5), Some(0)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("from_ts"), "{e:?}");
+
     // Delete, include_deleted, restore.
     let t = c
         .delete(DeleteRequest {
@@ -382,8 +407,8 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = c
         .count(CountRequest {
-            from_ts: 5,
-            to_ts: 1,
+            from_ts: Some(5),
+            to_ts: Some(1),
             ..Default::default()
         })
         .await
