@@ -58,6 +58,11 @@ pub struct Options {
     pub batch_events_max: usize,
     /// Encoded bytes of one append batch.
     pub batch_bytes_max: usize,
+    /// How far back an idempotency id is recognised, in events: an append whose id was stored
+    /// among the last this many records returns the original seq; an older one is stored
+    /// again. 0 (the default) is the whole store. A bound keeps the id lookup of an append
+    /// from probing every sealed segment of a store that grows for years.
+    pub idempotency_window_events: u64,
     /// `count` planner: below this many matching events per minute bucket of a segment, read
     /// timestamps instead of intersecting minute bitmaps. Both are exact; tests set 0 to force
     /// the bitmap path.
@@ -79,6 +84,7 @@ impl Default for Options {
             payload_bytes_max: 1024 * 1024,
             batch_events_max: 100_000,
             batch_bytes_max: 16 * 1024 * 1024,
+            idempotency_window_events: 0,
             count_events_per_minute_bitmap: 64,
             backend: None,
         }

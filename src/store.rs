@@ -89,8 +89,8 @@ pub(crate) struct Inner {
     last_seq: AtomicU64,
     blocks_decoded: AtomicU64,
     pub commits: AtomicU64,
-    commit_lock: Mutex<()>,
-    commit_cv: Condvar,
+    /// The durable watermark Tail follows; shared with the interval flusher.
+    pub durable: Arc<Durable>,
     open_report: OpenReport,
     /// Deleted ordinals per sealed segment (by base seq), with the tombstone generation they
     /// were computed for.
@@ -251,8 +251,7 @@ impl Store {
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
             commits: AtomicU64::new(0),
-            commit_lock: Mutex::new(()),
-            commit_cv: Condvar::new(),
+            durable: Arc::new(Durable::new(next_seq - 1)),
             opts,
             open_report: OpenReport::default(),
             deleted_cache: Mutex::new(Default::default()),
@@ -277,6 +276,7 @@ impl Store {
                 Arc::downgrade(&inner),
                 inner.writer.clone(),
                 inner.storage.clone(),
+                inner.durable.clone(),
                 d,
             );
         }
@@ -429,27 +429,30 @@ impl Store {
         self.inner.last_seq.load(Ordering::Acquire)
     }
 
-    /// Waits until a record after `seq` is committed, or `timeout` passes. Returns the last seq.
+    /// Seq of the newest durable record: with `sync=always` the same as [`Store::last_seq`];
+    /// with `sync=interval` it trails until the next fdatasync; with `sync=never` (no
+    /// durability at all) it is the last written record.
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.durable.seq()
+    }
+
+    /// Waits until a record after `seq` is durable, or `timeout` passes. Returns the durable
+    /// seq. Tail follows this, not `last_seq`: a consumer must never act on an event that a
+    /// power loss could take back, and whose seq a later append would then reuse.
     pub fn wait_for_seq_after(&self, seq: u64, timeout: Duration) -> u64 {
-        let mut g = self
-            .inner
-            .commit_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let last = self.last_seq();
-            let now = std::time::Instant::now();
-            if last > seq || now >= deadline {
-                return last;
-            }
-            g = self
-                .inner
-                .commit_cv
-                .wait_timeout(g, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        self.inner.durable.wait_after(seq, timeout)
+    }
+
+    /// Like [`Store::read`], but only durable records (up to [`Store::durable_seq`]): what a
+    /// tail or a replay may hand to a consumer.
+    pub fn read_durable(&self, from_seq: u64, limit: u32) -> Result<Vec<StoredEvent>> {
+        let end = self.durable_seq();
+        if from_seq.max(1) > end {
+            return Ok(Vec::new());
         }
+        let room = u32::try_from(end - from_seq.max(1) + 1).unwrap_or(u32::MAX);
+        let limit = if limit == 0 { room } else { limit.min(room) };
+        self.read(from_seq, limit)
     }
 
     /// True once an I/O failure has made the store read-only.
@@ -475,6 +478,7 @@ impl Store {
             let path = w.active.path.clone();
             self.inner.storage.sync(&*w.file, &path)?;
             w.synced();
+            self.inner.durable.advance(w.next_seq - 1);
         }
         Ok(())
     }
@@ -604,6 +608,50 @@ fn view_end_seq(view: &RwLock<Arc<View>>) -> u64 {
     end
 }
 
+/// The durable watermark: the newest seq that survives a power loss, with a condition
+/// variable that Tail's waiters sleep on.
+pub(crate) struct Durable {
+    seq: AtomicU64,
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Durable {
+    fn new(seq: u64) -> Self {
+        Durable {
+            seq: AtomicU64::new(seq),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    pub fn advance(&self, seq: u64) {
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.seq.fetch_max(seq, Ordering::AcqRel);
+        self.cv.notify_all();
+    }
+
+    fn wait_after(&self, seq: u64, timeout: Duration) -> u64 {
+        let mut g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = std::time::Instant::now();
+            if self.seq() > seq || now >= deadline {
+                return self.seq();
+            }
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
 /// Creates the data directory if it is missing, and fsyncs its parent so that the directory
 /// itself survives a power loss.
 fn create_data_dir(storage: &Storage, dir: &Path) -> Result<()> {
@@ -624,6 +672,7 @@ fn spawn_flusher(
     alive: Weak<Inner>,
     writer: Arc<Mutex<Writer>>,
     storage: Storage,
+    durable: Arc<Durable>,
     every: Duration,
 ) {
     let _ = std::thread::Builder::new()
@@ -640,6 +689,7 @@ fn spawn_flusher(
                     return;
                 }
                 w.synced();
+                durable.advance(w.next_seq - 1);
             }
         });
 }
@@ -676,6 +726,7 @@ impl Inner {
         last: u64,
         records: &[crate::writer::NewRecord<'_>],
         active_len: u32,
+        durable: bool,
     ) {
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         let mut tomb = view.tombstones.clone();
@@ -701,9 +752,10 @@ impl Inner {
             tombstones: tomb,
         });
         drop(view);
-        let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.last_seq.store(last, Ordering::Release);
-        self.commit_cv.notify_all();
+        if durable {
+            self.durable.advance(last);
+        }
     }
 
     pub(crate) fn block_cached(
@@ -792,22 +844,39 @@ impl Inner {
         Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
     }
 
-    /// The seq of the stored record with idempotency key `id`, if any.
-    pub(crate) fn find_id(&self, id: &str) -> Result<Option<u64>> {
+    /// The seq of the stored record with idempotency key `id`, if any within the idempotency
+    /// window (records from `window_start` on). Called by the commit leader, which holds the
+    /// writer: every committed record is in the view's segments.
+    pub(crate) fn find_id(&self, id: &str, next_seq: u64) -> Result<Option<u64>> {
+        let window = self.opts.idempotency_window_events;
+        let window_start = if window == 0 {
+            1
+        } else {
+            next_seq.saturating_sub(window).max(1)
+        };
         let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
         let hash = crate::mem_index::id_hash(id);
         let empty = Tombstones::default();
         let candidates = view.active.index().id_candidates(hash);
         for ord in candidates {
+            if view.active.base_seq + u64::from(ord) < window_start {
+                continue;
+            }
             let ev = self.active_event(&view.active, ord, &empty, &mut None)?;
             if ev.event.id.as_deref() == Some(id) {
                 return Ok(Some(ev.seq));
             }
         }
         for seg in view.sealed.iter().rev() {
+            if seg.end_seq <= window_start {
+                break;
+            }
             let l = seg.load()?;
             let ords = l.ids()?.lookup(hash);
             for ord in ords {
+                if seg.base_seq + u64::from(ord) < window_start {
+                    continue;
+                }
                 let ev = self.sealed_event(&l, ord, &empty, &mut None)?;
                 if ev.event.id.as_deref() == Some(id) {
                     return Ok(Some(ev.seq));

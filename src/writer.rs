@@ -336,7 +336,7 @@ impl Inner {
                 if let Some(id) = e.id.as_deref() {
                     let found = match group_ids.get(id) {
                         Some(s) => Some(*s),
-                        None => match self.find_id(id) {
+                        None => match self.find_id(id, w.next_seq) {
                             Ok(f) => f,
                             Err(err) => {
                                 failed = Some(err);
@@ -543,6 +543,8 @@ impl Inner {
             w.dirty = false;
             w.durable_len = at + w.buf.len() as u64;
         }
+        // sync=never gives durability up altogether: what is written counts as durable.
+        let durable = !w.dirty || self.opts.sync == SyncPolicy::Never;
         // Publish.
         {
             let mut idx = w.active.index.write().unwrap_or_else(|p| p.into_inner());
@@ -568,7 +570,7 @@ impl Inner {
         let last = records[records.len() - 1].seq;
         w.next_seq = last + 1;
         let active_len = w.active.index().record_count();
-        self.publish(last, records, active_len);
+        self.publish(last, records, active_len, durable);
         Ok(())
     }
 
@@ -590,6 +592,7 @@ impl Inner {
         if w.dirty {
             self.storage.sync(&*w.file, &old.path)?;
             w.synced();
+            self.durable.advance(w.next_seq - 1);
         }
         let bytes = old.index().to_index_file();
         write_atomic(&self.storage, &self.dir, &index_name(old.base_seq), &bytes)?;

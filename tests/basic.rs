@@ -309,3 +309,39 @@ fn a_reader_sees_a_delete_record_only_together_with_the_deletion_it_makes() {
     writer.join().unwrap();
     assert!(checked > 0);
 }
+
+#[test]
+fn the_idempotency_window_bounds_how_far_back_an_id_is_recognised() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        idempotency_window_events: 50,
+        segment_size_bytes_max: 4096,
+        block_raw_bytes_target: 512,
+        ..Options::default()
+    };
+    let s = Store::open(d.path(), opts).unwrap();
+    let with_id = |id: &str| Event {
+        id: Some(id.into()),
+        ..ev("x", "k", 5, &[])
+    };
+    assert_eq!(s.append(vec![with_id("a")]).unwrap().seqs, vec![1]);
+    s.seal_active().unwrap();
+    for i in 0..49 {
+        s.append(vec![ev("y", "k", 10 + i, &[])]).unwrap();
+    }
+    assert!(
+        s.stats().unwrap().segments > 1,
+        "the id is in a sealed segment"
+    );
+    let out = s.append(vec![with_id("a")]).unwrap();
+    assert_eq!((out.seqs, out.duplicates), (vec![1], 1), "50 back: inside");
+    s.append(vec![ev("y", "k", 99, &[])]).unwrap();
+    let out = s.append(vec![with_id("a")]).unwrap();
+    assert_eq!(
+        (out.seqs, out.duplicates),
+        (vec![52], 0),
+        "51 back: outside"
+    );
+    let out = s.append(vec![with_id("a")]).unwrap();
+    assert_eq!((out.seqs, out.duplicates), (vec![52], 1));
+}

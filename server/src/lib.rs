@@ -324,7 +324,10 @@ impl EventStore for Service {
                     return;
                 }
                 let from = next;
-                let batch = match svc.run(move |s| s.read(from, TAIL_BATCH_EVENTS)).await {
+                let batch = match svc
+                    .run(move |s| s.read_durable(from, TAIL_BATCH_EVENTS))
+                    .await
+                {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -406,14 +409,14 @@ pub async fn serve(
         .message_bytes_max
         .saturating_mul(TRANSPORT_LIMIT_FACTOR);
     // One thread turns the engine's commit notifications into a watch channel for all tails.
-    let (committed_tx, committed_rx) = tokio::sync::watch::channel(store.last_seq());
+    let (committed_tx, committed_rx) = tokio::sync::watch::channel(store.durable_seq());
     {
         let store = store.clone();
         let closing = closing_rx.clone();
         std::thread::Builder::new()
             .name("echolog-tail-bridge".into())
             .spawn(move || {
-                let mut last = store.last_seq();
+                let mut last = store.durable_seq();
                 while !*closing.borrow() && !committed_tx.is_closed() {
                     last = store.wait_for_seq_after(last, Duration::from_millis(TAIL_WAIT_MS));
                     committed_tx.send_replace(last);

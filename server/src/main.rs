@@ -54,6 +54,9 @@ enum Cmd {
         block_bytes_target: usize,
         #[arg(long, env = "ECHOLOG_ZSTD_LEVEL", default_value_t = Options::default().zstd_level)]
         zstd_level: i32,
+        /// How many of the newest events an idempotency id is checked against (0: all).
+        #[arg(long, env = "ECHOLOG_IDEMPOTENCY_WINDOW_EVENTS", default_value_t = Options::default().idempotency_window_events)]
+        idempotency_window_events: u64,
         #[arg(long, env = "ECHOLOG_MESSAGE_BYTES_MAX", default_value_t = echolog_server::ServerConfig::default().message_bytes_max)]
         message_bytes_max: usize,
     },
@@ -224,6 +227,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             block_cache_bytes,
             block_bytes_target,
             zstd_level,
+            idempotency_window_events,
             message_bytes_max,
         } => {
             tracing_subscriber::fmt()
@@ -243,6 +247,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 block_cache_bytes_max: block_cache_bytes,
                 block_raw_bytes_target: block_bytes_target,
                 zstd_level,
+                idempotency_window_events,
                 ..Options::default()
             };
             let store = tokio::task::spawn_blocking(move || Store::open(data_dir, opts)).await??;
