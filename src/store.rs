@@ -223,6 +223,10 @@ impl Store {
             storage.sync(&*file, &path)?;
         }
         let convert = convert && scan.index.record_count() > 0;
+        // Every name this open relies on must be durable before an append is acknowledged: a
+        // previous run may have renamed a file into place and died (or failed) before its
+        // directory fsync, and a power loss now would undo that rename under new data.
+        storage.sync_dir(&dir)?;
         let next_seq = scan.index.end_seq();
         let len = scan.valid_len;
         debug_assert!(len >= SEGMENT_HEADER_LEN as u64);
