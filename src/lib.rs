@@ -17,6 +17,7 @@ mod segment;
 pub mod storage;
 mod store;
 mod tombstones;
+mod verify;
 mod writer;
 
 pub use count::{Bucket, BucketCount, CountQuery, CountResult};
@@ -29,4 +30,5 @@ pub use store::{HistoryQuery, OpenReport, Stats, Store};
 pub use tombstones::{
     KIND_DELETE, KIND_DELETE_SEQS, KIND_RESTORE, REASON_TAG_PREFIX, TOMBSTONES_FILE,
 };
+pub use verify::{verify, Problem, VerifyReport};
 pub use writer::AppendOutcome;

@@ -391,6 +391,11 @@ impl SealedSegment {
         Ok(scan.index.to_index_file())
     }
 
+    /// Checks index file bytes against this segment (for `verify`).
+    pub fn check_index_bytes(&self, bytes: &[u8], seg_len: u64) -> Result<(), FormatError> {
+        self.check_index(bytes, seg_len).map(drop)
+    }
+
     #[allow(clippy::type_complexity)]
     fn check_index(
         &self,

@@ -1,74 +1,15 @@
 //! Integration tests through a real `echolog serve` process on 127.0.0.1 (ephemeral port),
 //! with a generated gRPC client, and the CLI subcommands run as processes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use common::Server;
 use echolog_server::pb::event_store_client::EventStoreClient;
 use echolog_server::pb::{
     self, AppendRequest, CountRequest, DeleteRequest, HistoryRequest, RestoreRequest, StatsRequest,
     TailRequest,
 };
 use tonic::Code;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(dir: &std::path::Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_echolog"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("ECHOLOG_PAYLOAD_BYTES_MAX", "4096")
-            .env("ECHOLOG_MESSAGE_BYTES_MAX", "65536")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn echolog serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(line.contains("listening"), "{line}");
-        Server {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-
-    /// SIGTERM, then wait: a graceful shutdown.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "graceful shutdown exits 0, got {status}");
-    }
-
-    fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_echolog"))
-            .arg("--server")
-            .arg(&self.url)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ev(entity: &str, kind: &str, ts: i64, tags: &[&str], id: &str) -> pb::Event {
     pb::Event {
@@ -483,7 +424,30 @@ fn cli_subcommands_work_against_a_running_server() {
         !ok && err.contains("InvalidArgument") && err.contains("entity"),
         "{err}"
     );
+    let dir = d.path().to_str().unwrap();
+    let (ok, _, err) = common::cli(&[], &["verify", dir]);
+    assert!(
+        !ok && err.contains("locked"),
+        "verify refuses a running store: {err}"
+    );
     srv.stop();
+    let (ok, out, err) = common::cli(&[], &["verify", dir]);
+    assert!(
+        ok && out.contains("records") && out.contains(": ok"),
+        "{out}{err}"
+    );
+    // Damage the first block: later durable commits make it corruption, named with file
+    // and offset, and the exit code says so.
+    let seg = d.path().join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[40] ^= 0x01;
+    std::fs::write(&seg, bytes).unwrap();
+    let (ok, out, _) = common::cli(&[], &["verify", dir]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("CORRUPT") && out.contains("00000000000000000001.seg at offset 32"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
