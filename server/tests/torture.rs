@@ -45,7 +45,7 @@ impl Rng {
 fn event(producer: usize, n: u64) -> pb::Event {
     pb::Event {
         entity: format!("tenant:{}", n % 17),
-        kind: if n % 5 == 0 {
+        kind: if n.is_multiple_of(5) {
             "call".into()
         } else {
             "price".into()
