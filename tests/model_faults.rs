@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::collections::HashSet;
-
 use common::sim_store_opts;
 use echolog::storage::sim::{Errno, FaultOp, FaultRule};
 use echolog::{CountQuery, Error, Event, HistoryQuery, Options, Store};
@@ -130,13 +128,6 @@ struct Model {
 }
 
 impl Model {
-    fn ids(&self) -> HashSet<&str> {
-        self.records
-            .iter()
-            .filter_map(|e| e.id.as_deref())
-            .collect()
-    }
-
     /// The seqs an append of `batch` must return, and the records it adds.
     fn plan(&self, batch: &[Event]) -> (Vec<u64>, Vec<Event>) {
         let mut seqs = Vec::new();
@@ -217,8 +208,10 @@ fn reopen(dir: &std::path::Path, o: &Options, m: &mut Model) -> Result<Store, Te
             let d_shapes: Vec<Shape> = d.iter().map(shape).collect();
             prop_assert_eq!(rest, &d_shapes[..], "an append in doubt came back in part");
             m.records.extend(d);
+            tally(|t| t.in_doubt_kept += 1);
         }
-        _ => prop_assert!(rest.is_empty(), "records nobody appended"),
+        Some(_) => tally(|t| t.in_doubt_dropped += 1),
+        None => prop_assert!(rest.is_empty(), "records nobody appended"),
     }
     prop_assert_eq!(s.last_seq(), m.records.len() as u64);
     m.read_only = false;
@@ -373,16 +366,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Arm(f, skip) => arm(&disk, &f, skip),
             Op::Crash => {
+                tally(|t| t.crashes += 1);
                 drop(s);
                 disk.crash();
                 s = reopen(&dir, &o, &mut m)?;
             }
             Op::PowerLoss(seed) => {
+                tally(|t| t.power_losses += 1);
                 drop(s);
                 disk.power_loss(seed);
                 s = reopen(&dir, &o, &mut m)?;
             }
             Op::PowerOffDuring { calls, seal, seed } => {
+                tally(|t| t.power_offs += 1);
                 disk.power_off_after(u64::from(calls));
                 if seal {
                     if let Err(e) = s.seal_active() {
@@ -411,22 +407,71 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
     }
     drop(s);
+    let injected = disk.injected_by_op();
     disk.crash();
     let s = reopen(&dir, &o, &mut m)?;
     check(&s, &m)?;
-    let _ = m.ids();
+    tally(|t| {
+        t.cases += 1;
+        t.acked += m.records.len() as u64;
+        for (k, v) in injected {
+            *t.faults.entry(k).or_default() += v;
+        }
+    });
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        // PROPTEST_CASES=2000 for a deeper run; 64 keeps CI fast.
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+/// What the runs did, summed over all cases (printed at the end: docs/reliability.md).
+#[derive(Default)]
+struct Tally {
+    cases: u64,
+    faults: std::collections::BTreeMap<String, u64>,
+    crashes: u64,
+    power_losses: u64,
+    power_offs: u64,
+    acked: u64,
+    in_doubt_kept: u64,
+    in_doubt_dropped: u64,
+}
+
+static TALLY: std::sync::Mutex<Option<Tally>> = std::sync::Mutex::new(None);
+
+fn tally(f: impl FnOnce(&mut Tally)) {
+    let mut t = TALLY.lock().unwrap_or_else(|p| p.into_inner());
+    f(t.get_or_insert_with(Tally::default));
+}
+
+#[test]
+fn acknowledged_events_survive_every_fault_exactly_once() {
+    // PROPTEST_CASES=2000 for a deeper run; 64 keeps CI fast.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let config = ProptestConfig {
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-    #[test]
-    fn acknowledged_events_survive_every_fault_exactly_once(ops in proptest::collection::vec(op(), 1..60)) {
-        run(ops)?;
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&proptest::collection::vec(op(), 1..60), run);
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let t = TALLY.lock().unwrap().take().unwrap_or_default();
+    println!(
+        "model_faults: {} runs (shrinking included); {} acknowledged events checked; {} crashes, \
+         {} power losses, {} power-offs mid-operation; appends in doubt: {} came back whole, {} \
+         vanished whole",
+        t.cases,
+        t.acked,
+        t.crashes,
+        t.power_losses,
+        t.power_offs,
+        t.in_doubt_kept,
+        t.in_doubt_dropped
+    );
+    for (what, n) in &t.faults {
+        println!("model_faults: injected {what}: {n}");
     }
 }

@@ -162,6 +162,7 @@ struct State {
     off: bool,
     capacity_bytes: Option<u64>,
     injected: u64,
+    injected_by_op: BTreeMap<String, u64>,
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -201,6 +202,10 @@ impl State {
             if r.failed < r.rule.times {
                 r.failed += 1;
                 self.injected += 1;
+                *self
+                    .injected_by_op
+                    .entry(format!("{op:?} {:?}", r.rule.errno))
+                    .or_default() += 1;
                 return Ok(Some(r.rule.clone()));
             }
         }
@@ -311,6 +316,11 @@ impl SimDisk {
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
         self.lock_state().injected
+    }
+
+    /// Faults injected so far, by operation and error ("Sync Eio" -> 3).
+    pub fn injected_by_op(&self) -> BTreeMap<String, u64> {
+        self.lock_state().injected_by_op.clone()
     }
 
     /// Calls made so far (every operation, faulted or not).
