@@ -290,8 +290,11 @@ impl Inner {
         let fits = records + group_events <= u64::from(SEGMENT_RECORDS_MAX);
         if self.poisoned().is_some() || matches!(e, Error::ReadOnly(_)) {
             Err(Error::ReadOnly(e.to_string()))
-        } else if disk_full || !fits {
+        } else if disk_full {
             Err(Error::DiskFull(format!("sealing the active segment: {e}")))
+        } else if !fits {
+            // The old segment cannot take the group: its ordinals would run out.
+            Err(e)
         } else {
             Ok(())
         }
@@ -308,16 +311,7 @@ impl Inner {
         }
         let group_events: u64 = work.iter().map(|p| p.events.len() as u64).sum();
         if let Err(e) = self.seal_if_full(&mut w, group_events) {
-            let msg = e.to_string();
-            return work
-                .into_iter()
-                .map(|_| {
-                    Err(match &e {
-                        Error::ReadOnly(_) => Error::ReadOnly(msg.clone()),
-                        _ => Error::DiskFull(msg.clone()),
-                    })
-                })
-                .collect();
+            return work.iter().map(|_| Err(same_error(&e))).collect();
         }
         // Assign seqs, resolve duplicates.
         let mut outcomes: Vec<Result<AppendOutcome>> = Vec::with_capacity(work.len());
@@ -623,6 +617,23 @@ impl Inner {
         w.dirty = false;
         tracing::info!(base_seq = old.base_seq, end_seq, "sealed segment");
         Ok(())
+    }
+}
+
+/// An error of the same kind and message as `e`, one for each waiter of a failed group.
+fn same_error(e: &Error) -> Error {
+    let msg = e.to_string();
+    match e {
+        Error::ReadOnly(_) => Error::ReadOnly(msg),
+        Error::DiskFull(_) => Error::DiskFull(msg),
+        Error::Io { path, source } => Error::Io {
+            path: path.clone(),
+            source: source
+                .raw_os_error()
+                .map(std::io::Error::from_raw_os_error)
+                .unwrap_or_else(|| std::io::Error::new(source.kind(), source.to_string())),
+        },
+        _ => Error::Inconsistent(msg),
     }
 }
 
