@@ -204,6 +204,7 @@ fn main() {
         let echolog_url = format!("http://{}", l1.local_addr().expect("addr"));
         let cfg = echolog_server::ServerConfig {
             message_bytes_max: 64 << 20,
+            ..Default::default()
         };
         tokio::spawn(echolog_server::serve(store.clone(), l1, cfg, async move {
             let _ = stop_rx.await;

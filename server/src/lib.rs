@@ -16,20 +16,40 @@ pub mod pb {
 
 use pb::event_store_server::{EventStore, EventStoreServer};
 
-/// Server settings besides the store's own options.
+pub mod auth;
+
+/// PEM files for TLS: the server's certificate chain and key, and, for mutual TLS, the CA
+/// that client certificates must chain to.
 #[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+/// Server settings besides the store's own options.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Largest gRPC message accepted or sent, bytes.
     pub message_bytes_max: usize,
+    /// TLS (and mutual TLS); `None` is plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// Tokens and rights; [`auth::Auth::open`] allows every call.
+    pub auth: auth::Auth,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             message_bytes_max: 32 * 1024 * 1024,
+            tls: None,
+            auth: auth::Auth::open(),
         }
     }
 }
+
+/// How often health checks the store's read-only state.
+const HEALTH_POLL_MS: u64 = 250;
 
 /// The one place engine errors become status codes.
 pub fn to_status(e: &Error) -> Status {
@@ -423,6 +443,37 @@ pub async fn serve(
                 }
             })?;
     }
+    // Health says NOT_SERVING while the store is read-only after an I/O failure.
+    {
+        let reporter = health_reporter.clone();
+        let store = store.clone();
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(HEALTH_POLL_MS)) => {}
+                    _ = closing.changed() => return,
+                }
+                let ok = !store.is_read_only();
+                if ok != serving {
+                    serving = ok;
+                    let status = if ok {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter
+                        .set_service_status(
+                            <EventStoreServer<Service> as tonic::server::NamedService>::NAME,
+                            status,
+                        )
+                        .await;
+                    reporter.set_service_status("", status).await;
+                }
+            }
+        });
+    }
     let svc = EventStoreServer::new(Service::new(store, &config, closing_rx, committed_rx))
         .max_decoding_message_size(transport_limit)
         .max_encoding_message_size(transport_limit);
@@ -436,7 +487,19 @@ pub async fn serve(
             s
         },
     );
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(t) = &config.tls {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, &t.key_pem));
+        if let Some(ca) = &t.client_ca_pem {
+            tls = tls.client_ca_root(Certificate::from_pem(ca));
+        }
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+    }
+    builder
+        .layer(auth::AuthLayer(config.auth.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -24,8 +24,30 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// CA certificate (PEM) to check the server's certificate with; use an https:// --server.
+    #[arg(long, global = true, env = "ECHOLOG_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with --tls-key.
+    #[arg(long, global = true, env = "ECHOLOG_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "ECHOLOG_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Bearer token sent as `authorization: Bearer <token>`.
+    #[arg(long, global = true, env = "ECHOLOG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// How client subcommands reach the server.
+#[derive(Clone)]
+struct Conn {
+    server: String,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +81,22 @@ enum Cmd {
         idempotency_window_events: u64,
         #[arg(long, env = "ECHOLOG_MESSAGE_BYTES_MAX", default_value_t = echolog_server::ServerConfig::default().message_bytes_max)]
         message_bytes_max: usize,
+        /// Server certificate chain (PEM): serve gRPC over TLS, with --tls-key.
+        #[arg(long, env = "ECHOLOG_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Server private key (PEM).
+        #[arg(long, env = "ECHOLOG_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// CA (PEM) client certificates must chain to: mutual TLS.
+        #[arg(long, env = "ECHOLOG_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        /// Tokens file: one `<token> <rights>` per line (rights: read,write,admin). Re-read on
+        /// SIGHUP. Without it every client may do everything.
+        #[arg(long, env = "ECHOLOG_TOKENS_FILE")]
+        tokens_file: Option<PathBuf>,
+        /// Allow plain TCP on a non-loopback address (traffic and tokens travel unencrypted).
+        #[arg(long, env = "ECHOLOG_INSECURE")]
+        insecure: bool,
     },
     /// Append one event.
     Append {
@@ -183,11 +221,75 @@ fn main() -> std::process::ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn client(url: &str) -> Result<EventStoreClient<Channel>, BoxError> {
-    let c = EventStoreClient::connect(url.to_owned())
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, BoxError> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()).into())
+}
+
+/// Re-reads the tokens file on SIGHUP; a bad file keeps the tokens in force.
+fn spawn_token_reloader(auth: echolog_server::auth::Auth) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(n) => tracing::info!(tokens = n, "re-read the tokens file"),
+                Err(e) => {
+                    tracing::error!(error = %e, "tokens file not re-read; the tokens in force stay")
+                }
+            }
+        }
+    });
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Client = EventStoreClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+async fn client(conn: &Conn) -> Result<Client, BoxError> {
+    let url = &conn.server;
+    let mut ep = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("--server {url}: {e}"))?;
+    if conn.tls_ca.is_some() || conn.tls_cert.is_some() || url.starts_with("https://") {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &conn.tls_ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read_pem("--tls-ca", ca)?));
+        }
+        if let (Some(c), Some(k)) = (&conn.tls_cert, &conn.tls_key) {
+            tls = tls.identity(Identity::from_pem(
+                read_pem("--tls-cert", c)?,
+                read_pem("--tls-key", k)?,
+            ));
+        }
+        ep = ep.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+    }
+    let channel = ep
+        .connect()
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    Ok(c.max_decoding_message_size(64 * 1024 * 1024))
+    let bearer = match &conn.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "--token: not a valid header value")?,
+        ),
+        None => None,
+    };
+    Ok(EventStoreClient::with_interceptor(channel, Bearer(bearer))
+        .max_decoding_message_size(64 * 1024 * 1024))
 }
 
 fn status_err(s: tonic::Status) -> BoxError {
@@ -221,6 +323,13 @@ fn print_event_row(out: &mut impl Write, e: &pb::Event) -> std::io::Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
+    let conn = Conn {
+        server: cli.server.clone(),
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+        token: cli.token.clone(),
+    };
     match cli.cmd {
         Cmd::Serve {
             data_dir,
@@ -235,6 +344,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             zstd_level,
             idempotency_window_events,
             message_bytes_max,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            tokens_file,
+            insecure,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -256,11 +370,37 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 idempotency_window_events,
                 ..Options::default()
             };
-            let store = tokio::task::spawn_blocking(move || Store::open(data_dir, opts)).await??;
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => Some(echolog_server::TlsFiles {
+                    cert_pem: read_pem("--tls-cert", &c)?,
+                    key_pem: read_pem("--tls-key", &k)?,
+                    client_ca_pem: match tls_client_ca {
+                        Some(ca) => Some(read_pem("--tls-client-ca", &ca)?),
+                        None => None,
+                    },
+                }),
+                _ => None,
+            };
+            let auth = match &tokens_file {
+                Some(p) => echolog_server::auth::Auth::from_file(p)?,
+                None => echolog_server::auth::Auth::open(),
+            };
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             let addr = listener.local_addr()?;
+            if tls.is_none() && !addr.ip().is_loopback() && !insecure {
+                return Err(format!(
+                    "refusing to serve plain TCP on {addr}, which is not a loopback address: \
+                     anyone on the network could read the traffic and the tokens. Give \
+                     --tls-cert and --tls-key, or --insecure to accept that"
+                )
+                .into());
+            }
+            if auth.enabled() {
+                spawn_token_reloader(auth.clone());
+            }
+            let store = tokio::task::spawn_blocking(move || Store::open(data_dir, opts)).await??;
             // Tests and scripts read this line to learn the port.
             println!("echolog listening on {addr}");
             std::io::stdout().flush()?;
@@ -268,7 +408,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             echolog_server::serve(
                 store.clone(),
                 listener,
-                echolog_server::ServerConfig { message_bytes_max },
+                echolog_server::ServerConfig {
+                    message_bytes_max,
+                    tls,
+                    auth,
+                },
                 echolog_server::shutdown_signal(),
             )
             .await?;
@@ -284,7 +428,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             payload,
             id,
         } => {
-            let mut c = client(&cli.server).await?;
+            let mut c = client(&conn).await?;
             let ev = pb::Event {
                 entity,
                 kind,
@@ -310,7 +454,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             file,
             batch,
             strict,
-        } => import(&cli.server, file, batch.clamp(1, 100_000), strict).await,
+        } => import(&conn, file, batch.clamp(1, 100_000), strict).await,
         Cmd::History {
             entity,
             from_ts,
@@ -321,7 +465,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             include_deleted,
             json,
         } => {
-            let mut c = client(&cli.server).await?;
+            let mut c = client(&conn).await?;
             let mut s = c
                 .history(pb::HistoryRequest {
                     entity,
@@ -374,7 +518,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     .into())
                 }
             };
-            let mut c = client(&cli.server).await?;
+            let mut c = client(&conn).await?;
             let r = c
                 .count(pb::CountRequest {
                     entity,
@@ -408,7 +552,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             seqs,
             reason,
         } => {
-            let mut c = client(&cli.server).await?;
+            let mut c = client(&conn).await?;
             let r = c
                 .delete(pb::DeleteRequest {
                     entity,
@@ -422,7 +566,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Cmd::Restore { entity } => {
-            let mut c = client(&cli.server).await?;
+            let mut c = client(&conn).await?;
             let r = c
                 .restore(pb::RestoreRequest { entity })
                 .await
@@ -438,7 +582,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             tags,
             count,
         } => {
-            let mut c = client(&cli.server).await?;
+            let mut c = client(&conn).await?;
             let mut s = c
                 .tail(pb::TailRequest {
                     from_seq,
@@ -491,7 +635,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             }
         }
         Cmd::Stats => {
-            let mut c = client(&cli.server).await?;
+            let mut c = client(&conn).await?;
             let r = c
                 .stats(pb::StatsRequest {})
                 .await
@@ -545,7 +689,7 @@ fn parse_line(line: &str) -> Result<pb::Event, String> {
 
 /// Appends one import batch; returns (events newly stored, duplicates).
 async fn send_batch(
-    c: &mut EventStoreClient<Channel>,
+    c: &mut Client,
     events: Vec<pb::Event>,
     first_line: usize,
 ) -> Result<(u64, u64), BoxError> {
@@ -558,7 +702,7 @@ async fn send_batch(
     Ok((r.seqs.len() as u64 - dups, dups))
 }
 
-async fn import(server: &str, file: PathBuf, batch: usize, strict: bool) -> Result<(), BoxError> {
+async fn import(conn: &Conn, file: PathBuf, batch: usize, strict: bool) -> Result<(), BoxError> {
     let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = indicatif::ProgressBar::new(size);
@@ -566,7 +710,7 @@ async fn import(server: &str, file: PathBuf, batch: usize, strict: bool) -> Resu
         indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut c = client(server).await?;
+    let mut c = client(conn).await?;
     let started = std::time::Instant::now();
     let (mut sent, mut dups, mut bad) = (0u64, 0u64, 0u64);
     let mut pending: Vec<pb::Event> = Vec::with_capacity(batch);
