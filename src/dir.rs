@@ -119,7 +119,7 @@ mod tests {
         let disk = SimDisk::new();
         let dir = PathBuf::from("/data");
         disk.create_dir_all(&dir).unwrap();
-        (Storage::new(Some(&disk.backend())), disk, dir)
+        (Storage::new(Some(&disk.backend()), None), disk, dir)
     }
 
     #[test]

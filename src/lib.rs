@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod history;
 mod mem_index;
+pub mod observe;
 mod options;
 mod scan;
 mod segment;

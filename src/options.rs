@@ -71,6 +71,8 @@ pub struct Options {
     /// Where files live: `None` is the operating system's file system. Tests put a
     /// [`crate::storage::sim::SimDisk`] here to fail calls or simulate a power loss.
     pub backend: Option<crate::storage::Backend>,
+    /// Told of every fdatasync and group commit (a server's metrics).
+    pub observer: Option<crate::observe::ObserverHook>,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             idempotency_window_events: 0,
             count_events_per_minute_bitmap: 64,
             backend: None,
+            observer: None,
         }
     }
 }

@@ -69,6 +69,11 @@ pub struct Stats {
     pub blocks_decoded: u64,
     /// Group commits written since open (each one write and, with sync=always, one fdatasync).
     pub commits: u64,
+    /// Block lookups by readers since open; `block_reads - blocks_decoded` were cache hits.
+    pub block_reads: u64,
+    /// Records appended since open (tombstones included) and their decompressed bytes.
+    pub appended_events: u64,
+    pub appended_bytes: u64,
 }
 
 /// The block the previous record came from, reused while records stay in it.
@@ -88,6 +93,9 @@ pub(crate) struct Inner {
     pub storage: Storage,
     last_seq: AtomicU64,
     blocks_decoded: AtomicU64,
+    block_reads: AtomicU64,
+    pub appended_events: AtomicU64,
+    pub appended_bytes: AtomicU64,
     pub commits: AtomicU64,
     /// The durable watermark Tail follows; shared with the interval flusher.
     pub durable: Arc<Durable>,
@@ -137,7 +145,7 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let storage = Storage::new(opts.backend.as_ref());
+        let storage = Storage::new(opts.backend.as_ref(), opts.observer.as_ref());
         create_data_dir(&storage, &dir)?;
         let lock = dir::lock(&storage, &dir)?;
         let mut report = OpenReport::default();
@@ -254,6 +262,9 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
+            block_reads: AtomicU64::new(0),
+            appended_events: AtomicU64::new(0),
+            appended_bytes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             durable: Arc::new(Durable::new(next_seq - 1)),
             opts,
@@ -531,6 +542,9 @@ impl Store {
         s.tombstones = view.tombstones.entries().len() as u64;
         s.block_cache_bytes = self.inner.cache.weight();
         s.blocks_decoded = self.inner.blocks_decoded.load(Ordering::Relaxed);
+        s.block_reads = self.inner.block_reads.load(Ordering::Relaxed);
+        s.appended_events = self.inner.appended_events.load(Ordering::Relaxed);
+        s.appended_bytes = self.inner.appended_bytes.load(Ordering::Relaxed);
         s.commits = self.inner.commits.load(Ordering::Relaxed);
         Ok(s)
     }
@@ -768,6 +782,7 @@ impl Inner {
         block: usize,
         load: impl FnOnce() -> Result<DecodedBlock>,
     ) -> Result<Arc<DecodedBlock>> {
+        self.block_reads.fetch_add(1, Ordering::Relaxed);
         self.cache.get_or_load((base_seq, block as u32), || {
             self.blocks_decoded.fetch_add(1, Ordering::Relaxed);
             load()

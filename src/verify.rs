@@ -47,7 +47,7 @@ impl VerifyReport {
 /// Checks every file of the store in `dir`. Errors only when the directory cannot be read
 /// or is locked by a running store; damage is reported in the [`VerifyReport`].
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
-    let storage = Storage::new(None);
+    let storage = Storage::new(None, None);
     let _lock = dir::lock(&storage, dir)?;
     let listing = dir::list(&storage, dir)?;
     let mut r = VerifyReport::default();

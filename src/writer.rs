@@ -561,6 +561,13 @@ impl Inner {
         w.len += w.buf.len() as u64;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.appended_events
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.appended_bytes
+            .fetch_add(raw_total, std::sync::atomic::Ordering::Relaxed);
+        if let Some(o) = self.storage.observer() {
+            o.commit(units.len(), records.len() as u64, w.buf.len() as u64);
+        }
         let last = records[records.len() - 1].seq;
         w.next_seq = last + 1;
         let active_len = w.active.index().record_count();

@@ -17,6 +17,7 @@ pub mod pb {
 use pb::event_store_server::{EventStore, EventStoreServer};
 
 pub mod auth;
+pub mod metrics;
 
 /// PEM files for TLS: the server's certificate chain and key, and, for mutual TLS, the CA
 /// that client certificates must chain to.
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Tokens and rights; [`auth::Auth::open`] allows every call.
     pub auth: auth::Auth,
+    /// Where per-RPC metrics go (the engine's own are wired through its observer at open).
+    pub metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             message_bytes_max: 32 * 1024 * 1024,
             tls: None,
             auth: auth::Auth::open(),
+            metrics: metrics::Metrics::new().expect("metric names are valid and unique"),
         }
     }
 }
@@ -499,6 +503,7 @@ pub async fn serve(
             .map_err(|e| format!("TLS configuration: {e}"))?;
     }
     builder
+        .layer(metrics::MetricsLayer(config.metrics.clone()))
         .layer(auth::AuthLayer(config.auth.clone()))
         .add_service(health)
         .add_service(reflection_v1)

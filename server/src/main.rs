@@ -97,6 +97,9 @@ enum Cmd {
         /// Allow plain TCP on a non-loopback address (traffic and tokens travel unencrypted).
         #[arg(long, env = "ECHOLOG_INSECURE")]
         insecure: bool,
+        /// Serve Prometheus metrics (text format) at http://<addr>/metrics.
+        #[arg(long, env = "ECHOLOG_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
     },
     /// Append one event.
     Append {
@@ -349,6 +352,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             tls_client_ca,
             tokens_file,
             insecure,
+            metrics_listen,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -358,7 +362,12 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
+            let metrics = echolog_server::metrics::Metrics::new()?;
+            let observer = echolog::observe::ObserverHook(std::sync::Arc::new(
+                echolog_server::metrics::EngineObserver(metrics.clone()),
+            ));
             let opts = Options {
+                observer: Some(observer),
                 sync: sync.parse::<SyncPolicy>()?,
                 segment_size_bytes_max: segment_size_bytes,
                 payload_bytes_max,
@@ -403,6 +412,18 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             let store = tokio::task::spawn_blocking(move || Store::open(data_dir, opts)).await??;
             // Tests and scripts read this line to learn the port.
             println!("echolog listening on {addr}");
+            if let Some(m) = &metrics_listen {
+                let l = tokio::net::TcpListener::bind(m)
+                    .await
+                    .map_err(|e| format!("--metrics-listen {m}: {e}"))?;
+                println!("echolog metrics on http://{}/metrics", l.local_addr()?);
+                tokio::spawn(echolog_server::metrics::serve_metrics(
+                    l,
+                    metrics.clone(),
+                    store.clone(),
+                    std::future::pending(),
+                ));
+            }
             std::io::stdout().flush()?;
             tracing::info!(%addr, "serving");
             echolog_server::serve(
@@ -412,6 +433,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     message_bytes_max,
                     tls,
                     auth,
+                    metrics,
                 },
                 echolog_server::shutdown_signal(),
             )

@@ -72,14 +72,16 @@ impl fmt::Debug for Backend {
 #[derive(Clone)]
 pub(crate) struct Storage {
     backend: Arc<dyn StorageBackend>,
+    observer: Option<Arc<dyn crate::observe::Observer>>,
     /// Why the store is read-only, once an I/O failure made it so.
     poisoned: Arc<Mutex<Option<String>>>,
 }
 
 impl Storage {
-    pub fn new(backend: Option<&Backend>) -> Self {
+    pub fn new(backend: Option<&Backend>, observer: Option<&crate::observe::ObserverHook>) -> Self {
         Storage {
             backend: backend.map_or_else(|| Arc::new(OsBackend) as _, |b| b.0.clone()),
+            observer: observer.map(|o| o.0.clone()),
             poisoned: Arc::new(Mutex::new(None)),
         }
     }
@@ -181,8 +183,16 @@ impl Storage {
 
     /// fdatasync; a failure makes the store read-only.
     pub fn sync(&self, f: &dyn FileHandle, path: &Path) -> Result<()> {
-        f.sync_data()
-            .map_err(|e| self.poison(format!("fdatasync of {} failed: {e}", path.display())))
+        let started = std::time::Instant::now();
+        let r = f.sync_data();
+        if let Some(o) = &self.observer {
+            o.fsync(started.elapsed());
+        }
+        r.map_err(|e| self.poison(format!("fdatasync of {} failed: {e}", path.display())))
+    }
+
+    pub fn observer(&self) -> Option<&Arc<dyn crate::observe::Observer>> {
+        self.observer.as_ref()
     }
 
     /// fsync of a directory; a failure makes the store read-only (what it should have made

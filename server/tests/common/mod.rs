@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 pub struct Server {
     pub child: Child,
     pub url: String,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
@@ -29,15 +30,22 @@ impl Server {
             .spawn()
             .expect("spawn echolog serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let addr = line.trim().rsplit(' ').next().unwrap().to_string();
         assert!(line.contains("listening"), "{line}");
         Server {
             child,
             url: format!("http://{addr}"),
+            stdout,
         }
+    }
+
+    /// The next line the server printed on stdout.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
     }
 
     /// SIGTERM, then wait: a graceful shutdown.
