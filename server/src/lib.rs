@@ -17,6 +17,7 @@ pub mod pb {
 use pb::event_store_server::{EventStore, EventStoreServer};
 
 pub mod auth;
+pub mod limits;
 pub mod metrics;
 
 /// PEM files for TLS: the server's certificate chain and key, and, for mutual TLS, the CA
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     pub auth: auth::Auth,
     /// Where per-RPC metrics go (the engine's own are wired through its observer at open).
     pub metrics: std::sync::Arc<metrics::Metrics>,
+    /// What one client can make the server hold.
+    pub limits: limits::Limits,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             tls: None,
             auth: auth::Auth::open(),
             metrics: metrics::Metrics::new().expect("metric names are valid and unique"),
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct Service {
     closing: tokio::sync::watch::Receiver<bool>,
     /// The store's last committed seq, published by one bridge thread for all tails.
     committed: tokio::sync::watch::Receiver<u64>,
+    /// Bytes one History/Tail stream may hold for its reader.
+    stream_bytes_max: usize,
+    slots: limits::EngineSlots,
 }
 
 impl Service {
@@ -95,6 +102,8 @@ impl Service {
             message_bytes_max: config.message_bytes_max,
             closing,
             committed,
+            stream_bytes_max: config.limits.stream_bytes_max,
+            slots: limits::EngineSlots::new(&config.limits),
         }
     }
 
@@ -123,10 +132,15 @@ impl Service {
         f: impl FnOnce(&Store) -> echolog::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Status::internal(format!("engine task failed: {e}")))?
-            .map_err(|e| to_status(&e))
+        let slot = self.slots.acquire().await?;
+        tokio::task::spawn_blocking(move || {
+            let r = f(&store);
+            drop(slot);
+            r
+        })
+        .await
+        .map_err(|e| Status::internal(format!("engine task failed: {e}")))?
+        .map_err(|e| to_status(&e))
     }
 }
 
@@ -154,6 +168,12 @@ pub fn to_pb(e: echolog::StoredEvent) -> pb::Event {
     }
 }
 
+/// About the memory one stored event takes, bytes.
+fn approx_bytes(e: &echolog::StoredEvent) -> usize {
+    let tags: usize = e.event.tags.iter().map(|t| t.len() + 24).sum();
+    e.event.payload.len() + e.event.entity.len() + e.event.kind.len() + tags + 128
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
 
@@ -162,7 +182,7 @@ type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>
 pub const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
 /// Events a history stream reads from the engine at a time.
-const HISTORY_PAGE_EVENTS: u64 = 1000;
+const HISTORY_PAGE_EVENTS: u32 = 1000;
 
 /// Events a tail sends per engine read.
 const TAIL_BATCH_EVENTS: u32 = 1000;
@@ -220,31 +240,40 @@ impl EventStore for Service {
             reverse: r.reverse,
             include_deleted: r.include_deleted,
         };
-        // Pages of HISTORY_PAGE_EVENTS, so a hot entity's history is streamed with bounded
-        // memory. The first page runs before the response, so bad input is the call's status.
-        let page = |q: &HistoryQuery, left: u64| {
-            let mut q = q.clone();
-            q.limit = left.min(HISTORY_PAGE_EVENTS) as u32;
-            q
-        };
+        // Pages of at most HISTORY_PAGE_EVENTS and about `stream_bytes_max` bytes, sent
+        // through a byte-bounded channel: a hot entity's history, or a stalled reader, holds
+        // bounded memory. The first page runs before the response, so bad input is the call's
+        // status.
+        let bytes_max = self.stream_bytes_max;
         let mut left = if q.limit == 0 {
             u64::MAX
         } else {
             u64::from(q.limit)
         };
-        let first_q = page(&q, left);
+        let page = move |q: &HistoryQuery, left: u64, events: u32| {
+            let mut q = q.clone();
+            q.limit = left.min(u64::from(events)) as u32;
+            q
+        };
+        let first_q = page(&q, left, HISTORY_PAGE_EVENTS);
         let first = self.run(move |s| s.history(&first_q)).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(HISTORY_PAGE_EVENTS as usize);
+        let (tx, rx) = limits::bounded(bytes_max);
         let svc = self.clone();
         tokio::spawn(async move {
             let mut events = first;
+            let mut asked = left.min(u64::from(HISTORY_PAGE_EVENTS));
             let mut q = q;
             loop {
-                let full = events.len() as u64 == left.min(HISTORY_PAGE_EVENTS);
+                let full = events.len() as u64 == asked;
                 left -= events.len() as u64;
                 let last = events.last().map(|e| e.seq);
+                let mut bytes = 0usize;
+                let n = events.len();
                 for e in events {
-                    if tx.send(Ok(to_pb(e))).await.is_err() {
+                    let e = to_pb(e);
+                    let len = prost::Message::encoded_len(&e);
+                    bytes += len;
+                    if !tx.send(Ok(e), len).await {
                         return;
                     }
                 }
@@ -252,19 +281,19 @@ impl EventStore for Service {
                     return;
                 };
                 q.after_seq = last;
-                let next_q = page(&q, left);
+                let next = limits::page_events(bytes / n.max(1), bytes_max, HISTORY_PAGE_EVENTS);
+                asked = left.min(u64::from(next));
+                let next_q = page(&q, left, next);
                 events = match svc.run(move |s| s.history(&next_q)).await {
                     Ok(e) => e,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(status), 0).await;
                         return;
                     }
                 };
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(rx)))
     }
 
     async fn count(
@@ -335,26 +364,24 @@ impl EventStore for Service {
         req: Request<pb::TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
         let r = req.into_inner();
-        let (tx, rx) =
-            tokio::sync::mpsc::channel::<Result<pb::Event, Status>>(TAIL_BATCH_EVENTS as usize);
+        let bytes_max = self.stream_bytes_max;
+        let (tx, rx) = limits::bounded(bytes_max);
         let svc = self.clone();
         tokio::spawn(async move {
             let mut next = r.from_seq.max(1);
+            let mut batch_events = TAIL_BATCH_EVENTS;
             loop {
                 if *svc.closing.borrow() {
-                    let _ = tx
-                        .send(Err(Status::unavailable("server is shutting down")))
-                        .await;
+                    let status = Status::unavailable("server is shutting down");
+                    let _ = tx.send(Err(status), 0).await;
                     return;
                 }
                 let from = next;
-                let batch = match svc
-                    .run(move |s| s.read_durable(from, TAIL_BATCH_EVENTS))
-                    .await
-                {
+                let want = batch_events;
+                let batch = match svc.run(move |s| s.read_durable(from, want)).await {
                     Ok(b) => b,
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        let _ = tx.send(Err(e), 0).await;
                         return;
                     }
                 };
@@ -373,21 +400,30 @@ impl EventStore for Service {
                     .await;
                     continue;
                 }
+                // Size the next read by what this one held (matching or not: all of it was in
+                // memory).
+                let n = batch.len();
+                let read_bytes: usize = batch.iter().map(approx_bytes).sum();
                 for e in batch {
                     next = e.seq + 1;
                     let ev = &e.event;
                     let matches = r.entity.as_ref().is_none_or(|x| *x == ev.entity)
                         && r.kind.as_ref().is_none_or(|k| *k == ev.kind)
                         && r.tags.iter().all(|t| ev.tags.contains(t));
-                    if matches && tx.send(Ok(to_pb(e))).await.is_err() {
+                    if !matches {
+                        continue;
+                    }
+                    let e = to_pb(e);
+                    let len = prost::Message::encoded_len(&e);
+                    if !tx.send(Ok(e), len).await {
                         return;
                     }
                 }
+                let avg = read_bytes / n.max(1);
+                batch_events = limits::page_events(avg, bytes_max, TAIL_BATCH_EVENTS);
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(rx)))
     }
 
     async fn stats(
@@ -481,17 +517,16 @@ pub async fn serve(
     let svc = EventStoreServer::new(Service::new(store, &config, closing_rx, committed_rx))
         .max_decoding_message_size(transport_limit)
         .max_encoding_message_size(transport_limit);
-    // Small responses (an append's seqs) must not wait for Nagle's algorithm.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        },
-    );
-    let mut builder = tonic::transport::Server::builder();
+    let lim = &config.limits;
+    let incoming = limits::limited_incoming(listener, lim);
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(lim.streams_per_connection_max)
+        .concurrency_limit_per_connection(lim.streams_per_connection_max as usize)
+        .http2_max_pending_accept_reset_streams(Some(limits::PENDING_RESET_STREAMS_MAX))
+        .timeout(lim.call_timeout)
+        .http2_keepalive_interval(Some(lim.keepalive_interval))
+        .http2_keepalive_timeout(Some(lim.keepalive_timeout))
+        .tcp_keepalive(Some(lim.keepalive_interval));
     if let Some(t) = &config.tls {
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
         let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&t.cert_pem, &t.key_pem));

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use echolog::{Options, Store, SyncPolicy};
+use echolog_server::limits::Limits;
 use echolog_server::pb;
 use echolog_server::pb::event_store_client::EventStoreClient;
 use tonic::transport::Channel;
@@ -100,6 +101,33 @@ enum Cmd {
         /// Serve Prometheus metrics (text format) at http://<addr>/metrics.
         #[arg(long, env = "ECHOLOG_METRICS_LISTEN")]
         metrics_listen: Option<String>,
+        /// Open connections in total; more are closed at accept.
+        #[arg(long, env = "ECHOLOG_CONNECTIONS_MAX", default_value_t = Limits::default().connections_max)]
+        connections_max: usize,
+        /// Concurrent calls (HTTP/2 streams) per connection.
+        #[arg(long, env = "ECHOLOG_STREAMS_PER_CONNECTION_MAX", default_value_t = Limits::default().streams_per_connection_max)]
+        streams_per_connection_max: u32,
+        /// Bytes one History or Tail stream may hold for a slow reader.
+        #[arg(long, env = "ECHOLOG_STREAM_BYTES_MAX", default_value_t = Limits::default().stream_bytes_max)]
+        stream_bytes_max: usize,
+        /// Longest time a call may take to answer, ms (a shorter grpc-timeout is honored).
+        #[arg(long, env = "ECHOLOG_CALL_TIMEOUT_MS", default_value_t = Limits::default().call_timeout.as_millis() as u64)]
+        call_timeout_ms: u64,
+        /// HTTP/2 PING interval, ms.
+        #[arg(long, env = "ECHOLOG_KEEPALIVE_INTERVAL_MS", default_value_t = Limits::default().keepalive_interval.as_millis() as u64)]
+        keepalive_interval_ms: u64,
+        /// How long an unanswered PING keeps the connection, ms.
+        #[arg(long, env = "ECHOLOG_KEEPALIVE_TIMEOUT_MS", default_value_t = Limits::default().keepalive_timeout.as_millis() as u64)]
+        keepalive_timeout_ms: u64,
+        /// Close a connection whose client sends nothing for this long, ms.
+        #[arg(long, env = "ECHOLOG_IDLE_TIMEOUT_MS", default_value_t = Limits::default().idle_timeout.as_millis() as u64)]
+        idle_timeout_ms: u64,
+        /// Engine calls running at once.
+        #[arg(long, env = "ECHOLOG_ENGINE_CALLS_MAX", default_value_t = Limits::default().engine_calls_max)]
+        engine_calls_max: usize,
+        /// How long a call waits for an engine slot before RESOURCE_EXHAUSTED, ms.
+        #[arg(long, env = "ECHOLOG_ENGINE_QUEUE_WAIT_MS", default_value_t = Limits::default().engine_queue_wait.as_millis() as u64)]
+        engine_queue_wait_ms: u64,
     },
     /// Append one event.
     Append {
@@ -203,8 +231,17 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Engine calls are bounded by --engine-calls-max; the blocking pool gets that many threads
+    // and a few more for the store's own blocking work.
+    let blocking_threads = match &cli.cmd {
+        Cmd::Serve {
+            engine_calls_max, ..
+        } => engine_calls_max.max(&1) + 16,
+        _ => 64,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(blocking_threads)
         .build()
     {
         Ok(rt) => rt,
@@ -353,7 +390,29 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             tokens_file,
             insecure,
             metrics_listen,
+            connections_max,
+            streams_per_connection_max,
+            stream_bytes_max,
+            call_timeout_ms,
+            keepalive_interval_ms,
+            keepalive_timeout_ms,
+            idle_timeout_ms,
+            engine_calls_max,
+            engine_queue_wait_ms,
         } => {
+            use std::time::Duration;
+            let ms = Duration::from_millis;
+            let limits = Limits {
+                connections_max: connections_max.max(1),
+                streams_per_connection_max: streams_per_connection_max.max(1),
+                stream_bytes_max: stream_bytes_max.max(1),
+                call_timeout: ms(call_timeout_ms.max(1)),
+                keepalive_interval: ms(keepalive_interval_ms.max(1)),
+                keepalive_timeout: ms(keepalive_timeout_ms.max(1)),
+                idle_timeout: ms(idle_timeout_ms.max(1)),
+                engine_calls_max: engine_calls_max.max(1),
+                engine_queue_wait: ms(engine_queue_wait_ms),
+            };
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_env("ECHOLOG_LOG")
@@ -434,6 +493,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     tls,
                     auth,
                     metrics,
+                    limits,
                 },
                 echolog_server::shutdown_signal(),
             )

@@ -1,0 +1,281 @@
+//! Bounds on what one client can make the server hold: connections, streams per connection,
+//! bytes buffered per History/Tail stream, time per call, idle connections, and engine calls
+//! running at once. Each is a named flag of `echolog serve` with the default below.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tokio_stream::Stream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::Status;
+
+/// Every bound, with its default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections in total; more are closed at accept.
+    pub connections_max: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub streams_per_connection_max: u32,
+    /// Bytes of events one History or Tail stream may hold waiting for a slow reader (the
+    /// HTTP/2 flow-control window comes on top). A stalled reader costs at most this; it
+    /// resumes where it stopped, read again from disk.
+    pub stream_bytes_max: usize,
+    /// Longest time a call may take to answer (the client's `grpc-timeout` is honored when
+    /// shorter).
+    pub call_timeout: Duration,
+    /// HTTP/2 PING interval, and how long an unanswered PING keeps the connection.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// A connection on which the client sends nothing (not even a PING answer) for this long
+    /// is closed.
+    pub idle_timeout: Duration,
+    /// Engine calls running at once (each holds a blocking-pool thread).
+    pub engine_calls_max: usize,
+    /// How long a call waits for an engine slot before it is answered RESOURCE_EXHAUSTED.
+    pub engine_queue_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 1024,
+            streams_per_connection_max: 128,
+            stream_bytes_max: 4 << 20,
+            call_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            engine_calls_max: 64,
+            engine_queue_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Streams reset by the client that HTTP/2 keeps accepting before it closes the connection
+/// (the "rapid reset" flood).
+pub const PENDING_RESET_STREAMS_MAX: usize = 64;
+
+/// A TCP connection holding one of the `connections_max` permits, closed when the client sends
+/// nothing for `idle_timeout`.
+pub struct LimitedIo {
+    inner: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Connected for LimitedIo {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "idle connection closed (--idle-timeout-ms)",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for LimitedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepted connections, each holding a permit; over the limit a connection is closed at once.
+pub fn limited_incoming(
+    listener: tokio::net::TcpListener,
+    limits: &Limits,
+) -> impl Stream<Item = io::Result<LimitedIo>> {
+    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    let idle = limits.idle_timeout;
+    let max = limits.connections_max;
+    tokio_stream::StreamExt::filter_map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        move |s| match s {
+            Err(e) => Some(Err(e)),
+            Ok(s) => match permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    // Small responses (an append's seqs) must not wait for Nagle's algorithm.
+                    let _ = s.set_nodelay(true);
+                    Some(Ok(LimitedIo {
+                        inner: s,
+                        _permit: permit,
+                        idle,
+                        deadline: Box::pin(tokio::time::sleep(idle)),
+                    }))
+                }
+                Err(_) => {
+                    tracing::warn!(limit = max, "connection refused: --connections-max reached");
+                    None
+                }
+            },
+        },
+    )
+}
+
+/// The sending half of a stream bounded in bytes: `send` waits while the reader has
+/// `stream_bytes_max` bytes not yet taken.
+pub struct BoundedSender<T> {
+    tx: tokio::sync::mpsc::Sender<(T, u32)>,
+    budget: Arc<Semaphore>,
+    max: u32,
+}
+
+impl<T> BoundedSender<T> {
+    /// False when the reader has gone.
+    pub async fn send(&self, item: T, bytes: usize) -> bool {
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, self.max);
+        match self.budget.acquire_many(n).await {
+            Ok(p) => p.forget(),
+            Err(_) => return false,
+        }
+        self.tx.send((item, n)).await.is_ok()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// The reading half: gives the bytes back as items are taken.
+pub struct BoundedReceiver<T> {
+    rx: tokio::sync::mpsc::Receiver<(T, u32)>,
+    budget: Arc<Semaphore>,
+}
+
+impl<T> Stream for BoundedReceiver<T> {
+    type Item = T;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some((item, n))) => {
+                self.budget.add_permits(n as usize);
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A stream of at most `bytes_max` bytes in flight (and at most 1024 items).
+pub fn bounded<T>(bytes_max: usize) -> (BoundedSender<T>, BoundedReceiver<T>) {
+    let max = u32::try_from(bytes_max.max(1)).unwrap_or(u32::MAX);
+    let budget = Arc::new(Semaphore::new(max as usize));
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    (
+        BoundedSender {
+            tx,
+            budget: budget.clone(),
+            max,
+        },
+        BoundedReceiver { rx, budget },
+    )
+}
+
+/// Events to read from the engine next so that one page holds about `bytes_max` bytes, given
+/// the average size seen so far.
+pub fn page_events(avg_event_bytes: usize, bytes_max: usize, events_max: u32) -> u32 {
+    let n = bytes_max / avg_event_bytes.max(1);
+    u32::try_from(n).unwrap_or(u32::MAX).clamp(1, events_max)
+}
+
+/// Runs engine calls with at most `engine_calls_max` at once; a call that waits longer than
+/// `engine_queue_wait` for a slot is answered RESOURCE_EXHAUSTED.
+#[derive(Clone)]
+pub struct EngineSlots {
+    slots: Arc<Semaphore>,
+    max: usize,
+    wait: Duration,
+}
+
+impl EngineSlots {
+    pub fn new(limits: &Limits) -> Self {
+        EngineSlots {
+            slots: Arc::new(Semaphore::new(limits.engine_calls_max.max(1))),
+            max: limits.engine_calls_max.max(1),
+            wait: limits.engine_queue_wait,
+        }
+    }
+
+    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Status> {
+        match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(Status::resource_exhausted(format!(
+                "server busy: {} engine calls running and none freed within {} ms \
+                 (--engine-calls-max, --engine-queue-wait-ms)",
+                self.max,
+                self.wait.as_millis()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn a_bounded_stream_holds_at_most_its_bytes() {
+        let (tx, mut rx) = bounded::<u32>(100);
+        for i in 0..3 {
+            assert!(tx.send(i, 30).await);
+        }
+        // 90 bytes in flight: a 30-byte item must wait until the reader takes one.
+        let blocked = tokio::time::timeout(Duration::from_millis(50), tx.send(3, 30)).await;
+        assert!(blocked.is_err(), "over the byte bound, send waits");
+        assert_eq!(rx.next().await, Some(0));
+        assert!(tx.send(4, 30).await);
+        // An item larger than the bound still goes through, alone.
+        let (tx, mut rx) = bounded::<u32>(10);
+        assert!(tx.send(7, 1000).await);
+        assert_eq!(rx.next().await, Some(7));
+    }
+
+    #[test]
+    fn pages_shrink_with_large_events() {
+        assert_eq!(page_events(200, 4 << 20, 1000), 1000);
+        assert_eq!(page_events(1 << 20, 4 << 20, 1000), 4);
+        assert_eq!(page_events(16 << 20, 4 << 20, 1000), 1);
+    }
+}
