@@ -181,8 +181,11 @@ type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>
 /// a little over the limit get a clear RESOURCE_EXHAUSTED from the service.
 pub const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
-/// Events a history stream reads from the engine at a time.
+/// Events a history stream reads from the engine at a time, at most.
 const HISTORY_PAGE_EVENTS: u32 = 1000;
+/// Events of the first page of a History or Tail read; later pages are sized from the events
+/// seen so far to hold about `--stream-bytes-max` bytes (a page is in memory while it is sent).
+const FIRST_PAGE_EVENTS: u32 = 32;
 
 /// Events a tail sends per engine read.
 const TAIL_BATCH_EVENTS: u32 = 1000;
@@ -255,13 +258,13 @@ impl EventStore for Service {
             q.limit = left.min(u64::from(events)) as u32;
             q
         };
-        let first_q = page(&q, left, HISTORY_PAGE_EVENTS);
+        let first_q = page(&q, left, FIRST_PAGE_EVENTS);
         let first = self.run(move |s| s.history(&first_q)).await?;
         let (tx, rx) = limits::bounded(bytes_max);
         let svc = self.clone();
         tokio::spawn(async move {
             let mut events = first;
-            let mut asked = left.min(u64::from(HISTORY_PAGE_EVENTS));
+            let mut asked = left.min(u64::from(FIRST_PAGE_EVENTS));
             let mut q = q;
             loop {
                 let full = events.len() as u64 == asked;
@@ -369,7 +372,7 @@ impl EventStore for Service {
         let svc = self.clone();
         tokio::spawn(async move {
             let mut next = r.from_seq.max(1);
-            let mut batch_events = TAIL_BATCH_EVENTS;
+            let mut batch_events = FIRST_PAGE_EVENTS;
             loop {
                 if *svc.closing.borrow() {
                     let status = Status::unavailable("server is shutting down");
