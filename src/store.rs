@@ -88,6 +88,8 @@ pub(crate) struct Inner {
     /// (the directory lock has to go away when the last handle is dropped).
     pub writer: Arc<Mutex<Writer>>,
     pub queue: Mutex<Queue>,
+    /// Wakes the committer when a batch is queued or the store is closing.
+    pub queue_cv: Condvar,
     pub cache: BlockCache,
     /// Every file operation goes through here; it also holds the read-only state.
     pub storage: Storage,
@@ -108,7 +110,38 @@ pub(crate) struct Inner {
 /// A handle to an open store. Cheap to clone; all clones share one store.
 #[derive(Clone)]
 pub struct Store {
+    // Dropped first: when the last handle goes, the committer is stopped and joined before
+    // `inner` is released, so the directory lock is free the moment the drop returns.
+    _closer: Arc<Closer>,
     pub(crate) inner: Arc<Inner>,
+}
+
+/// Stops and joins the committer thread when the last [`Store`] handle is dropped.
+struct Closer {
+    inner: Arc<Inner>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closing = true;
+        self.inner.queue_cv.notify_all();
+        let handle = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            // The last handle may be dropped by a callback running on the committer itself.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 /// Parameters of a history query.
@@ -260,6 +293,7 @@ impl Store {
             })),
             writer: Arc::new(Mutex::new(writer)),
             queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
             last_seq: AtomicU64::new(next_seq - 1),
             blocks_decoded: AtomicU64::new(0),
             block_reads: AtomicU64::new(0),
@@ -295,8 +329,21 @@ impl Store {
                 d,
             );
         }
+        let committer = {
+            let for_thread = inner.clone();
+            std::thread::Builder::new()
+                .name("echolog-commit".into())
+                .spawn(move || for_thread.run_committer())
+                .map_err(|e| Error::io(&inner.dir, e))?
+        };
         tracing::info!(dir = %inner.dir.display(), last_seq = next_seq - 1, "store open");
-        Ok(Store { inner })
+        Ok(Store {
+            _closer: Arc::new(Closer {
+                inner: inner.clone(),
+                committer: Mutex::new(Some(committer)),
+            }),
+            inner,
+        })
     }
 
     pub fn open_report(&self) -> &OpenReport {
@@ -312,14 +359,56 @@ impl Store {
     }
 
     /// Appends a batch atomically. Every event is validated first; on any error nothing is
-    /// stored and the error names the event index, the field and the limit.
+    /// stored and the error names the event index, the field and the limit. Blocks until the
+    /// batch is committed.
     pub fn append(&self, events: Vec<Event>) -> Result<AppendOutcome> {
-        let opts = &self.inner.opts;
-        if events.is_empty() {
-            return Ok(AppendOutcome {
+        match self.prepare(events)? {
+            None => Ok(AppendOutcome {
                 seqs: Vec::new(),
                 duplicates: 0,
-            });
+            }),
+            Some((events, prepared)) => self.inner.append_queued(events, prepared),
+        }
+    }
+
+    /// Like [`Store::append`], without blocking: validates (and, for a large batch,
+    /// compresses) on the calling thread, queues the batch and returns. `done` is called once
+    /// with the outcome, from the commit thread (or at once, on this thread, for bad input),
+    /// so it must be quick: typically it sends on a channel.
+    pub fn append_with(
+        &self,
+        events: Vec<Event>,
+        done: impl FnOnce(Result<AppendOutcome>) + Send + 'static,
+    ) {
+        match self.prepare(events) {
+            Err(e) => done(Err(e)),
+            Ok(None) => done(Ok(AppendOutcome {
+                seqs: Vec::new(),
+                duplicates: 0,
+            })),
+            Ok(Some((events, prepared))) => self.inner.submit(
+                events,
+                prepared,
+                crate::writer::Done::Callback(Box::new(done)),
+            ),
+        }
+    }
+
+    /// Validates a batch, resolves ts 0 to server time and compresses a large batch into
+    /// blocks. `None` for an empty batch.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<
+        Option<(
+            Vec<Event>,
+            Option<Vec<echolog_format::block::PreparedBlock>>,
+        )>,
+    > {
+        let opts = &self.inner.opts;
+        if events.is_empty() {
+            return Ok(None);
         }
         if events.len() > opts.batch_events_max {
             return Err(Error::TooLarge(format!(
@@ -348,7 +437,7 @@ impl Store {
         // concurrent appenders do that work in parallel instead of inside the commit.
         let prepared = (bytes >= opts.block_raw_bytes_target)
             .then(|| prepare_batch(&events, opts.block_raw_bytes_target, opts.zstd_level));
-        self.inner.append_queued(events, prepared)
+        Ok(Some((events, prepared)))
     }
 
     /// Soft-deletes: with `seqs`, exactly those events; otherwise every event of `entity`

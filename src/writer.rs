@@ -1,8 +1,10 @@
 //! The write path: group commit, block encoding, fsync policy, segment roll-over.
 //!
-//! Appending threads queue their batches; the first one to find no commit running becomes the
-//! leader, takes everything queued, writes it with one `write` and one `fdatasync`, publishes
-//! it to readers and hands each waiter its result. The others wait on a condition variable.
+//! Appenders queue their batches (validated, and large ones already compressed, on their own
+//! thread); one committer thread per store takes everything queued, writes it with one `write`
+//! and one `fdatasync`, publishes it to readers and hands each appender its result: a blocked
+//! thread through its slot, an async caller through a callback, so no thread is parked per
+//! waiting append.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,11 +42,27 @@ pub(crate) const SEGMENT_RECORDS_ROLL: u64 = 1 << 28;
 
 /// One batch queued for the next group commit.
 pub(crate) struct Pending {
-    pub slot: Arc<Slot>,
+    pub done: Done,
     pub events: Vec<Event>,
     /// The batch already encoded into blocks by the appending thread (large batches only),
     /// used unless some of its events turn out to be duplicates.
     pub prepared: Option<Vec<PreparedBlock>>,
+}
+
+/// How an appender learns its result: a blocked thread's slot, or a callback (an async
+/// server awaiting a channel, with no thread parked).
+pub(crate) enum Done {
+    Slot(Arc<Slot>),
+    Callback(Box<dyn FnOnce(Result<AppendOutcome>) + Send>),
+}
+
+impl Done {
+    pub fn complete(self, r: Result<AppendOutcome>) {
+        match self {
+            Done::Slot(s) => s.set(r),
+            Done::Callback(f) => f(r),
+        }
+    }
 }
 
 thread_local! {
@@ -100,38 +118,32 @@ pub(crate) fn prepare_batch(events: &[Event], target: usize, level: i32) -> Vec<
 #[derive(Default)]
 pub(crate) struct Queue {
     pub pending: Vec<Pending>,
-    /// True while some thread is (or has been told to become) the commit leader.
-    pub leader_active: bool,
+    /// Set when the last handle is dropped: the committer commits what is queued and stops.
+    pub closing: bool,
 }
 
-/// Where one waiting appender learns its result, or that it is to lead the next commit.
+/// Where one blocked appender waits for its result.
 #[derive(Default)]
 pub(crate) struct Slot {
-    state: std::sync::Mutex<SlotState>,
+    state: std::sync::Mutex<Option<Result<AppendOutcome>>>,
     cv: std::sync::Condvar,
 }
 
-#[derive(Default)]
-pub(crate) enum SlotState {
-    #[default]
-    Waiting,
-    Lead,
-    Done(Result<AppendOutcome>),
-}
-
 impl Slot {
-    fn set(&self, s: SlotState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    fn set(&self, r: Result<AppendOutcome>) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
         self.cv.notify_one();
     }
 
-    /// Blocks until the slot leaves `Waiting`, and takes what it holds.
-    fn wait(&self) -> SlotState {
+    /// Blocks until the result is there, and takes it.
+    fn wait(&self) -> Result<AppendOutcome> {
         let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while matches!(*g, SlotState::Waiting) {
+        loop {
+            if let Some(r) = g.take() {
+                return r;
+            }
             g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
         }
-        std::mem::take(&mut *g)
     }
 }
 
@@ -199,46 +211,66 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Inner {
-    /// Queues `events` and returns once they are committed (or failed).
+    /// Queues `events` for the committer; `done` gets the outcome once they are committed
+    /// (durable as the sync policy says) or failed.
+    pub(crate) fn submit(
+        &self,
+        events: Vec<Event>,
+        prepared: Option<Vec<PreparedBlock>>,
+        done: Done,
+    ) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closing {
+            drop(q);
+            done.complete(Err(Error::ReadOnly("the store is closing".into())));
+            return;
+        }
+        q.pending.push(Pending {
+            events,
+            prepared,
+            done,
+        });
+        drop(q);
+        self.queue_cv.notify_one();
+    }
+
+    /// Queues `events` and blocks until they are committed (or failed).
     pub(crate) fn append_queued(
         &self,
         events: Vec<Event>,
         prepared: Option<Vec<PreparedBlock>>,
     ) -> Result<AppendOutcome> {
         let slot = Arc::new(Slot::default());
-        let lead_now = {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.pending.push(Pending {
-                events,
-                prepared,
-                slot: slot.clone(),
-            });
-            !std::mem::replace(&mut q.leader_active, true)
-        };
-        if lead_now {
-            self.lead();
-        }
+        self.submit(events, prepared, Done::Slot(slot.clone()));
+        slot.wait()
+    }
+
+    /// The committer thread: takes everything queued, commits it as one group (one write,
+    /// one fdatasync), hands each appender its result, and waits for more. Returns once the
+    /// store is closing and the queue is empty.
+    pub(crate) fn run_committer(&self) {
         loop {
-            match slot.wait() {
-                SlotState::Done(r) => return r,
-                // Handed leadership: our batch is still queued, so leading commits it.
-                SlotState::Lead => self.lead(),
-                SlotState::Waiting => {}
-            }
+            let work = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                while q.pending.is_empty() && !q.closing {
+                    q = self.queue_cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.pending.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            self.commit_and_answer(work);
         }
     }
 
-    /// Commits everything queued, hands each waiter its result, then passes leadership to
-    /// one waiter that queued meanwhile (or gives it up). Only the waiters concerned are
-    /// woken: no thundering herd on every commit.
-    fn lead(&self) {
-        let work = {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::take(&mut q.pending)
-        };
-        let slots: Vec<Arc<Slot>> = work.iter().map(|p| p.slot.clone()).collect();
-        // A panic here would leave every waiter waiting forever: turn it into errors for this
-        // group and refuse writes until restart (the file's state is unknown).
+    fn commit_and_answer(&self, mut work: Vec<Pending>) {
+        let dones: Vec<Done> = work
+            .iter_mut()
+            .map(|p| std::mem::replace(&mut p.done, Done::Callback(Box::new(|_| {}))))
+            .collect();
+        // A panic here would leave every appender waiting forever: turn it into errors for
+        // this group and refuse writes until restart (the file's state is unknown).
         let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.commit_group(work)
         })) {
@@ -247,21 +279,16 @@ impl Inner {
                 let msg =
                     "internal error: the commit leader panicked; writes are refused until restart";
                 self.storage.poison(msg.into());
-                slots
+                dones
                     .iter()
                     .map(|_| Err(Error::ReadOnly(msg.into())))
                     .collect()
             }
         };
         // One result per queued batch, in queue order.
-        debug_assert_eq!(results.len(), slots.len());
-        for (slot, r) in slots.iter().zip(results) {
-            slot.set(SlotState::Done(r));
-        }
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match q.pending.first() {
-            Some(next) => next.slot.set(SlotState::Lead),
-            None => q.leader_active = false,
+        debug_assert_eq!(results.len(), dones.len());
+        for (done, r) in dones.into_iter().zip(results) {
+            done.complete(r);
         }
     }
 
@@ -693,7 +720,7 @@ mod tests {
         let per_batch = 600_000;
         let work: Vec<Pending> = (0..batches)
             .map(|b| Pending {
-                slot: Arc::new(Slot::default()),
+                done: Done::Slot(Arc::new(Slot::default())),
                 events: (0..per_batch).map(|i| tiny(b * per_batch + i)).collect(),
                 prepared: None,
             })

@@ -88,6 +88,8 @@ pub struct Service {
     /// Bytes one History/Tail stream may hold for its reader.
     stream_bytes_max: usize,
     slots: limits::EngineSlots,
+    /// Appends queued or committing at once.
+    appends: limits::EngineSlots,
 }
 
 impl Service {
@@ -104,6 +106,7 @@ impl Service {
             committed,
             stream_bytes_max: config.limits.stream_bytes_max,
             slots: limits::EngineSlots::new(&config.limits),
+            appends: limits::EngineSlots::appends(&config.limits),
         }
     }
 
@@ -120,7 +123,24 @@ impl Service {
             )));
         }
         let events: Vec<echolog::Event> = req.events.into_iter().map(to_engine).collect();
-        let out = self.run(move |s| s.append(events)).await?;
+        // No thread waits for the commit: the engine's committer answers through a channel.
+        // Validation runs here; a batch large enough to be compressed before queueing does
+        // that on the blocking pool, not on an async worker.
+        let _slot = self.appends.acquire().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = move |r| {
+            let _ = tx.send(r);
+        };
+        if len >= self.store.options().block_raw_bytes_target {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.append_with(events, done));
+        } else {
+            self.store.append_with(events, done);
+        }
+        let out = rx
+            .await
+            .map_err(|_| Status::internal("the commit was dropped"))?
+            .map_err(|e| to_status(&e))?;
         Ok(pb::AppendResponse {
             seqs: out.seqs,
             duplicates: out.duplicates,

@@ -41,6 +41,8 @@ pub struct Limits {
     pub engine_calls_max: usize,
     /// How long a call waits for an engine slot before it is answered RESOURCE_EXHAUSTED.
     pub engine_queue_wait: Duration,
+    /// Append requests queued or committing at once (they hold no thread, only their events).
+    pub appends_in_flight_max: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +57,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             engine_calls_max: 64,
             engine_queue_wait: Duration::from_secs(2),
+            appends_in_flight_max: 16_384,
         }
     }
 }
@@ -226,14 +229,33 @@ pub struct EngineSlots {
     slots: Arc<Semaphore>,
     max: usize,
     wait: Duration,
+    flag: &'static str,
 }
 
 impl EngineSlots {
     pub fn new(limits: &Limits) -> Self {
+        EngineSlots::with(
+            limits.engine_calls_max,
+            limits.engine_queue_wait,
+            "--engine-calls-max",
+        )
+    }
+
+    /// Slots for appends in flight.
+    pub fn appends(limits: &Limits) -> Self {
+        EngineSlots::with(
+            limits.appends_in_flight_max,
+            limits.engine_queue_wait,
+            "--appends-in-flight-max",
+        )
+    }
+
+    fn with(max: usize, wait: Duration, flag: &'static str) -> Self {
         EngineSlots {
-            slots: Arc::new(Semaphore::new(limits.engine_calls_max.max(1))),
-            max: limits.engine_calls_max.max(1),
-            wait: limits.engine_queue_wait,
+            slots: Arc::new(Semaphore::new(max.max(1))),
+            max: max.max(1),
+            wait,
+            flag,
         }
     }
 
@@ -241,10 +263,11 @@ impl EngineSlots {
         match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             _ => Err(Status::resource_exhausted(format!(
-                "server busy: {} engine calls running and none freed within {} ms \
-                 (--engine-calls-max, --engine-queue-wait-ms)",
+                "server busy: {} calls running and none freed within {} ms \
+                 ({}, --engine-queue-wait-ms)",
                 self.max,
-                self.wait.as_millis()
+                self.wait.as_millis(),
+                self.flag
             ))),
         }
     }

@@ -128,6 +128,9 @@ enum Cmd {
         /// How long a call waits for an engine slot before RESOURCE_EXHAUSTED, ms.
         #[arg(long, env = "ECHOLOG_ENGINE_QUEUE_WAIT_MS", default_value_t = Limits::default().engine_queue_wait.as_millis() as u64)]
         engine_queue_wait_ms: u64,
+        /// Append requests queued or committing at once.
+        #[arg(long, env = "ECHOLOG_APPENDS_IN_FLIGHT_MAX", default_value_t = Limits::default().appends_in_flight_max)]
+        appends_in_flight_max: usize,
     },
     /// Append one event.
     Append {
@@ -399,6 +402,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             idle_timeout_ms,
             engine_calls_max,
             engine_queue_wait_ms,
+            appends_in_flight_max,
         } => {
             use std::time::Duration;
             let ms = Duration::from_millis;
@@ -412,6 +416,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 idle_timeout: ms(idle_timeout_ms.max(1)),
                 engine_calls_max: engine_calls_max.max(1),
                 engine_queue_wait: ms(engine_queue_wait_ms),
+                appends_in_flight_max: appends_in_flight_max.max(1),
             };
             tracing_subscriber::fmt()
                 .with_env_filter(
