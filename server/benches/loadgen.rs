@@ -3,9 +3,12 @@
 //! ceiling), drives the same load against both over 127.0.0.1, and prints events/s, latency
 //! percentiles and the ratio. Bounded in time and count; talks only to 127.0.0.1.
 //!
-//! cargo bench -p echolog-server --bench loadgen -- [single|batch] [clients] [seconds] [batch_size]
+//! cargo bench -p echolog-server --bench loadgen -- [single|batch|pipelined] [clients] [seconds] [batch_size] [in_flight]
 //! Defaults: single 64 5 1 (single-event appends from 64 clients for 5 s);
-//! `batch 4 5 1000` drives batches of 1000 from 4 clients.
+//! `batch 4 5 1000` drives batches of 1000 from 4 clients; `pipelined 64 5 1 125` keeps 125
+//! single-event appends in flight on each of 64 connections (8,000 in flight).
+//! Also prints the process's CPU time per event (client and server share the process, for the
+//! no-op baseline as for echolog, so the difference is the server's own cost).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -100,45 +103,62 @@ struct Outcome {
     lat_us: Vec<u64>,
 }
 
-async fn drive(url: String, clients: usize, seconds: u64, batch: u64) -> Outcome {
-    let mut tasks = Vec::new();
+/// CPU time of this process so far, seconds (utime + stime from /proc, 100 ticks a second).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn drive(url: String, clients: usize, seconds: u64, batch: u64, in_flight: usize) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs(seconds) + Duration::from_millis(200);
     let start = Instant::now() + Duration::from_millis(200);
-    for c in 0..clients {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            // One connection per client, as separate producers would have.
-            let mut client = EventStoreClient::connect(url)
-                .await
-                .expect("connect")
-                .max_encoding_message_size(64 << 20);
-            let mut lat = Vec::new();
-            let mut n = 0u64;
-            // Requests are built before the clock starts, so the generator measures the server
-            // rather than its own formatting; they cycle (no ids, so nothing is deduplicated).
-            let base = c as u64 * 1_000_000_000;
-            let pool: Vec<AppendRequest> = (0..16u64)
-                .map(|k| AppendRequest {
-                    events: (base + k * batch..base + (k + 1) * batch)
-                        .map(event)
-                        .collect(),
-                })
-                .collect();
-            tokio::time::sleep_until(start.into()).await;
-            // Bounded: stops at the deadline or after 10M events per client.
-            while Instant::now() < deadline && n < 10_000_000 {
-                let req = pool[(n / batch) as usize % pool.len()].clone();
-                let t = Instant::now();
-                client.append(req).await.expect("append");
-                lat.push(t.elapsed().as_micros() as u64);
-                n += batch;
-            }
-            (n, lat)
-        }));
+    // One connection per client, as separate producers would have; `in_flight` request loops
+    // share each.
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        let ch = EventStoreClient::connect(url.clone())
+            .await
+            .expect("connect")
+            .max_encoding_message_size(64 << 20);
+        conns.push(ch);
+    }
+    let mut handles = Vec::new();
+    for (k, ch) in conns.iter().enumerate() {
+        for j in 0..in_flight {
+            let c = k * in_flight + j;
+            let mut client = ch.clone();
+            handles.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut n = 0u64;
+                // Requests are built before the clock starts, so the generator measures the server
+                // rather than its own formatting; they cycle (no ids, so nothing is deduplicated).
+                let base = c as u64 * 1_000_000_000;
+                let pool: Vec<AppendRequest> = (0..16u64)
+                    .map(|k| AppendRequest {
+                        events: (base + k * batch..base + (k + 1) * batch)
+                            .map(event)
+                            .collect(),
+                    })
+                    .collect();
+                tokio::time::sleep_until(start.into()).await;
+                // Bounded: stops at the deadline or after 10M events per client.
+                while Instant::now() < deadline && n < 10_000_000 {
+                    let req = pool[(n / batch) as usize % pool.len()].clone();
+                    let t = Instant::now();
+                    client.append(req).await.expect("append");
+                    lat.push(t.elapsed().as_micros() as u64);
+                    n += batch;
+                }
+                (n, lat)
+            }));
+        }
     }
     let mut events = 0;
     let mut lat_us = Vec::new();
-    for t in tasks {
+    for t in handles {
         let (n, l) = t.await.expect("client task");
         events += n;
         lat_us.extend(l);
@@ -190,6 +210,11 @@ fn main() {
         .get(3)
         .and_then(|a| a.parse().ok())
         .unwrap_or(if mode == "batch" { 1000 } else { 1 });
+    let in_flight: usize = args
+        .get(4)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if mode == "pipelined" { 125 } else { 1 })
+        .clamp(1, 1000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -228,12 +253,23 @@ fn main() {
                     },
                 )),
         );
-        println!("load: {mode}, {clients} clients, {batch} events per request, {seconds} s each");
-        let noop = drive(noop_url, clients, seconds, batch).await;
+        println!(
+            "load: {mode}, {clients} connections x {in_flight} in flight, {batch} events per request, {seconds} s each"
+        );
+        let cpu0 = cpu_seconds();
+        let noop = drive(noop_url, clients, seconds, batch, in_flight).await;
+        let cpu1 = cpu_seconds();
         let base = report("no-op tonic server (baseline)", &noop);
-        let real = drive(echolog_url, clients, seconds, batch).await;
+        let real = drive(echolog_url, clients, seconds, batch, in_flight).await;
+        let cpu2 = cpu_seconds();
         let rate = report("echolog, sync=always", &real);
         println!("ratio echolog / no-op: {:.2}x", rate / base);
+        let per = |cpu: f64, n: u64| cpu * 1e6 / n.max(1) as f64;
+        println!(
+            "process CPU per event (client + server): no-op {:.1} us, echolog {:.1} us",
+            per(cpu1 - cpu0, noop.events),
+            per(cpu2 - cpu1, real.events)
+        );
         let st = store.stats().expect("stats");
         println!(
             "echolog group commits: {} ({:.1} events per commit)",
