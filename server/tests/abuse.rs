@@ -279,3 +279,51 @@ async fn a_saturated_engine_answers_resource_exhausted_instead_of_queueing_witho
     );
     srv.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_honored_from_the_client_and_the_server_maximum() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start_with(d.path(), &["--call-timeout-ms", "20000"]);
+    let mut c = EventStoreClient::new(channel(&srv.url).await);
+    for b in 0..40 {
+        let events = (0..1000).map(|i| event(b * 1000 + i, 50)).collect();
+        c.append(AppendRequest { events }).await.unwrap();
+    }
+    // The client's grpc-timeout, far shorter than a count over 40k events takes.
+    let mut req = tonic::Request::new(pb::CountRequest {
+        bucket: pb::Bucket::Minute as i32,
+        ..Default::default()
+    });
+    req.set_timeout(Duration::from_micros(1));
+    let e = c.count(req).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{e:?}"
+    );
+    c.count(pb::CountRequest::default()).await.unwrap();
+    srv.stop();
+    // The server's own maximum.
+    let srv = Server::start_with(d.path(), &["--call-timeout-ms", "1"]);
+    let mut c = EventStoreClient::new(channel(&srv.url).await);
+    let mut expired = 0;
+    for _ in 0..5 {
+        let r = c
+            .count(pb::CountRequest {
+                bucket: pb::Bucket::Minute as i32,
+                ..Default::default()
+            })
+            .await;
+        if let Err(e) = r {
+            assert!(
+                matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded),
+                "{e:?}"
+            );
+            expired += 1;
+        }
+    }
+    assert!(
+        expired > 0,
+        "a 1 ms server maximum cuts counts over 40k events"
+    );
+    srv.stop();
+}
