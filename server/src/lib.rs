@@ -87,6 +87,8 @@ pub struct Service {
     committed: tokio::sync::watch::Receiver<u64>,
     /// Bytes one History/Tail stream may hold for its reader.
     stream_bytes_max: usize,
+    /// Bytes of one History/Tail message.
+    batch_bytes_max: usize,
     slots: limits::EngineSlots,
     /// Appends queued or committing at once.
     appends: limits::EngineSlots,
@@ -105,6 +107,7 @@ impl Service {
             closing,
             committed,
             stream_bytes_max: config.limits.stream_bytes_max,
+            batch_bytes_max: BATCH_BYTES_MAX.min(config.message_bytes_max / 2).max(1),
             slots: limits::EngineSlots::new(&config.limits),
             appends: limits::EngineSlots::appends(&config.limits),
         }
@@ -188,13 +191,60 @@ pub fn to_pb(e: echolog::StoredEvent) -> pb::Event {
     }
 }
 
+/// Events in one History/Tail message, at most.
+pub const BATCH_EVENTS_MAX: usize = 4096;
+/// Bytes of one History/Tail message, at most (an event larger than that goes alone).
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Fills `EventBatch` messages up to a byte and a count bound.
+struct Batcher {
+    events: Vec<pb::Event>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl Batcher {
+    fn new(bytes_max: usize) -> Self {
+        Batcher {
+            events: Vec::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    /// Adds `e`; returns a full batch (and its size) when `e` did not fit in the open one.
+    fn push(&mut self, e: pb::Event) -> Option<(pb::EventBatch, usize)> {
+        // Field tag and length prefix of each repeated entry: a few bytes.
+        let len = prost::Message::encoded_len(&e) + 6;
+        let full = !self.events.is_empty()
+            && (self.bytes + len > self.bytes_max || self.events.len() >= BATCH_EVENTS_MAX);
+        let out = full.then(|| self.take());
+        self.bytes += len;
+        self.events.push(e);
+        out.flatten()
+    }
+
+    fn take(&mut self) -> Option<(pb::EventBatch, usize)> {
+        if self.events.is_empty() {
+            return None;
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        let events = std::mem::take(&mut self.events);
+        Some((pb::EventBatch { events }, bytes))
+    }
+
+    fn finish(mut self) -> Option<(pb::EventBatch, usize)> {
+        self.take()
+    }
+}
+
 /// About the memory one stored event takes, bytes.
 fn approx_bytes(e: &echolog::StoredEvent) -> usize {
     let tags: usize = e.event.tags.iter().map(|t| t.len() + 24).sum();
     e.event.payload.len() + e.event.entity.len() + e.event.kind.len() + tags + 128
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
 type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
 
 /// The transport accepts messages up to this many times `message_bytes_max`, so that requests
@@ -247,7 +297,7 @@ impl EventStore for Service {
         )))
     }
 
-    type HistoryStream = EventStream;
+    type HistoryStream = BatchStream;
 
     async fn history(
         &self,
@@ -290,13 +340,20 @@ impl EventStore for Service {
                 let full = events.len() as u64 == asked;
                 left -= events.len() as u64;
                 let last = events.last().map(|e| e.seq);
-                let mut bytes = 0usize;
                 let n = events.len();
+                let mut bytes = 0usize;
+                let mut batch = Batcher::new(svc.batch_bytes_max);
                 for e in events {
                     let e = to_pb(e);
-                    let len = prost::Message::encoded_len(&e);
-                    bytes += len;
-                    if !tx.send(Ok(e), len).await {
+                    bytes += prost::Message::encoded_len(&e);
+                    if let Some((full, len)) = batch.push(e) {
+                        if !tx.send(Ok(full), len).await {
+                            return;
+                        }
+                    }
+                }
+                if let Some((rest, len)) = batch.finish() {
+                    if !tx.send(Ok(rest), len).await {
                         return;
                     }
                 }
@@ -380,7 +437,7 @@ impl EventStore for Service {
         Ok(Response::new(pb::RestoreResponse { seq }))
     }
 
-    type TailStream = EventStream;
+    type TailStream = BatchStream;
 
     async fn tail(
         &self,
@@ -427,6 +484,7 @@ impl EventStore for Service {
                 // memory).
                 let n = batch.len();
                 let read_bytes: usize = batch.iter().map(approx_bytes).sum();
+                let mut out = Batcher::new(svc.batch_bytes_max);
                 for e in batch {
                     next = e.seq + 1;
                     let ev = &e.event;
@@ -436,9 +494,15 @@ impl EventStore for Service {
                     if !matches {
                         continue;
                     }
-                    let e = to_pb(e);
-                    let len = prost::Message::encoded_len(&e);
-                    if !tx.send(Ok(e), len).await {
+                    if let Some((full, len)) = out.push(to_pb(e)) {
+                        if !tx.send(Ok(full), len).await {
+                            return;
+                        }
+                    }
+                }
+                // What is committed goes out now, batch full or not.
+                if let Some((rest, len)) = out.finish() {
+                    if !tx.send(Ok(rest), len).await {
                         return;
                     }
                 }

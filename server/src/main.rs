@@ -576,11 +576,13 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     "seq", "ts", "entity", "kind"
                 )?;
             }
-            while let Some(e) = s.message().await.map_err(status_err)? {
-                if json {
-                    writeln!(out, "{}", event_json(&e))?;
-                } else {
-                    print_event_row(&mut out, &e)?;
+            while let Some(b) = s.message().await.map_err(status_err)? {
+                for e in &b.events {
+                    if json {
+                        writeln!(out, "{}", event_json(e))?;
+                    } else {
+                        print_event_row(&mut out, e)?;
+                    }
                 }
             }
             Ok(())
@@ -683,11 +685,13 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .map_err(status_err)?
                 .into_inner();
             let mut n = 0;
-            while let Some(e) = s.message().await.map_err(status_err)? {
-                println!("{}", event_json(&e));
-                n += 1;
-                if count != 0 && n >= count {
-                    break;
+            'batches: while let Some(b) = s.message().await.map_err(status_err)? {
+                for e in &b.events {
+                    println!("{}", event_json(e));
+                    n += 1;
+                    if count != 0 && n >= count {
+                        break 'batches;
+                    }
                 }
             }
             Ok(())

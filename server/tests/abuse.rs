@@ -183,9 +183,9 @@ async fn floods_and_stalled_readers_hold_their_bounds_while_a_producer_appends()
     // stalled streams go first: unread, they hold their connection's HTTP/2 window.)
     let (_, r) = stalled.pop().unwrap();
     drop(stalled);
-    let mut s = r.into_inner();
+    let mut s = common::Events::new(r.into_inner());
     for want in 1..=1000u64 {
-        let e = s.message().await.unwrap().unwrap();
+        let e = s.next().await.unwrap().unwrap();
         assert_eq!(e.seq, want);
     }
     srv.stop();

@@ -23,12 +23,8 @@ fn ev(entity: &str, kind: &str, ts: i64, tags: &[&str], id: &str) -> pb::Event {
     }
 }
 
-async fn collect(mut s: tonic::Streaming<pb::Event>) -> Vec<pb::Event> {
-    let mut v = Vec::new();
-    while let Some(e) = s.message().await.unwrap() {
-        v.push(e);
-    }
-    v
+async fn collect(s: tonic::Streaming<pb::EventBatch>) -> Vec<pb::Event> {
+    common::Events::new(s).collect().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,22 +233,27 @@ async fn every_rpc_works_through_a_real_server_and_data_survives_restart() {
     assert_eq!(e.code(), Code::InvalidArgument);
 
     // Tail from a seq includes it, then follows new commits.
-    let mut tail = c
-        .tail(TailRequest {
+    let mut tail = common::Events::new(
+        c.tail(TailRequest {
             from_seq: 7,
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner();
-    assert_eq!(tail.message().await.unwrap().unwrap().seq, 7);
-    assert_eq!(tail.message().await.unwrap().unwrap().seq, 8);
+        .into_inner(),
+    );
+    assert_eq!(tail.next().await.unwrap().unwrap().seq, 7);
+    assert_eq!(tail.next().await.unwrap().unwrap().seq, 8);
     c.append(AppendRequest {
         events: vec![ev("p:9", "late", 1, &[], "")],
     })
     .await
     .unwrap();
-    assert_eq!(tail.message().await.unwrap().unwrap().seq, 9);
+    assert_eq!(
+        tail.next().await.unwrap().unwrap().seq,
+        9,
+        "a live tail sends at once"
+    );
 
     let s = c.stats(StatsRequest {}).await.unwrap().into_inner();
     assert_eq!((s.events, s.last_seq), (9, 9));
@@ -531,13 +532,13 @@ async fn graceful_shutdown_ends_open_tails() {
     })
     .await
     .unwrap();
-    let mut tail = c.tail(TailRequest::default()).await.unwrap().into_inner();
-    assert_eq!(tail.message().await.unwrap().unwrap().seq, 1);
+    let mut tail = common::Events::new(c.tail(TailRequest::default()).await.unwrap().into_inner());
+    assert_eq!(tail.next().await.unwrap().unwrap().seq, 1);
     // The tail stays open; SIGTERM must still stop the server cleanly.
     let stopper = std::thread::spawn(move || srv.stop());
     let end = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
-            match tail.message().await {
+            match tail.next().await {
                 Ok(Some(_)) => continue,
                 other => return other.map(|_| ()),
             }
@@ -563,7 +564,7 @@ async fn long_histories_stream_in_pages_in_both_directions() {
             .collect();
         c.append(AppendRequest { events }).await.unwrap();
     }
-    let all = collect(
+    let mut s = common::Events::new(
         c.history(HistoryRequest {
             entity: "big".into(),
             ..Default::default()
@@ -571,12 +572,17 @@ async fn long_histories_stream_in_pages_in_both_directions() {
         .await
         .unwrap()
         .into_inner(),
-    )
-    .await;
+    );
+    let mut all = Vec::new();
+    while let Some(e) = s.next().await.unwrap() {
+        all.push(e);
+    }
     assert_eq!(
         all.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=2500).collect::<Vec<u64>>()
     );
+    // Events come many to a message (bounded by bytes and count), not one message each.
+    assert!(s.batches < 30, "2500 events in {} messages", s.batches);
     let rev = collect(
         c.history(HistoryRequest {
             entity: "big".into(),

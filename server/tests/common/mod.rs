@@ -88,3 +88,42 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Events of a History or Tail stream one at a time, whatever batches they came in.
+pub struct Events {
+    stream: tonic::Streaming<echolog_server::pb::EventBatch>,
+    buf: std::collections::VecDeque<echolog_server::pb::Event>,
+    pub batches: usize,
+}
+
+impl Events {
+    pub fn new(stream: tonic::Streaming<echolog_server::pb::EventBatch>) -> Events {
+        Events {
+            stream,
+            buf: Default::default(),
+            batches: 0,
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<echolog_server::pb::Event>, tonic::Status> {
+        while self.buf.is_empty() {
+            match self.stream.message().await? {
+                Some(b) => {
+                    assert!(!b.events.is_empty(), "a batch is never empty");
+                    self.batches += 1;
+                    self.buf.extend(b.events);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.buf.pop_front())
+    }
+
+    pub async fn collect(mut self) -> Vec<echolog_server::pb::Event> {
+        let mut v = Vec::new();
+        while let Some(e) = self.next().await.unwrap() {
+            v.push(e);
+        }
+        v
+    }
+}
