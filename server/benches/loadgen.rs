@@ -46,7 +46,7 @@ impl EventStore for Noop {
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         Err(Status::unimplemented("no-op"))
     }
-    type HistoryStream = S<pb::Event>;
+    type HistoryStream = S<pb::EventBatch>;
     async fn history(
         &self,
         _: Request<pb::HistoryRequest>,
@@ -71,7 +71,7 @@ impl EventStore for Noop {
     ) -> Result<Response<pb::RestoreResponse>, Status> {
         Err(Status::unimplemented("no-op"))
     }
-    type TailStream = S<pb::Event>;
+    type TailStream = S<pb::EventBatch>;
     async fn tail(
         &self,
         _: Request<pb::TailRequest>,
