@@ -293,6 +293,23 @@ fn append(s: &Store, m: &mut Model, batch: Vec<Event>) -> Result<(), TestCaseErr
     Ok(())
 }
 
+/// `n` incompressible events of 300 bytes, with ids `<prefix>-<n>` when a prefix is given.
+fn big_batch(m: &mut Model, n: u8, id_prefix: Option<&str>) -> Vec<Event> {
+    (0..n)
+        .map(|_| {
+            m.counter += 1;
+            Event {
+                entity: ENTITIES[m.counter as usize % 3].into(),
+                kind: "big".into(),
+                ts: 1_000 + m.counter as i64,
+                tags: vec![],
+                payload: payload(m.counter, 300),
+                id: id_prefix.map(|p| format!("{p}-{}", m.counter)),
+            }
+        })
+        .collect()
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let (disk, dir, base) = sim_store_opts();
     let o = opts(&base);
@@ -318,19 +335,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 append(&s, &mut m, batch)?;
             }
             Op::Big(n) => {
-                let batch = (0..n)
-                    .map(|_| {
-                        m.counter += 1;
-                        Event {
-                            entity: ENTITIES[m.counter as usize % 3].into(),
-                            kind: "big".into(),
-                            ts: 1_000 + m.counter as i64,
-                            tags: vec![],
-                            payload: payload(m.counter, 300),
-                            id: None,
-                        }
-                    })
-                    .collect();
+                let batch = big_batch(&mut m, n, None);
                 append(&s, &mut m, batch)?;
             }
             Op::Delete(e) => {
@@ -385,19 +390,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         failed(&mut m, &e, vec![])?;
                     }
                 } else {
-                    let batch = (0..6)
-                        .map(|_| {
-                            m.counter += 1;
-                            Event {
-                                entity: ENTITIES[m.counter as usize % 3].into(),
-                                kind: "big".into(),
-                                ts: 1_000 + m.counter as i64,
-                                tags: vec![],
-                                payload: payload(m.counter, 300),
-                                id: Some(format!("p-{}", m.counter)),
-                            }
-                        })
-                        .collect();
+                    let batch = big_batch(&mut m, 6, Some("p"));
                     append(&s, &mut m, batch)?;
                 }
                 drop(s);
