@@ -11,7 +11,11 @@ pub const SEGMENT_EXT: &str = "seg";
 pub const INDEX_EXT: &str = "idx";
 pub const TEMP_EXT: &str = "tmp";
 /// Files the store writes besides segments and indexes.
-pub const STATE_FILES: &[&str] = &[LOCK_FILE, crate::tombstones::TOMBSTONES_FILE];
+pub const STATE_FILES: &[&str] = &[
+    LOCK_FILE,
+    crate::tombstones::TOMBSTONES_FILE,
+    crate::cursors::CURSORS_FILE,
+];
 
 pub fn segment_name(base_seq: u64) -> String {
     format!("{base_seq:020}.{SEGMENT_EXT}")

@@ -6,6 +6,7 @@
 
 mod block_cache;
 pub mod count;
+mod cursors;
 mod dir;
 mod error;
 mod event;
@@ -22,6 +23,7 @@ mod verify;
 mod writer;
 
 pub use count::{Bucket, BucketCount, CountQuery, CountResult};
+pub use cursors::CURSORS_FILE;
 pub use echolog_format::FormatError;
 pub use error::{Error, Result};
 pub use event::{Event, StoredEvent, RESERVED_KIND_PREFIX};

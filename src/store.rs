@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     pub commits: AtomicU64,
     /// The durable watermark Tail follows; shared with the interval flusher.
     pub durable: Arc<Durable>,
+    /// Consumer cursors (their own file; commits are serialised by this lock).
+    cursors: Mutex<crate::cursors::Cursors>,
     open_report: OpenReport,
     /// Deleted ordinals per sealed segment (by base seq), with the tombstone generation they
     /// were computed for.
@@ -279,6 +281,7 @@ impl Store {
             scan.index,
         ));
         let writer = Writer::new(file, active.clone(), len, next_seq, opts.zstd_level)?;
+        let cursors = crate::cursors::Cursors::load(&storage, &dir)?;
         let active_len = active.index().record_count();
         let inner = Arc::new(Inner {
             cache: BlockCache::new(opts.block_cache_bytes_max),
@@ -301,6 +304,7 @@ impl Store {
             appended_bytes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             durable: Arc::new(Durable::new(next_seq - 1)),
+            cursors: Mutex::new(cursors),
             opts,
             open_report: OpenReport::default(),
             deleted_cache: Mutex::new(Default::default()),
@@ -557,6 +561,37 @@ impl Store {
         let room = u32::try_from(end - from_seq.max(1) + 1).unwrap_or(u32::MAX);
         let limit = if limit == 0 { room } else { limit.min(room) };
         self.read(from_seq, limit)
+    }
+
+    /// Commits consumer cursor `name` at `seq` (the seq to resume from, inclusive): durable
+    /// once this returns, like an acknowledged append. `seq` may be anything up to
+    /// `last_seq + 1`, and may move backwards (to replay).
+    pub fn commit_cursor(&self, name: &str, seq: u64) -> Result<()> {
+        crate::cursors::check_name(name)?;
+        let limit = self.last_seq() + 1;
+        if seq > limit {
+            return Err(Error::invalid(format!(
+                "seq: a cursor may be at most last_seq + 1 = {limit}, got {seq}"
+            )));
+        }
+        if let Some(msg) = self.inner.poisoned() {
+            return Err(Error::ReadOnly(msg));
+        }
+        let mut c = self.inner.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        c.commit(&self.inner.storage, name, seq)
+    }
+
+    /// The seq committed for cursor `name`, if any.
+    pub fn cursor(&self, name: &str) -> Result<Option<u64>> {
+        crate::cursors::check_name(name)?;
+        let c = self.inner.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(name)
+    }
+
+    /// Every cursor, by name.
+    pub fn cursors(&self) -> Result<Vec<(String, u64)>> {
+        let c = self.inner.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        c.list()
     }
 
     /// True once an I/O failure has made the store read-only.

@@ -84,6 +84,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         }
     }
     verify_tombstones(&storage, dir, &mut r);
+    verify_cursors(&storage, dir, &mut r);
     Ok(r)
 }
 
@@ -172,6 +173,20 @@ fn verify_tombstones(storage: &Storage, dir: &Path, r: &mut VerifyReport) {
         Ok(bytes) => {
             r.bytes_checked += bytes.len() as u64;
             if let Err(e) = decode_tombstones(&bytes) {
+                problem(r, &path, 0, e.to_string());
+            }
+        }
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => problem(r, &path, 0, e.to_string()),
+    }
+}
+
+fn verify_cursors(storage: &Storage, dir: &Path, r: &mut VerifyReport) {
+    let path = dir.join(crate::cursors::CURSORS_FILE);
+    match storage.read_all(&path) {
+        Ok(bytes) => {
+            r.bytes_checked += bytes.len() as u64;
+            if let Err(e) = echolog_format::cursors_file::decode_cursors(&bytes) {
                 problem(r, &path, 0, e.to_string());
             }
         }

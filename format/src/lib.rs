@@ -9,6 +9,7 @@
 
 pub mod block;
 pub mod cursor;
+pub mod cursors_file;
 pub mod error;
 pub mod index;
 pub mod limits;

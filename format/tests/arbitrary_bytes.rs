@@ -5,6 +5,7 @@
 use echolog_format::block::{
     decode_block, decompress_body, record_offsets, BlockHeader, CODEC_ZSTD,
 };
+use echolog_format::cursors_file::decode_cursors;
 use echolog_format::index::{decode_block_table, DictView, IdsView, IndexHeader, IndexView};
 use echolog_format::segment_header::SegmentHeader;
 use echolog_format::tombstone_file::decode_tombstones;
@@ -34,6 +35,7 @@ proptest! {
         let ih = IndexHeader { base_seq: 1, record_count: count, block_count: (bytes.len() / 32) as u32, segment_len: 1 << 20, min_ts: 0, max_ts: 0 };
         let _ = decode_block_table(&bytes, &ih);
         let _ = decode_tombstones(&bytes);
+        let _ = decode_cursors(&bytes);
     }
 }
 

@@ -78,6 +78,24 @@ impl EventStore for Noop {
     ) -> Result<Response<Self::TailStream>, Status> {
         Err(Status::unimplemented("no-op"))
     }
+    async fn commit_cursor(
+        &self,
+        _: Request<pb::CommitCursorRequest>,
+    ) -> Result<Response<pb::CommitCursorResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    async fn get_cursor(
+        &self,
+        _: Request<pb::GetCursorRequest>,
+    ) -> Result<Response<pb::GetCursorResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
+    async fn list_cursors(
+        &self,
+        _: Request<pb::ListCursorsRequest>,
+    ) -> Result<Response<pb::ListCursorsResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
     async fn stats(
         &self,
         _: Request<pb::StatsRequest>,

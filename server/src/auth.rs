@@ -331,6 +331,9 @@ mod tests {
             ("Stats", Some(Right::Read)),
             ("Delete", Some(Right::Admin)),
             ("Restore", Some(Right::Admin)),
+            ("CommitCursor", Some(Right::Write)),
+            ("GetCursor", Some(Right::Read)),
+            ("ListCursors", Some(Right::Read)),
         ] {
             assert_eq!(
                 needed_right(&format!("/echolog.v1.EventStore/{m}")),

@@ -513,6 +513,40 @@ impl EventStore for Service {
         Ok(Response::new(Box::pin(rx)))
     }
 
+    async fn commit_cursor(
+        &self,
+        req: Request<pb::CommitCursorRequest>,
+    ) -> Result<Response<pb::CommitCursorResponse>, Status> {
+        let r = req.into_inner();
+        self.run(move |s| s.commit_cursor(&r.name, r.seq)).await?;
+        Ok(Response::new(pb::CommitCursorResponse {}))
+    }
+
+    async fn get_cursor(
+        &self,
+        req: Request<pb::GetCursorRequest>,
+    ) -> Result<Response<pb::GetCursorResponse>, Status> {
+        let r = req.into_inner();
+        let c = self.run(move |s| s.cursor(&r.name)).await?;
+        Ok(Response::new(pb::GetCursorResponse {
+            seq: c.unwrap_or(0),
+            found: c.is_some(),
+        }))
+    }
+
+    async fn list_cursors(
+        &self,
+        _req: Request<pb::ListCursorsRequest>,
+    ) -> Result<Response<pb::ListCursorsResponse>, Status> {
+        let list = self.run(|s| s.cursors()).await?;
+        Ok(Response::new(pb::ListCursorsResponse {
+            cursors: list
+                .into_iter()
+                .map(|(name, seq)| pb::Cursor { name, seq })
+                .collect(),
+        }))
+    }
+
     async fn stats(
         &self,
         _req: Request<pb::StatsRequest>,

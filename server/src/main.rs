@@ -41,6 +41,16 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(Subcommand)]
+enum CursorCmd {
+    /// Print the seq a cursor resumes from.
+    Get { name: String },
+    /// Commit a cursor at a seq (at most last_seq + 1; may move back to replay).
+    Set { name: String, seq: u64 },
+    /// Every cursor: name, tab, seq.
+    List,
+}
+
 /// How client subcommands reach the server.
 #[derive(Clone)]
 struct Conn {
@@ -223,9 +233,18 @@ enum Cmd {
         /// Stop after this many events (0: follow forever).
         #[arg(long, default_value_t = 0)]
         count: u64,
+        /// Resume from this consumer cursor (or --from-seq when it does not exist yet), and
+        /// commit it after each batch printed: at-least-once delivery.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Store statistics.
     Stats,
+    /// Consumer cursors: get, set or list.
+    Cursor {
+        #[command(subcommand)]
+        cmd: CursorCmd,
+    },
     /// Check every checksum of every file of a stopped store (offline; takes the lock).
     /// Exits non-zero, naming file and offset, when anything is corrupt.
     Verify {
@@ -672,8 +691,21 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             kind,
             tags,
             count,
+            cursor,
         } => {
             let mut c = client(&conn).await?;
+            let mut from_seq = from_seq;
+            if let Some(name) = &cursor {
+                let r = c
+                    .get_cursor(pb::GetCursorRequest { name: name.clone() })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                if r.found {
+                    from_seq = r.seq;
+                }
+            }
+            let mut cc = c.clone();
             let mut s = c
                 .tail(pb::TailRequest {
                     from_seq,
@@ -686,11 +718,58 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .into_inner();
             let mut n = 0;
             'batches: while let Some(b) = s.message().await.map_err(status_err)? {
+                let mut last = None;
                 for e in &b.events {
                     println!("{}", event_json(e));
+                    last = Some(e.seq);
                     n += 1;
                     if count != 0 && n >= count {
-                        break 'batches;
+                        break;
+                    }
+                }
+                // At-least-once: the cursor moves past what was printed, after printing it.
+                if let (Some(name), Some(seq)) = (&cursor, last) {
+                    std::io::stdout().flush()?;
+                    cc.commit_cursor(pb::CommitCursorRequest {
+                        name: name.clone(),
+                        seq: seq + 1,
+                    })
+                    .await
+                    .map_err(status_err)?;
+                }
+                if count != 0 && n >= count {
+                    break 'batches;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Cursor { cmd } => {
+            let mut c = client(&conn).await?;
+            match cmd {
+                CursorCmd::Get { name } => {
+                    let r = c
+                        .get_cursor(pb::GetCursorRequest { name: name.clone() })
+                        .await
+                        .map_err(status_err)?
+                        .into_inner();
+                    if !r.found {
+                        return Err(format!("no cursor named {name:?}").into());
+                    }
+                    println!("{}", r.seq);
+                }
+                CursorCmd::Set { name, seq } => {
+                    c.commit_cursor(pb::CommitCursorRequest { name, seq })
+                        .await
+                        .map_err(status_err)?;
+                }
+                CursorCmd::List => {
+                    let r = c
+                        .list_cursors(pb::ListCursorsRequest {})
+                        .await
+                        .map_err(status_err)?
+                        .into_inner();
+                    for cur in r.cursors {
+                        println!("{}\t{}", cur.name, cur.seq);
                     }
                 }
             }

@@ -425,6 +425,33 @@ fn cli_subcommands_work_against_a_running_server() {
         !ok && err.contains("InvalidArgument") && err.contains("entity"),
         "{err}"
     );
+    // Cursors, and a tail that resumes from one and commits as it goes.
+    let (ok, _, err) = srv.cli(&["cursor", "set", "ops.x", "2"]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = srv.cli(&["cursor", "get", "ops.x"]);
+    assert!(ok && out.trim() == "2", "{out}");
+    let (ok, _, err) = srv.cli(&["cursor", "set", "ops.x", "99"]);
+    assert!(
+        !ok && err.contains("InvalidArgument") && err.contains("last_seq + 1"),
+        "{err}"
+    );
+    let (ok, _, err) = srv.cli(&["cursor", "get", "nobody"]);
+    assert!(!ok && err.contains("no cursor"), "{err}");
+    let (ok, out, _) = srv.cli(&["tail", "--cursor", "t1", "--count", "2"]);
+    assert!(
+        ok && out.contains("\"seq\":1") && out.contains("\"seq\":2"),
+        "{out}"
+    );
+    let (ok, out, _) = srv.cli(&["tail", "--cursor", "t1", "--count", "1"]);
+    assert!(
+        ok && out.contains("\"seq\":3") && !out.contains("\"seq\":1,"),
+        "{out}"
+    );
+    let (ok, out, _) = srv.cli(&["cursor", "list"]);
+    assert!(
+        ok && out.contains("ops.x\t2") && out.contains("t1\t4"),
+        "{out}"
+    );
     let dir = d.path().to_str().unwrap();
     let (ok, _, err) = common::cli(&[], &["verify", dir]);
     assert!(
