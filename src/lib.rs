@@ -4,6 +4,7 @@
 //! threads share one write and one fdatasync (group commit). See `docs/architecture.md` for how
 //! an append and a read flow through the modules.
 
+mod backup;
 mod block_cache;
 pub mod count;
 mod cursors;
@@ -22,6 +23,7 @@ mod tombstones;
 mod verify;
 mod writer;
 
+pub use backup::BackupReport;
 pub use count::{Bucket, BucketCount, CountQuery, CountResult};
 pub use cursors::CURSORS_FILE;
 pub use echolog_format::FormatError;

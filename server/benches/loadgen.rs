@@ -96,6 +96,12 @@ impl EventStore for Noop {
     ) -> Result<Response<pb::ListCursorsResponse>, Status> {
         Err(Status::unimplemented("no-op"))
     }
+    async fn backup(
+        &self,
+        _: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
     async fn stats(
         &self,
         _: Request<pb::StatsRequest>,

@@ -547,6 +547,25 @@ impl EventStore for Service {
         }))
     }
 
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        let dest = std::path::PathBuf::from(req.into_inner().dest);
+        if dest.as_os_str().is_empty() {
+            return Err(Status::invalid_argument(
+                "dest: a directory path is required",
+            ));
+        }
+        let r = self.run(move |s| s.backup(&dest)).await?;
+        Ok(Response::new(pb::BackupResponse {
+            last_seq: r.last_seq,
+            files_linked: r.files_linked,
+            files_copied: r.files_copied,
+            bytes_copied: r.bytes_copied,
+        }))
+    }
+
     async fn stats(
         &self,
         _req: Request<pb::StatsRequest>,

@@ -263,6 +263,16 @@ enum Cmd {
     },
     /// Store statistics.
     Stats,
+    /// A consistent backup while the server runs (DEST is a directory on the server's machine;
+    /// admin right), or of a stopped store with --offline.
+    Backup {
+        dest: PathBuf,
+        /// Back up the stopped store in --data-dir instead of asking the server.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, default_value = "./echolog-data")]
+        data_dir: PathBuf,
+    },
     /// Consumer cursors: get, set or list.
     Cursor {
         #[command(subcommand)]
@@ -785,6 +795,35 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     break 'batches;
                 }
             }
+            Ok(())
+        }
+        Cmd::Backup {
+            dest,
+            offline,
+            data_dir,
+        } => {
+            let (last_seq, linked, copied, bytes) = if offline {
+                let r = tokio::task::spawn_blocking(move || {
+                    let s = Store::open(&data_dir, Options::default())?;
+                    s.backup(&dest)
+                })
+                .await??;
+                (r.last_seq, r.files_linked, r.files_copied, r.bytes_copied)
+            } else {
+                let dest = std::path::absolute(&dest).unwrap_or(dest);
+                let mut c = client(&conn).await?;
+                let r = c
+                    .backup(pb::BackupRequest {
+                        dest: dest.to_string_lossy().into_owned(),
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                (r.last_seq, r.files_linked, r.files_copied, r.bytes_copied)
+            };
+            println!(
+                "backup holds every event up to seq {last_seq}: {linked} files linked, {copied} copied ({bytes} bytes)"
+            );
             Ok(())
         }
         Cmd::Cursor { cmd } => {

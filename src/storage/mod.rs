@@ -51,6 +51,8 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// Opens an existing file, for reading and writing when `writable`.
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn FileHandle>>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// A second name for an existing file (backups of immutable files).
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// fsync of a directory: makes creations, renames and removals in it durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -132,6 +134,19 @@ impl Storage {
 
     pub fn map(&self, path: &Path) -> Result<Mapped> {
         self.backend.map(path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Links `from` as `to`, or, where the file system cannot (another device), copies it and
+    /// fdatasyncs the copy. For immutable files only.
+    pub fn link_or_copy(&self, from: &Path, to: &Path) -> Result<bool> {
+        if self.backend.hard_link(from, to).is_ok() {
+            return Ok(true);
+        }
+        let bytes = self.read_all(from)?;
+        let f = self.create(to)?;
+        self.write_at(&*f, to, &bytes, 0)?;
+        self.sync(&*f, to)?;
+        Ok(false)
     }
 
     /// Removing fails cleanly: the file stays, and open deals with leftovers.

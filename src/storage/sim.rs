@@ -42,6 +42,7 @@ pub enum FaultOp {
     SetLen,
     Sync,
     Rename,
+    Link,
     Remove,
     SyncDir,
     Map,
@@ -509,6 +510,25 @@ impl StorageBackend for SimDisk {
             to.to_path_buf(),
             ino,
         ));
+        Ok(())
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock_state();
+        s.call(FaultOp::Link, to)?
+            .map_or(Ok(()), |r| Err(r.errno.error()))?;
+        if !s.dirs.contains(&parent(to)) {
+            return Err(not_found(to));
+        }
+        if s.names.contains_key(to) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        let ino = *s.names.get(from).ok_or_else(|| not_found(from))?;
+        s.names.insert(to.to_path_buf(), ino);
+        s.pending
+            .entry(parent(to))
+            .or_default()
+            .push(DirOp::Link(to.to_path_buf(), ino));
         Ok(())
     }
 
