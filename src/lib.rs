@@ -15,6 +15,7 @@ mod history;
 mod mem_index;
 pub mod observe;
 mod options;
+mod retention;
 mod scan;
 mod segment;
 pub mod storage;

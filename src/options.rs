@@ -63,6 +63,10 @@ pub struct Options {
     /// again. 0 (the default) is the whole store. A bound keeps the id lookup of an append
     /// from probing every sealed segment of a store that grows for years.
     pub idempotency_window_events: u64,
+    /// Remove whole sealed segments whose newest event is older than this (by event time).
+    pub retention_age: Option<std::time::Duration>,
+    /// Remove the oldest sealed segments while segments and indexes take more bytes than this.
+    pub retention_bytes: Option<u64>,
     /// `count` planner: below this many matching events per minute bucket of a segment, read
     /// timestamps instead of intersecting minute bitmaps. Both are exact; tests set 0 to force
     /// the bitmap path.
@@ -87,6 +91,8 @@ impl Default for Options {
             batch_events_max: 100_000,
             batch_bytes_max: 16 * 1024 * 1024,
             idempotency_window_events: 0,
+            retention_age: None,
+            retention_bytes: None,
             count_events_per_minute_bitmap: 64,
             backend: None,
             observer: None,

@@ -71,6 +71,8 @@ pub struct Stats {
     pub commits: u64,
     /// Block lookups by readers since open; `block_reads - blocks_decoded` were cache hits.
     pub block_reads: u64,
+    /// The oldest seq still stored (1 until retention removes data).
+    pub first_seq: u64,
     /// Records appended since open (tombstones included) and their decompressed bytes.
     pub appended_events: u64,
     pub appended_bytes: u64,
@@ -206,6 +208,11 @@ impl Store {
                 let p = dir.join(index_name(*idx));
                 storage.remove(&p)?;
                 tracing::warn!(file = %p.display(), "removed the index of the active segment (an unfinished seal)");
+            } else if !segments.contains(idx) && *idx < segments[0] {
+                // Retention unlinked the segment and was cut short before its index.
+                let p = dir.join(index_name(*idx));
+                storage.remove(&p)?;
+                tracing::warn!(file = %p.display(), "removed the index of a segment retention had removed");
             } else if !segments.contains(idx) {
                 tracing::warn!(file = %dir.join(index_name(*idx)).display(), "index file without a segment");
                 report.unknown_files.push(dir.join(index_name(*idx)));
@@ -635,10 +642,25 @@ impl Store {
         self.inner.roll(&mut w)
     }
 
+    /// The oldest seq still stored: reads and tails from before it start there.
+    pub fn first_seq(&self) -> u64 {
+        first_seq_of(&self.view())
+    }
+
+    /// Applies the retention options now (they also run after every seal).
+    pub fn apply_retention(&self) -> Result<usize> {
+        let mut w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(msg) = self.inner.poisoned() {
+            return Err(Error::ReadOnly(msg));
+        }
+        self.inner.apply_retention(&mut w)
+    }
+
     pub fn stats(&self) -> Result<Stats> {
         let view = self.view();
         let mut s = Stats {
             last_seq: self.last_seq(),
+            first_seq: first_seq_of(&view),
             segments: view.sealed.len() as u32 + 1,
             ..Default::default()
         };
@@ -748,6 +770,13 @@ fn view_end_seq(view: &RwLock<Arc<View>>) -> u64 {
     let v = view.read().unwrap_or_else(|p| p.into_inner()).clone();
     let end = v.active.index().end_seq();
     end
+}
+
+fn first_seq_of(view: &View) -> u64 {
+    view.sealed
+        .first()
+        .map_or(view.active.base_seq, |s| s.base_seq)
+        .max(1)
 }
 
 /// The durable watermark: the newest seq that survives a power loss, with a condition

@@ -650,6 +650,11 @@ impl Inner {
         w.durable_len = w.len;
         w.dirty = false;
         tracing::info!(base_seq = old.base_seq, end_seq, "sealed segment");
+        // Best effort: a failure leaves old segments for the next pass (a failed directory
+        // fsync has made the store read-only through the seam already).
+        if let Err(e) = self.apply_retention(w) {
+            tracing::warn!(error = %e, "retention pass failed; it runs again after the next seal");
+        }
         Ok(())
     }
 }

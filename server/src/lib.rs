@@ -538,11 +538,15 @@ impl EventStore for Service {
         &self,
         _req: Request<pb::ListCursorsRequest>,
     ) -> Result<Response<pb::ListCursorsResponse>, Status> {
-        let list = self.run(|s| s.cursors()).await?;
+        let (list, first) = self.run(|s| Ok((s.cursors()?, s.first_seq()))).await?;
         Ok(Response::new(pb::ListCursorsResponse {
             cursors: list
                 .into_iter()
-                .map(|(name, seq)| pb::Cursor { name, seq })
+                .map(|(name, seq)| pb::Cursor {
+                    name,
+                    seq,
+                    lagging: seq < first,
+                })
                 .collect(),
         }))
     }
@@ -578,6 +582,7 @@ impl EventStore for Service {
             disk_bytes: s.disk_bytes,
             raw_bytes: s.raw_bytes,
             tombstones: s.tombstones,
+            first_seq: s.first_seq,
         }))
     }
 }

@@ -89,6 +89,13 @@ enum Cmd {
         block_bytes_target: usize,
         #[arg(long, env = "ECHOLOG_ZSTD_LEVEL", default_value_t = Options::default().zstd_level)]
         zstd_level: i32,
+        /// Remove whole old segments whose newest event is older than this: a number with
+        /// a unit, ms s m h d (`30d`).
+        #[arg(long, env = "ECHOLOG_RETENTION_AGE", value_parser = parse_age)]
+        retention_age: Option<std::time::Duration>,
+        /// Remove the oldest segments while segments and indexes take more than this many bytes.
+        #[arg(long, env = "ECHOLOG_RETENTION_BYTES")]
+        retention_bytes: Option<u64>,
         /// How many of the newest events an idempotency id is checked against (0: all).
         #[arg(long, env = "ECHOLOG_IDEMPOTENCY_WINDOW_EVENTS", default_value_t = Options::default().idempotency_window_events)]
         idempotency_window_events: u64,
@@ -318,6 +325,26 @@ fn main() -> std::process::ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `30d`, `12h`, `90m`, `3600s`, `500ms`.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (ms, s, m, h, d)"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: the unit must be ms, s, m, h or d")),
+    };
+    n.checked_mul(ms)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("{s:?}: too long"))
+}
+
 fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, BoxError> {
     std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()).into())
 }
@@ -440,6 +467,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             block_bytes_target,
             zstd_level,
             idempotency_window_events,
+            retention_age,
+            retention_bytes,
             message_bytes_max,
             tls_cert,
             tls_key,
@@ -495,6 +524,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 block_raw_bytes_target: block_bytes_target,
                 zstd_level,
                 idempotency_window_events,
+                retention_age,
+                retention_bytes,
                 ..Options::default()
             };
             let tls = match (tls_cert, tls_key) {
@@ -852,7 +883,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                         .map_err(status_err)?
                         .into_inner();
                     for cur in r.cursors {
-                        println!("{}\t{}", cur.name, cur.seq);
+                        let lag = if cur.lagging { "\tlagging" } else { "" };
+                        println!("{}\t{}{lag}", cur.name, cur.seq);
                     }
                 }
             }
@@ -896,7 +928,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .await
                 .map_err(status_err)?
                 .into_inner();
-            println!("events      {}\nlast_seq    {}\nsegments    {}\ndisk_bytes  {}\nraw_bytes   {}\ntombstones  {}", r.events, r.last_seq, r.segments, r.disk_bytes, r.raw_bytes, r.tombstones);
+            println!("events      {}\nfirst_seq   {}\nlast_seq    {}\nsegments    {}\ndisk_bytes  {}\nraw_bytes   {}\ntombstones  {}", r.events, r.first_seq, r.last_seq, r.segments, r.disk_bytes, r.raw_bytes, r.tombstones);
             Ok(())
         }
     }

@@ -419,7 +419,10 @@ fn cli_subcommands_work_against_a_running_server() {
         "{out}"
     );
     let (ok, out, _) = srv.cli(&["stats"]);
-    assert!(ok && out.contains("last_seq    5"), "{out}");
+    assert!(
+        ok && out.contains("last_seq    5") && out.contains("first_seq   1"),
+        "{out}"
+    );
     let (ok, _, err) = srv.cli(&["append", "--entity", "", "--kind", "k"]);
     assert!(
         !ok && err.contains("InvalidArgument") && err.contains("entity"),
@@ -642,5 +645,58 @@ async fn long_histories_stream_in_pages_in_both_directions() {
         tail.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1201..=2201).collect::<Vec<u64>>()
     );
+    srv.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_through_the_server_moves_first_seq_and_flags_lagging_cursors() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start_with(
+        d.path(),
+        &["--segment-size-bytes", "4096", "--retention-bytes", "20000"],
+    );
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    c.append(AppendRequest {
+        events: vec![ev("a", "k", 1, &[], "")],
+    })
+    .await
+    .unwrap();
+    c.commit_cursor(pb::CommitCursorRequest {
+        name: "slow".into(),
+        seq: 1,
+    })
+    .await
+    .unwrap();
+    for i in 0..1500 {
+        let e = ev(&format!("e{}", i % 4), "k", 10 + i, &["tenant:a"], "");
+        c.append(AppendRequest { events: vec![e] }).await.unwrap();
+    }
+    let s = c.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert!(s.first_seq > 1 && s.disk_bytes <= 20_000 + 8192, "{s:?}");
+    let mut tail = common::Events::new(
+        c.tail(TailRequest {
+            from_seq: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(
+        tail.next().await.unwrap().unwrap().seq,
+        s.first_seq,
+        "a tail from before starts at first_seq"
+    );
+    let list = c
+        .list_cursors(pb::ListCursorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .cursors;
+    assert!(
+        list.iter().any(|x| x.name == "slow" && x.lagging),
+        "{list:?}"
+    );
+    drop(tail);
     srv.stop();
 }
