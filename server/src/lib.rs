@@ -17,6 +17,7 @@ pub mod pb {
 use pb::event_store_server::{EventStore, EventStoreServer};
 
 pub mod auth;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 
@@ -594,6 +595,17 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    serve_with_http(store, listener, None, config, shutdown).await
+}
+
+/// Like [`serve`], and the HTTP/JSON API on `http` when given.
+pub async fn serve_with_http(
+    store: Store,
+    listener: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<EventStoreServer<Service>>()
@@ -656,6 +668,28 @@ pub async fn serve(
                         .await;
                     reporter.set_service_status("", status).await;
                 }
+            }
+        });
+    }
+    if let Some(l) = http {
+        let state = http::HttpState {
+            store: store.clone(),
+            auth: config.auth.clone(),
+            slots: limits::EngineSlots::new(&config.limits),
+            committed: committed_rx.clone(),
+            closing: closing_rx.clone(),
+            message_bytes_max: config.message_bytes_max,
+        };
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = closing.wait_for(|c| *c).await;
+            };
+            if let Err(e) = axum::serve(l, http::router(state))
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "the HTTP API stopped");
             }
         });
     }

@@ -71,6 +71,10 @@ enum Cmd {
         data_dir: PathBuf,
         #[arg(long, env = "ECHOLOG_LISTEN", default_value = "127.0.0.1:50051")]
         listen: String,
+        /// HTTP/JSON API address (`/api/v1/...`); `none` turns it off. Plain HTTP: a
+        /// non-loopback address needs --insecure.
+        #[arg(long, env = "ECHOLOG_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+        http_listen: String,
         /// always | interval:<ms> | never
         #[arg(long, env = "ECHOLOG_SYNC", default_value = "always")]
         sync: String,
@@ -458,6 +462,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         Cmd::Serve {
             data_dir,
             listen,
+            http_listen,
             sync,
             segment_size_bytes,
             payload_bytes_max,
@@ -555,12 +560,31 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 )
                 .into());
             }
+            let http = if http_listen == "none" {
+                None
+            } else {
+                let l = tokio::net::TcpListener::bind(&http_listen)
+                    .await
+                    .map_err(|e| format!("cannot listen on --http-listen {http_listen}: {e}"))?;
+                let a = l.local_addr()?;
+                if !a.ip().is_loopback() && !insecure {
+                    return Err(format!(
+                        "refusing to serve plain HTTP on {a}, which is not a loopback address \
+                         (the HTTP API has no TLS): use a loopback --http-listen, `none`, or --insecure"
+                    )
+                    .into());
+                }
+                Some(l)
+            };
             if auth.enabled() {
                 spawn_token_reloader(auth.clone());
             }
             let store = tokio::task::spawn_blocking(move || Store::open(data_dir, opts)).await??;
             // Tests and scripts read this line to learn the port.
             println!("echolog listening on {addr}");
+            if let Some(l) = &http {
+                println!("echolog http on http://{}", l.local_addr()?);
+            }
             if let Some(m) = &metrics_listen {
                 let l = tokio::net::TcpListener::bind(m)
                     .await
@@ -575,9 +599,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             }
             std::io::stdout().flush()?;
             tracing::info!(%addr, "serving");
-            echolog_server::serve(
+            echolog_server::serve_with_http(
                 store.clone(),
                 listener,
+                http,
                 echolog_server::ServerConfig {
                     message_bytes_max,
                     tls,

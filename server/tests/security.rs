@@ -319,7 +319,15 @@ fn plain_tcp_on_a_non_loopback_address_is_refused_unless_insecure() {
         "{err}"
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_echolog"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--insecure", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure",
+            "--http-listen",
+            "none",
+        ])
+        .arg("--data-dir")
         .arg(d.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

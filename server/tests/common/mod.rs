@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The HTTP/JSON API, `http://127.0.0.1:<port>`.
+    pub http_url: String,
     stdout: BufReader<std::process::ChildStdout>,
 }
 
@@ -20,7 +22,14 @@ impl Server {
     /// Starts `echolog serve` on `dir` with extra flags; returns once it listens.
     pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_echolog"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(dir)
             .args(extra)
             .env("ECHOLOG_PAYLOAD_BYTES_MAX", "4096")
@@ -34,9 +43,13 @@ impl Server {
         stdout.read_line(&mut line).unwrap();
         let addr = line.trim().rsplit(' ').next().unwrap().to_string();
         assert!(line.contains("listening"), "{line}");
+        let mut http = String::new();
+        stdout.read_line(&mut http).unwrap();
+        assert!(http.contains("echolog http on"), "{http}");
         Server {
             child,
             url: format!("http://{addr}"),
+            http_url: http.trim().rsplit(' ').next().unwrap().to_string(),
             stdout,
         }
     }
