@@ -36,12 +36,15 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
+    // Bodies up to the message limit reach the handler, which answers larger ones itself.
+    let body_max = state.message_bytes_max.saturating_mul(2);
     Router::new()
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/history", get(history))
         .route("/api/v1/count", get(count))
         .route("/api/v1/append", post(append))
         .route("/api/v1/tail", get(tail))
+        .layer(axum::extract::DefaultBodyLimit::max(body_max))
         .with_state(state)
 }
 

@@ -681,11 +681,13 @@ pub async fn serve_with_http(
             message_bytes_max: config.message_bytes_max,
         };
         let mut closing = closing_rx.clone();
+        let limits_for_http = config.limits.clone();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = closing.wait_for(|c| *c).await;
             };
-            if let Err(e) = axum::serve(l, http::router(state))
+            let listener = limits::LimitedListener::new(l, &limits_for_http);
+            if let Err(e) = axum::serve(listener, http::router(state))
                 .with_graceful_shutdown(stop)
                 .await
             {

@@ -156,6 +156,66 @@ pub fn limited_incoming(
     )
 }
 
+/// An HTTP listener with the same connection bound and idle timeout as the gRPC one: over
+/// the limit, a connection is closed at accept.
+pub struct LimitedListener {
+    inner: tokio::net::TcpListener,
+    permits: Arc<Semaphore>,
+    idle: Duration,
+    max: usize,
+}
+
+impl LimitedListener {
+    pub fn new(inner: tokio::net::TcpListener, limits: &Limits) -> Self {
+        LimitedListener {
+            inner,
+            permits: Arc::new(Semaphore::new(limits.connections_max)),
+            idle: limits.idle_timeout,
+            max: limits.connections_max,
+        }
+    }
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedIo;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (LimitedIo, std::net::SocketAddr) {
+        loop {
+            let (s, addr) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let _ = s.set_nodelay(true);
+                    let io = LimitedIo {
+                        inner: s,
+                        _permit: permit,
+                        idle: self.idle,
+                        deadline: Box::pin(tokio::time::sleep(self.idle)),
+                    };
+                    return (io, addr);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        limit = self.max,
+                        "HTTP connection refused: --connections-max reached"
+                    );
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
 /// The sending half of a stream bounded in bytes: `send` waits while the reader has
 /// `stream_bytes_max` bytes not yet taken.
 pub struct BoundedSender<T> {
