@@ -67,6 +67,12 @@ async fn every_endpoint_with_rights_bad_input_and_a_live_tail() {
     assert_eq!(json(&b)["duplicates"], 1, "the id is idempotent: {st} {b}");
 
     // Bad input names the field.
+    let big = format!(
+        r#"{{"events":[{{"entity":"x","kind":"k","payload_json":"{}"}}]}}"#,
+        "y".repeat(70_000)
+    );
+    let (st, b) = http(&h, "POST", "/api/v1/append", Some("w"), &big);
+    assert!(st == 429 && b.contains("--message-bytes-max"), "{st} {b}");
     let (st, b) = http(&h, "POST", "/api/v1/append", Some("w"), "{not json");
     assert_eq!(st, 400, "{b}");
     let (st, b) = http(
