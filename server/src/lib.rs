@@ -155,16 +155,7 @@ impl Service {
         &self,
         f: impl FnOnce(&Store) -> echolog::Result<T> + Send + 'static,
     ) -> Result<T, Status> {
-        let store = self.store.clone();
-        let slot = self.slots.acquire().await?;
-        tokio::task::spawn_blocking(move || {
-            let r = f(&store);
-            drop(slot);
-            r
-        })
-        .await
-        .map_err(|e| Status::internal(format!("engine task failed: {e}")))?
-        .map_err(|e| to_status(&e))
+        self.slots.run(&self.store, f).await
     }
 }
 

@@ -319,6 +319,25 @@ impl EngineSlots {
         }
     }
 
+    /// Runs one engine call on the blocking pool, holding a slot; engine errors become status
+    /// codes.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        store: &echolog::Store,
+        f: impl FnOnce(&echolog::Store) -> echolog::Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = store.clone();
+        let slot = self.acquire().await?;
+        tokio::task::spawn_blocking(move || {
+            let r = f(&store);
+            drop(slot);
+            r
+        })
+        .await
+        .map_err(|e| Status::internal(format!("engine task failed: {e}")))?
+        .map_err(|e| crate::to_status(&e))
+    }
+
     pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Status> {
         match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
