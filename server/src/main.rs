@@ -41,6 +41,24 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Filters of `count` and `export`: every one given must match.
+#[derive(clap::Args)]
+struct Filter {
+    #[arg(long)]
+    entity: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    /// A tag the events carry (repeatable: all must be there).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Start of the half-open event time range [from, to), ms; absent: open.
+    #[arg(long, allow_hyphen_values = true)]
+    from_ts: Option<i64>,
+    /// End of the half-open range, ms; absent: open.
+    #[arg(long, allow_hyphen_values = true)]
+    to_ts: Option<i64>,
+}
+
 #[derive(Subcommand)]
 enum CursorCmd {
     /// Print the seq a cursor resumes from.
@@ -186,17 +204,8 @@ enum Cmd {
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
-        #[arg(long)]
-        entity: Option<String>,
-        #[arg(long)]
-        kind: Option<String>,
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// Event time range [from, to), ms.
-        #[arg(long, allow_hyphen_values = true)]
-        from_ts: Option<i64>,
-        #[arg(long, allow_hyphen_values = true)]
-        to_ts: Option<i64>,
+        #[command(flatten)]
+        filter: Filter,
         /// Seq range [from, to]; to defaults to the last seq when the export starts.
         #[arg(long, default_value_t = 1)]
         from_seq: u64,
@@ -223,18 +232,8 @@ enum Cmd {
     },
     /// Count events.
     Count {
-        #[arg(long)]
-        entity: Option<String>,
-        #[arg(long)]
-        kind: Option<String>,
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// Start of the half-open range [from, to), ms; absent: open.
-        #[arg(long, allow_hyphen_values = true)]
-        from_ts: Option<i64>,
-        /// End of the half-open range, ms; absent: open.
-        #[arg(long, allow_hyphen_values = true)]
-        to_ts: Option<i64>,
+        #[command(flatten)]
+        filter: Filter,
         /// none | minute | hour | day
         #[arg(long, default_value = "none")]
         bucket: String,
@@ -654,25 +653,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
         } => import(&conn, file, batch.clamp(1, 100_000), strict).await,
         Cmd::Export {
             output,
-            entity,
-            kind,
-            tags,
-            from_ts,
-            to_ts,
+            filter,
             from_seq,
             to_seq,
-        } => {
-            let f = ExportFilter {
-                entity,
-                kind,
-                tags,
-                from_ts,
-                to_ts,
-                from_seq: from_seq.max(1),
-                to_seq,
-            };
-            export(&conn, f, output).await
-        }
+        } => export(&conn, filter, from_seq.max(1), to_seq, output).await,
         Cmd::History {
             entity,
             from_ts,
@@ -717,11 +701,14 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Cmd::Count {
-            entity,
-            kind,
-            tags,
-            from_ts,
-            to_ts,
+            filter:
+                Filter {
+                    entity,
+                    kind,
+                    tags,
+                    from_ts,
+                    to_ts,
+                },
             bucket,
             include_deleted,
             json,
@@ -1006,17 +993,6 @@ fn parse_line(line: &str) -> Result<pb::Event, String> {
     })
 }
 
-/// What `export` writes.
-struct ExportFilter {
-    entity: Option<String>,
-    kind: Option<String>,
-    tags: Vec<String>,
-    from_ts: Option<i64>,
-    to_ts: Option<i64>,
-    from_seq: u64,
-    to_seq: Option<u64>,
-}
-
 /// One event as a JSON line `import` reads: the payload as a string when it is UTF-8, else
 /// as `payload_base64`.
 fn export_line(e: &pb::Event) -> serde_json::Value {
@@ -1038,9 +1014,15 @@ fn export_line(e: &pb::Event) -> serde_json::Value {
     v
 }
 
-async fn export(conn: &Conn, f: ExportFilter, output: Option<PathBuf>) -> Result<(), BoxError> {
+async fn export(
+    conn: &Conn,
+    f: Filter,
+    from_seq: u64,
+    to_seq: Option<u64>,
+    output: Option<PathBuf>,
+) -> Result<(), BoxError> {
     let mut c = client(conn).await?;
-    let last = match f.to_seq {
+    let last = match to_seq {
         Some(s) => s,
         None => {
             c.stats(pb::StatsRequest {})
@@ -1056,17 +1038,17 @@ async fn export(conn: &Conn, f: ExportFilter, output: Option<PathBuf>) -> Result
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let bar = indicatif::ProgressBar::new(last.saturating_sub(f.from_seq) + 1);
+    let bar = indicatif::ProgressBar::new(last.saturating_sub(from_seq) + 1);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seqs {per_sec} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut written = 0u64;
-    if f.from_seq <= last {
+    if from_seq <= last {
         // Unfiltered, so that the stream itself shows when `last` is passed; filters apply here.
         let mut s = c
             .tail(pb::TailRequest {
-                from_seq: f.from_seq,
+                from_seq,
                 ..Default::default()
             })
             .await
@@ -1077,7 +1059,7 @@ async fn export(conn: &Conn, f: ExportFilter, output: Option<PathBuf>) -> Result
                 if e.seq > last {
                     break 'batches;
                 }
-                bar.set_position(e.seq + 1 - f.from_seq);
+                bar.set_position(e.seq + 1 - from_seq);
                 let wanted = f.from_ts.is_none_or(|t| e.ts >= t)
                     && f.to_ts.is_none_or(|t| e.ts < t)
                     && f.entity.as_ref().is_none_or(|x| *x == e.entity)
@@ -1095,7 +1077,7 @@ async fn export(conn: &Conn, f: ExportFilter, output: Option<PathBuf>) -> Result
     }
     out.flush()?;
     bar.finish_and_clear();
-    eprintln!("exported {written} events (seqs {}..={last})", f.from_seq);
+    eprintln!("exported {written} events (seqs {}..={last})", from_seq);
     Ok(())
 }
 
