@@ -46,6 +46,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/v1/tail", get(tail))
         .layer(axum::extract::DefaultBodyLimit::max(body_max))
         .with_state(state)
+        .merge(crate::console::router())
 }
 
 /// An error as JSON with the HTTP status matching its gRPC code.

@@ -17,6 +17,7 @@ pub mod pb {
 use pb::event_store_server::{EventStore, EventStoreServer};
 
 pub mod auth;
+pub mod console;
 pub mod http;
 pub mod limits;
 pub mod metrics;
