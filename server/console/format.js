@@ -78,12 +78,18 @@ export function formValues(form) {
   return out;
 }
 
-/** Fills form fields from an object (the URL's query). */
+/** Sets form fields from an object (the URL's query); fields it lacks go back to their defaults. */
 export function fillForm(form, values) {
   for (const input of form.elements) {
     if (!input.name) continue;
     const v = values[input.name];
-    if (input.type === "checkbox") input.checked = v === "on" || v === "true" || v === "1";
-    else if (v !== undefined) input.value = v;
+    if (input.type === "checkbox") {
+      input.checked = v === "on" || v === "true" || v === "1";
+    } else if (input.tagName === "SELECT") {
+      const fallback = [...input.options].find((o) => o.defaultSelected) || input.options[0];
+      input.value = v !== undefined && [...input.options].some((o) => o.value === v) ? v : fallback.value;
+    } else {
+      input.value = v !== undefined ? v : "";
+    }
   }
 }

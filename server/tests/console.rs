@@ -310,7 +310,7 @@ async fn console_pages_answer_in_a_real_browser() {
     history(&c, &mut grpc, &seeded).await;
     counts(&c, &mut grpc, &seeded).await;
     tail(&c, &mut grpc).await;
-    phone(&c, &base).await;
+    phone(&c, &base, &seeded).await;
     c.close().await.unwrap();
     srv.stop();
 }
@@ -753,7 +753,7 @@ async fn tail(c: &Client, grpc: &mut EventStoreClient<tonic::transport::Channel>
         .unwrap();
 }
 
-async fn phone(c: &Client, base: &str) {
+async fn phone(c: &Client, base: &str, s: &Seeded) {
     c.set_window_size(390, 844).await.unwrap();
     c.goto(&format!("{base}/#/history?entity=product:123&deleted=on"))
         .await
@@ -777,12 +777,38 @@ async fn phone(c: &Client, base: &str) {
         "the page fits a phone's width (tables scroll inside)"
     );
     screenshot(c, "history-phone.png").await;
-    c.goto(&format!("{base}/#/counts")).await.unwrap();
-    wait_js(
+    let (from, to) = (input_time(s.day0), input_time(s.day0 + 24 * HOUR_MS));
+    c.goto(&format!(
+        "{base}/#/counts?kind=api_call&tags=tenant:t42&from={from}&to={to}&bucket=hour"
+    ))
+    .await
+    .unwrap();
+    let form_kind = wait_js(
         c,
-        "return window.echologConsole.pages.counts.state.answer !== null",
+        "const s = window.echologConsole.pages.counts.state;
+         return s.answer !== null && document.querySelector('#counts-form [name=kind]').value",
         "counts on a phone",
     )
     .await;
+    assert_eq!(form_kind, "api_call", "the form shows the URL's query");
+    c.execute(
+        "document.getElementById('counts-summary').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
     screenshot(c, "counts-phone.png").await;
+    // A page without a query resets the form to its defaults rather than keeping old values.
+    c.goto(&format!("{base}/#/counts?bucket=day"))
+        .await
+        .unwrap();
+    let kind = wait_js(
+        c,
+        "const s = window.echologConsole.pages.counts.state;
+         return s.answer !== null && s.query.bucket === 'day'
+             && [document.querySelector('#counts-form [name=kind]').value]",
+        "counts without a query",
+    )
+    .await;
+    assert_eq!(kind, json!([""]));
 }
