@@ -205,7 +205,9 @@ impl Auth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                Status::unauthenticated("missing `authorization: Bearer <token>` metadata")
+                Status::unauthenticated(
+                    "missing `authorization: Bearer <token>` (gRPC metadata or HTTP header)",
+                )
             })?;
         let tokens = self
             .tokens

@@ -180,5 +180,40 @@ async fn every_endpoint_with_rights_bad_input_and_a_live_tail() {
         }
     }
     assert_eq!(seqs, vec![3, 4]);
+    console_files(&h);
     srv.stop();
+}
+
+/// The console's files need no token (they hold no data) and carry a content security policy.
+fn console_files(base: &str) {
+    let get = |path: &str| {
+        let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let index = get("/");
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    let lower = index.to_ascii_lowercase();
+    assert!(lower.contains("content-type: text/html"), "{index}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'self'"),
+        "{index}"
+    );
+    assert!(lower.contains("x-content-type-options: nosniff"), "{index}");
+    assert!(index.contains("<title>echolog console</title>"));
+    let js = get("/console/app.js");
+    assert!(
+        js.to_ascii_lowercase()
+            .contains("content-type: text/javascript"),
+        "{js}"
+    );
+    assert!(get("/console/vendor/uplot/uPlot.iife.min.js").starts_with("HTTP/1.1 200"));
+    assert!(get("/console/../Cargo.toml").starts_with("HTTP/1.1 404"));
+    assert!(get("/console/nope.js").starts_with("HTTP/1.1 404"));
 }
