@@ -30,14 +30,29 @@ pub struct DirLock {
     _guard: Box<dyn Any + Send + Sync>,
 }
 
+/// How long `lock` keeps trying a lock held elsewhere before answering `Locked`.
+///
+/// Why wait at all: the lock is an flock on an open file, and a process that forks (any
+/// `Command::spawn` in the same process, such as a server's test harness) holds a copy of
+/// every open file until its child execs. A store dropped and reopened at that moment finds
+/// its own lock still held for a few milliseconds. A lock another process really holds is
+/// still refused, only this much later.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub fn lock(storage: &Storage, dir: &Path) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
-    match storage.lock(&path)? {
-        Some(g) => Ok(DirLock { _guard: g }),
-        None => Err(Error::Locked {
-            dir: dir.to_path_buf(),
-            lock: path,
-        }),
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(g) = storage.lock(&path)? {
+            return Ok(DirLock { _guard: g });
+        }
+        if started.elapsed() >= LOCK_WAIT {
+            return Err(Error::Locked {
+                dir: dir.to_path_buf(),
+                lock: path,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -53,6 +68,8 @@ pub struct Listing {
     pub temp_files: Vec<PathBuf>,
     /// Anything else, reported and left alone (a `.tmp` the store did not write included).
     pub unknown: Vec<PathBuf>,
+    /// Names of cluster files (`<base>-<end>.clu`), for compaction to choose from.
+    pub clusters: Vec<String>,
 }
 
 fn parse_base(stem: &str) -> Option<u64> {
@@ -67,6 +84,7 @@ fn parse_base(stem: &str) -> Option<u64> {
 enum Name {
     Segment(u64),
     Index(u64),
+    Cluster,
     State,
     Unknown,
 }
@@ -74,6 +92,9 @@ enum Name {
 fn classify(name: &str) -> Name {
     if STATE_FILES.contains(&name) {
         return Name::State;
+    }
+    if crate::cluster::parse_cluster_name(name).is_some() {
+        return Name::Cluster;
     }
     let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
     match (parse_base(stem), ext) {
@@ -97,6 +118,7 @@ pub fn list(storage: &Storage, dir: &Path) -> Result<Listing> {
         match classify(&name) {
             Name::Segment(b) => out.segments.push(b),
             Name::Index(b) => out.indexes.push(b),
+            Name::Cluster => out.clusters.push(name),
             Name::State => {}
             Name::Unknown => out.unknown.push(path),
         }

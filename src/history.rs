@@ -3,14 +3,46 @@
 //! Per segment, the entity's ordinals come from its postings (a roaring bitmap in a sealed
 //! segment's index, a vector in the active one), are filtered by seq and by the ts column, and
 //! only then are the blocks holding survivors read: a segment or block without the entity's
-//! events is never decompressed.
+//! events is never decompressed. Where compaction has clustered a run of sealed segments,
+//! the cluster file answers for all of them: its directory gives the entity's records as one
+//! contiguous run of blocks.
 
 use echolog_format::index::SECTION_ENTITIES;
 
+use std::sync::Arc;
+
+use crate::cluster::ClusterFile;
 use crate::error::Result;
 use crate::event::StoredEvent;
-use crate::store::{in_range, HistoryQuery, Store};
+use crate::segment::SealedSegment;
+use crate::store::{in_range, HistoryQuery, Store, View};
 use crate::tombstones::{Tombstones, REASON_TAG_PREFIX};
+
+/// Where the sealed part of a snapshot is read from, in seq order: a cluster file for every
+/// run of segments one covers, the segment itself otherwise.
+enum Source<'a> {
+    Segment(&'a SealedSegment),
+    Cluster(&'a ClusterFile),
+}
+
+fn sources(view: &View) -> Vec<Source<'_>> {
+    let mut out: Vec<Source<'_>> = Vec::with_capacity(view.sealed.len());
+    let mut files = view.clusters.iter().peekable();
+    let mut last: Option<&Arc<ClusterFile>> = None;
+    for seg in view.sealed.iter() {
+        while files.next_if(|c| c.end_seq <= seg.base_seq).is_some() {}
+        match files.peek() {
+            Some(c) if c.covers(seg.base_seq, seg.end_seq) => {
+                if !last.is_some_and(|l| Arc::ptr_eq(l, c)) {
+                    out.push(Source::Cluster(c));
+                    last = Some(c);
+                }
+            }
+            _ => out.push(Source::Segment(seg)),
+        }
+    }
+    out
+}
 
 /// What to do with one stored event given the query; None drops it.
 pub(crate) fn present(
@@ -147,20 +179,51 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         Ok(())
     };
 
+    // Seqs retention removed may still sit in a cluster file that also covers newer ones.
+    let floor = view.sealed.first().map_or(0, |s| s.base_seq);
+    let cluster_part = |c: &ClusterFile, out: &mut Vec<StoredEvent>| -> Result<()> {
+        if q.reverse {
+            if q.after_seq != 0 && c.base_seq >= q.after_seq {
+                return Ok(());
+            }
+        } else if c.end_seq <= q.after_seq.saturating_add(1) {
+            return Ok(());
+        }
+        c.visit_entity(
+            &q.entity,
+            q.reverse,
+            &|key, block, load| inner.block_cached(key, block, load),
+            &mut |seq, r| {
+                if seq < floor || !seq_ok(seq) || !in_range(r.ts, q.from_ts, q.to_ts) {
+                    return Ok(true);
+                }
+                let ev = inner.decorate(StoredEvent::from_record(seq, r), &tomb);
+                if let Some(ev) = present(ev, q.include_deleted, &tomb) {
+                    out.push(ev);
+                }
+                Ok(out.len() < want)
+            },
+        )
+    };
+    let part = |s: &Source<'_>, out: &mut Vec<StoredEvent>| match s {
+        Source::Segment(seg) => sealed_part(seg, out),
+        Source::Cluster(c) => cluster_part(c, out),
+    };
+    let sources = sources(&view);
     if q.reverse {
         active_part(&mut out)?;
-        for seg in view.sealed.iter().rev() {
+        for s in sources.iter().rev() {
             if out.len() >= want {
                 break;
             }
-            sealed_part(seg, &mut out)?;
+            part(s, &mut out)?;
         }
     } else {
-        for seg in view.sealed.iter() {
+        for s in sources.iter() {
             if out.len() >= want {
                 break;
             }
-            sealed_part(seg, &mut out)?;
+            part(s, &mut out)?;
         }
         if out.len() < want {
             active_part(&mut out)?;

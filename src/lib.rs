@@ -6,6 +6,8 @@
 
 mod backup;
 mod block_cache;
+mod cluster;
+pub mod compaction;
 pub mod count;
 mod cursors;
 mod dir;

@@ -77,6 +77,17 @@ pub struct Options {
     pub backend: Option<crate::storage::Backend>,
     /// Told of every fdatasync and group commit (a server's metrics).
     pub observer: Option<crate::observe::ObserverHook>,
+    /// Rewrite sealed segments into entity-clustered files in the background (history reads
+    /// then cost in proportion to the entity's events). Off, history reads the segments.
+    pub compaction: bool,
+    /// Adjacent cluster files of one level merged into one of the next.
+    pub compaction_fanout: u32,
+    /// Levels above 0 that merges build; files of the top level are not merged further.
+    pub compaction_level_max: u32,
+    /// Bound on compaction's write rate; 0 is unbounded.
+    pub compaction_bytes_per_second_max: u64,
+    /// Target decompressed size of one cluster block (seq column and records).
+    pub cluster_block_raw_bytes_target: usize,
 }
 
 impl Default for Options {
@@ -96,6 +107,11 @@ impl Default for Options {
             count_events_per_minute_bitmap: 64,
             backend: None,
             observer: None,
+            compaction: true,
+            compaction_fanout: 4,
+            compaction_level_max: 4,
+            compaction_bytes_per_second_max: 128 * 1024 * 1024,
+            cluster_block_raw_bytes_target: 16 * 1024,
         }
     }
 }
@@ -105,6 +121,8 @@ pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4096;
 pub const SEGMENT_SIZE_BYTES_LIMIT: u64 = 1 << 30;
 pub const BATCH_EVENTS_LIMIT: usize = 1_000_000;
 pub const BATCH_BYTES_LIMIT: usize = 1 << 30;
+pub const COMPACTION_FANOUT_LIMIT: u32 = 64;
+pub const COMPACTION_LEVEL_LIMIT: u32 = 16;
 
 impl Options {
     pub(crate) fn validate(&self) -> Result<(), Error> {
@@ -147,6 +165,25 @@ impl Options {
         }
         if !(-7..=22).contains(&self.zstd_level) {
             return Err(Error::invalid("zstd_level: must be -7..=22"));
+        }
+        if !(2..=COMPACTION_FANOUT_LIMIT).contains(&self.compaction_fanout) {
+            return Err(Error::invalid(format!(
+                "compaction_fanout: must be 2..={COMPACTION_FANOUT_LIMIT}, got {}",
+                self.compaction_fanout
+            )));
+        }
+        if self.compaction_level_max > COMPACTION_LEVEL_LIMIT {
+            return Err(Error::invalid(format!(
+                "compaction_level_max: must be 0..={COMPACTION_LEVEL_LIMIT}, got {}",
+                self.compaction_level_max
+            )));
+        }
+        if self.cluster_block_raw_bytes_target == 0
+            || self.cluster_block_raw_bytes_target > target_max
+        {
+            return Err(Error::invalid(format!(
+                "cluster_block_raw_bytes_target: must be 1..={target_max}"
+            )));
         }
         Ok(())
     }

@@ -66,6 +66,7 @@ impl Inner {
                 active: v.active.clone(),
                 active_len: v.active_len,
                 tombstones: v.tombstones.clone(),
+                clusters: v.clusters.clone(),
             });
         }
         for seg in &view.sealed[..remove] {

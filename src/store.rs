@@ -35,6 +35,8 @@ pub struct View {
     /// hold more (a commit being published), which readers of this snapshot ignore.
     pub active_len: u32,
     pub tombstones: Arc<Tombstones>,
+    /// Cluster files by ascending base seq (disjoint ranges of whole sealed segments).
+    pub clusters: Arc<Vec<Arc<crate::cluster::ClusterFile>>>,
 }
 
 /// What `open` did, for logs and tests.
@@ -76,6 +78,14 @@ pub struct Stats {
     /// Records appended since open (tombstones included) and their decompressed bytes.
     pub appended_events: u64,
     pub appended_bytes: u64,
+    /// Cluster files (entity-clustered copies of sealed segments) and their bytes, which are
+    /// part of `disk_bytes`.
+    pub cluster_files: u32,
+    pub cluster_bytes: u64,
+    /// Sealed segments no cluster file covers yet: compaction's backlog.
+    pub compaction_backlog_segments: u32,
+    /// Bytes compaction wrote since open.
+    pub compaction_bytes_written: u64,
 }
 
 /// The block the previous record came from, reused while records stay in it.
@@ -109,6 +119,8 @@ pub(crate) struct Inner {
     /// Deleted ordinals per sealed segment (by base seq), with the tombstone generation they
     /// were computed for.
     pub deleted_cache: Mutex<rustc_hash::FxHashMap<u64, (u64, Arc<roaring::RoaringBitmap>)>>,
+    /// Background compaction into cluster files: its stop flag, wake-up and counters.
+    pub compaction: crate::compaction::Compaction,
 }
 
 /// A handle to an open store. Cheap to clone; all clones share one store.
@@ -124,6 +136,7 @@ pub struct Store {
 struct Closer {
     inner: Arc<Inner>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Closer {
@@ -134,12 +147,18 @@ impl Drop for Closer {
             .unwrap_or_else(|p| p.into_inner())
             .closing = true;
         self.inner.queue_cv.notify_all();
+        self.inner.compaction.close();
+        let compactor = self
+            .compactor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let handle = self
             .committer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(h) = handle {
+        for h in compactor.into_iter().chain(handle) {
             // The last handle may be dropped by a callback running on the committer itself.
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
@@ -264,7 +283,8 @@ impl Store {
         drop(bytes);
         // An active segment of an older format version is not appended to: when empty it is
         // replaced by one of this version, otherwise it is sealed below, once the store is up.
-        let convert = scan.version < echolog_format::FORMAT_VERSION;
+        // Version 1 blocks lack PRIOR_DURABLE: such a segment is sealed, not appended to.
+        let convert = scan.version < 2;
         if convert && scan.index.record_count() == 0 {
             file = create_segment(&storage, &dir, active_base)?.0;
         } else {
@@ -290,12 +310,15 @@ impl Store {
         let writer = Writer::new(file, active.clone(), len, next_seq, opts.zstd_level)?;
         let cursors = crate::cursors::Cursors::load(&storage, &dir)?;
         let active_len = active.index().record_count();
+        let clusters =
+            crate::compaction::choose_at_open(&storage, &dir, &listing.clusters, &sealed);
         let inner = Arc::new(Inner {
             cache: BlockCache::new(opts.block_cache_bytes_max),
             storage,
             dir,
             _lock: lock,
             view: RwLock::new(Arc::new(View {
+                clusters: Arc::new(clusters),
                 sealed: Arc::new(sealed),
                 active_len,
                 active,
@@ -315,6 +338,7 @@ impl Store {
             opts,
             open_report: OpenReport::default(),
             deleted_cache: Mutex::new(Default::default()),
+            compaction: Default::default(),
         });
         let tomb_bytes = inner.load_tombstones(active_base)?;
         report.bytes_read += tomb_bytes;
@@ -347,11 +371,22 @@ impl Store {
                 .spawn(move || for_thread.run_committer())
                 .map_err(|e| Error::io(&inner.dir, e))?
         };
+        let compactor = if inner.opts.compaction {
+            let for_thread = inner.clone();
+            let h = std::thread::Builder::new()
+                .name("echolog-compact".into())
+                .spawn(move || crate::compaction::run(&for_thread))
+                .map_err(|e| Error::io(&inner.dir, e))?;
+            Some(h)
+        } else {
+            None
+        };
         tracing::info!(dir = %inner.dir.display(), last_seq = next_seq - 1, "store open");
         Ok(Store {
             _closer: Arc::new(Closer {
                 inner: inner.clone(),
                 committer: Mutex::new(Some(committer)),
+                compactor: Mutex::new(compactor),
             }),
             inner,
         })
@@ -692,7 +727,33 @@ impl Store {
         s.appended_events = self.inner.appended_events.load(Ordering::Relaxed);
         s.appended_bytes = self.inner.appended_bytes.load(Ordering::Relaxed);
         s.commits = self.inner.commits.load(Ordering::Relaxed);
+        s.cluster_files = view.clusters.len() as u32;
+        s.cluster_bytes = view.clusters.iter().map(|c| c.size_bytes).sum();
+        s.disk_bytes += s.cluster_bytes;
+        s.compaction_backlog_segments = view
+            .sealed
+            .iter()
+            .filter(|seg| {
+                !view
+                    .clusters
+                    .iter()
+                    .any(|c| c.covers(seg.base_seq, seg.end_seq))
+            })
+            .count() as u32;
+        s.compaction_bytes_written = self.inner.compaction.bytes_written.load(Ordering::Relaxed);
         Ok(s)
+    }
+
+    /// Runs compaction steps on this thread until none is left (tests, benchmarks, and
+    /// `Options { compaction: false }` stores that compact on demand). Returns the steps.
+    pub fn compact_now(&self) -> Result<Vec<crate::compaction::Step>> {
+        let mut done = Vec::new();
+        loop {
+            match crate::compaction::step(&self.inner)? {
+                crate::compaction::Step::Idle => return Ok(done),
+                s => done.push(s),
+            }
+        }
     }
 
     /// The record with `seq`, or None when there is none.
@@ -890,6 +951,11 @@ impl Inner {
         self.storage.poisoned()
     }
 
+    /// The current snapshot (a cheap Arc clone).
+    pub(crate) fn current_view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Publishes a commit: one new [`View`] with the active segment's committed length and
     /// the tombstone records applied, then wakes tail waiters for records up to `last`.
     pub(crate) fn publish(
@@ -921,6 +987,7 @@ impl Inner {
             active: view.active.clone(),
             active_len,
             tombstones: tomb,
+            clusters: view.clusters.clone(),
         });
         drop(view);
         self.last_seq.store(last, Ordering::Release);
@@ -943,7 +1010,7 @@ impl Inner {
     }
 
     /// Sets `deleted_by`. Reserved-kind records (tombstones themselves) are never deleted.
-    fn decorate(&self, mut ev: StoredEvent, tomb: &Tombstones) -> StoredEvent {
+    pub(crate) fn decorate(&self, mut ev: StoredEvent, tomb: &Tombstones) -> StoredEvent {
         if !ev
             .event
             .kind
@@ -1170,6 +1237,7 @@ impl Inner {
             active: view.active.clone(),
             active_len: view.active_len,
             tombstones: Arc::new(state),
+            clusters: view.clusters.clone(),
         });
         Ok(read)
     }

@@ -642,8 +642,10 @@ impl Inner {
                 active: active.clone(),
                 active_len: 0,
                 tombstones: view.tombstones.clone(),
+                clusters: view.clusters.clone(),
             });
         }
+        self.compaction.notify();
         w.file = file;
         w.active = active;
         w.len = SEGMENT_HEADER_LEN as u64;

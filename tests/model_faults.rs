@@ -49,6 +49,14 @@ enum Op {
         seal: bool,
         seed: u64,
     },
+    /// Runs compaction to the end (a failure fails the step; only a failed directory fsync
+    /// makes the store read-only).
+    Compact,
+    /// The power goes off after `calls` more calls during compaction, then the machine restarts.
+    PowerOffCompacting {
+        calls: u8,
+        seed: u64,
+    },
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -73,6 +81,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (3..24u8).prop_map(Op::Big),
         1 => (0..3usize).prop_map(Op::Delete),
         1 => Just(Op::Seal),
+        2 => Just(Op::Compact),
+        1 => (0..40u8, any::<u64>()).prop_map(|(calls, seed)| Op::PowerOffCompacting { calls, seed }),
         2 => Just(Op::Check),
         3 => (fault(), 0..4u8).prop_map(|(f, s)| Op::Arm(f, s)),
         1 => Just(Op::Crash),
@@ -163,8 +173,36 @@ fn opts(base: &Options) -> Options {
     Options {
         segment_size_bytes_max: 8192,
         block_raw_bytes_target: 512,
+        compaction: false,
+        compaction_fanout: 2,
+        cluster_block_raw_bytes_target: 1024,
         ..base.clone()
     }
+}
+
+/// Compaction to the end. It never changes what the store holds; a failed step leaves the
+/// store writable unless a directory fsync failed (which makes it read-only, as everywhere).
+fn compact(s: &Store, m: &mut Model) -> Result<(), TestCaseError> {
+    tally(|t| t.compactions += 1);
+    match s.compact_now() {
+        Ok(_) => prop_assert!(!m.read_only || s.is_read_only()),
+        Err(e) => {
+            if m.read_only {
+                prop_assert!(matches!(e, Error::ReadOnly(_)), "{}", e);
+            }
+            prop_assert!(
+                matches!(
+                    e,
+                    Error::Io { .. } | Error::DiskFull(_) | Error::ReadOnly(_)
+                ),
+                "unexpected compaction error {}",
+                e
+            );
+            m.read_only |= s.is_read_only();
+        }
+    }
+    prop_assert_eq!(s.is_read_only(), m.read_only);
+    Ok(())
 }
 
 /// The outcome of a failed write-path call, applied to the model.
@@ -370,6 +408,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Arm(f, skip) => arm(&disk, &f, skip),
+            Op::Compact => compact(&s, &mut m)?,
+            Op::PowerOffCompacting { calls, seed } => {
+                tally(|t| t.power_offs += 1);
+                // Make sure there is something to compact.
+                if let Err(e) = s.seal_active() {
+                    failed(&mut m, &e, vec![])?;
+                }
+                disk.power_off_after(u64::from(calls));
+                compact(&s, &mut m)?;
+                drop(s);
+                disk.power_loss(seed);
+                s = reopen(&dir, &o, &mut m)?;
+            }
             Op::Crash => {
                 tally(|t| t.crashes += 1);
                 drop(s);
@@ -425,6 +476,7 @@ struct Tally {
     acked: u64,
     in_doubt_kept: u64,
     in_doubt_dropped: u64,
+    compactions: u64,
 }
 
 static TALLY: std::sync::Mutex<Option<Tally>> = std::sync::Mutex::new(None);
@@ -454,13 +506,14 @@ fn acknowledged_events_survive_every_fault_exactly_once() {
     let t = TALLY.lock().unwrap().take().unwrap_or_default();
     println!(
         "model_faults: {} runs (shrinking included); {} acknowledged events checked; {} crashes, \
-         {} power losses, {} power-offs mid-operation; appends in doubt: {} came back whole, {} \
-         vanished whole",
+         {} power losses, {} power-offs mid-operation, {} compactions; appends in doubt: {} came \
+         back whole, {} vanished whole",
         t.cases,
         t.acked,
         t.crashes,
         t.power_losses,
         t.power_offs,
+        t.compactions,
         t.in_doubt_kept,
         t.in_doubt_dropped
     );

@@ -36,7 +36,7 @@ pub enum FormatError {
 }
 
 impl FormatError {
-    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
         FormatError::Invalid {
             what,
             reason: reason.into(),

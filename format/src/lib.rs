@@ -8,6 +8,7 @@
 //! cannot drift from it).
 
 pub mod block;
+pub mod cluster;
 pub mod cursor;
 pub mod cursors_file;
 pub mod error;
@@ -24,8 +25,9 @@ pub use error::FormatError;
 /// with [`FormatError::UnsupportedVersion`].
 ///
 /// Version 2 added the block flag `PRIOR_DURABLE` (see `block`); every other byte is as in
-/// version 1, so version 1 files are read as they are.
-pub const FORMAT_VERSION: u32 = 2;
+/// version 1, so version 1 files are read as they are. Version 3 added cluster files
+/// (`cluster`); segment, index, tombstone and cursor files are as in version 2.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Oldest version this build reads.
 pub const FORMAT_VERSION_READ_MIN: u32 = 1;

@@ -229,6 +229,40 @@ impl Storage {
         })
     }
 
+    /// Writes to a file of derived data (a cluster file being built). Its failures cost only
+    /// that file, which the caller abandons: they never make the store read-only.
+    pub fn write_derived(
+        &self,
+        f: &dyn FileHandle,
+        path: &Path,
+        buf: &[u8],
+        at: u64,
+    ) -> Result<()> {
+        f.write_all_at(buf, at).map_err(|e| {
+            if is_disk_full(&e) {
+                Error::DiskFull(format!("writing {}: {e}", path.display()))
+            } else {
+                Error::io(path, e)
+            }
+        })
+    }
+
+    /// fdatasync of a derived file; a failure fails only that file.
+    pub fn sync_derived(&self, f: &dyn FileHandle, path: &Path) -> Result<()> {
+        let started = std::time::Instant::now();
+        let r = f.sync_data();
+        if let Some(o) = &self.observer {
+            o.fsync(started.elapsed());
+        }
+        r.map_err(|e| Error::io(path, e))
+    }
+
+    /// Renames a derived file into place. Whether a failed rename happened or not, the store's
+    /// own data is untouched and open accepts either outcome.
+    pub fn rename_derived(&self, from: &Path, to: &Path) -> Result<()> {
+        self.backend.rename(from, to).map_err(|e| Error::io(to, e))
+    }
+
     /// Writes a new file at `path` durably: temp file (`path` + `.tmp`), write, fdatasync,
     /// rename, directory fsync. Before the rename a failure leaves `path` untouched and the temp
     /// file removed; from the rename on, a failure makes the store read-only.

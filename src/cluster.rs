@@ -1,0 +1,563 @@
+//! Cluster files: a run of sealed segments rewritten in (entity, seq) order by compaction
+//! (`compaction.rs`), so that one entity's history is a few contiguous blocks per file.
+//!
+//! They are derived data. The seq-ordered segments stay the primary copy (tail, replay,
+//! positional reads, counts, retention and backup use them), so a missing or damaged cluster
+//! file costs speed, never an event: open drops it and compaction builds it again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use echolog_format::block::{decode_block, decompress_body, record_at, record_offsets, BlockMeta};
+use echolog_format::cluster::{
+    encode_cluster_body, ClusterBlock, ClusterHeader, DirectoryBuilder, DirectoryView, EntityRun,
+    CLUSTER_HEADER_LEN,
+};
+use echolog_format::record::RecordRef;
+use echolog_format::FormatError;
+
+use crate::block_cache::DecodedBlock;
+use crate::error::{Error, Result};
+use crate::storage::{temp_path, FileHandle, Mapped, Storage};
+
+pub const CLUSTER_EXT: &str = "clu";
+
+/// `{base:020}-{end:020}.clu`: the seq range is in the name, so open can choose files without
+/// reading them.
+pub fn cluster_name(base_seq: u64, end_seq: u64) -> String {
+    format!("{base_seq:020}-{end_seq:020}.{CLUSTER_EXT}")
+}
+
+/// The seq range of a cluster file's name.
+pub fn parse_cluster_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(&format!(".{CLUSTER_EXT}"))?;
+    let (a, b) = stem.split_once('-')?;
+    if a.len() != 20 || b.len() != 20 {
+        return None;
+    }
+    let (base, end) = (a.parse().ok()?, b.parse().ok()?);
+    (base > 0 && end > base).then_some((base, end))
+}
+
+/// Decodes a block through a cache: `(cache key, block, decode) -> block`.
+pub type BlockLoader<'a> =
+    dyn Fn(u64, usize, &dyn Fn() -> Result<DecodedBlock>) -> Result<Arc<DecodedBlock>> + 'a;
+
+/// Keys cluster blocks in the shared block cache apart from segment blocks (keyed by their
+/// segment's base seq, far below this bit).
+const CACHE_KEY_BIT: u64 = 1 << 63;
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One cluster file as readers see it; mapped on first use. Compaction marks a file obsolete
+/// when a merge replaces it; the file is removed when the last reader's handle goes.
+pub struct ClusterFile {
+    pub base_seq: u64,
+    pub end_seq: u64,
+    pub level: u32,
+    pub size_bytes: u64,
+    pub path: PathBuf,
+    cache_key: u64,
+    storage: Storage,
+    loaded: Mutex<Option<Arc<Loaded>>>,
+    obsolete: AtomicBool,
+}
+
+struct Loaded {
+    bytes: Mapped,
+    header: ClusterHeader,
+}
+
+impl Loaded {
+    fn bytes(&self) -> &[u8] {
+        (*self.bytes).as_ref()
+    }
+
+    fn directory(&self) -> Result<DirectoryView<'_>, FormatError> {
+        let start = self.header.directory_offset as usize;
+        let dir = self.bytes().get(start..).unwrap_or_default();
+        DirectoryView::slice(dir, &self.header)
+    }
+}
+
+impl Drop for ClusterFile {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            if let Err(e) = self.storage.remove(&self.path) {
+                tracing::warn!(file = %self.path.display(), error = %e, "could not remove a compacted cluster file; the next open will");
+            }
+        }
+    }
+}
+
+impl ClusterFile {
+    pub fn new(dir: &Path, storage: &Storage, h: &ClusterHeader, size_bytes: u64) -> Self {
+        ClusterFile {
+            base_seq: h.base_seq,
+            end_seq: h.end_seq,
+            level: h.level,
+            size_bytes,
+            path: dir.join(cluster_name(h.base_seq, h.end_seq)),
+            cache_key: CACHE_KEY_BIT | NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed),
+            storage: storage.clone(),
+            loaded: Mutex::new(None),
+            obsolete: AtomicBool::new(false),
+        }
+    }
+
+    /// Reads and checks the header of the cluster file at `path`.
+    pub fn read_header(storage: &Storage, path: &Path) -> Result<(ClusterHeader, u64)> {
+        let f = storage.open(path, false)?;
+        let len = f.size_bytes().map_err(|e| Error::io(path, e))?;
+        let mut head = [0u8; CLUSTER_HEADER_LEN];
+        if len < CLUSTER_HEADER_LEN as u64 {
+            return Err(corrupt(
+                path,
+                0,
+                FormatError::invalid("cluster header", "file too short"),
+            ));
+        }
+        storage.read_at(&*f, path, &mut head, 0)?;
+        let h = ClusterHeader::decode(&head, len).map_err(|e| corrupt(path, 0, e))?;
+        Ok((h, len))
+    }
+
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+
+    pub fn covers(&self, base_seq: u64, end_seq: u64) -> bool {
+        self.base_seq <= base_seq && end_seq <= self.end_seq
+    }
+
+    /// Maps the file and checks its directory (checksum, bounds, order, tiling) once.
+    fn load(&self) -> Result<Arc<Loaded>> {
+        let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = slot.as_ref() {
+            return Ok(l.clone());
+        }
+        let bytes = self.storage.map(&self.path)?;
+        let header = {
+            let all = (*bytes).as_ref();
+            let header = ClusterHeader::decode(all, all.len() as u64)
+                .map_err(|e| corrupt(&self.path, 0, e))?;
+            let start = header.directory_offset as usize;
+            DirectoryView::parse(all.get(start..).unwrap_or_default(), &header)
+                .map_err(|e| corrupt(&self.path, header.directory_offset, e))?;
+            header
+        };
+        let l = Arc::new(Loaded { bytes, header });
+        *slot = Some(l.clone());
+        Ok(l)
+    }
+
+    fn read_block(&self, l: &Loaded, b: &ClusterBlock) -> Result<DecodedBlock> {
+        let at = b.offset as usize;
+        let bytes = l.bytes().get(at..at + b.len as usize).ok_or_else(|| {
+            Error::Inconsistent(format!("block at {at} outside {}", self.path.display()))
+        })?;
+        decode_cluster_block(bytes, b.count).map_err(|e| corrupt(&self.path, b.offset, e))
+    }
+
+    /// Calls `visit(seq, record)` for the entity's records in seq order (newest first with
+    /// `reverse`) until it returns false. `load_block` decodes (and may cache) a block.
+    pub fn visit_entity(
+        &self,
+        entity: &str,
+        reverse: bool,
+        load_block: &BlockLoader<'_>,
+        visit: &mut dyn FnMut(u64, &RecordRef<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        let l = self.load()?;
+        let dir = l
+            .directory()
+            .map_err(|e| corrupt(&self.path, l.header.directory_offset, e))?;
+        let run = dir
+            .find(entity.as_bytes())
+            .map_err(|e| corrupt(&self.path, l.header.directory_offset, e))?;
+        let Some(run) = run else {
+            return Ok(());
+        };
+        let mut spans = spans_of(&dir, run).ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "entity run outside the blocks of {}",
+                self.path.display()
+            ))
+        })?;
+        if reverse {
+            spans.reverse();
+        }
+        for (block, from, n) in spans {
+            let row = dir.block(block).ok_or_else(|| {
+                Error::Inconsistent(format!("block {block} missing in {}", self.path.display()))
+            })?;
+            let d = load_block(self.cache_key, block as usize, &|| {
+                self.read_block(&l, &row)
+            })?;
+            let mut go = |i: u32| -> Result<bool> {
+                let (seq, r) =
+                    cluster_record(&d, i).map_err(|e| corrupt(&self.path, row.offset, e))?;
+                visit(seq, &r)
+            };
+            if reverse {
+                for i in (from..from + n).rev() {
+                    if !go(i)? {
+                        return Ok(());
+                    }
+                }
+            } else {
+                for i in from..from + n {
+                    if !go(i)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, source: FormatError) -> Error {
+    Error::Corruption {
+        file: path.to_path_buf(),
+        offset,
+        source,
+    }
+}
+
+/// The (block, first record, count) pieces of an entity's run.
+fn spans_of(dir: &DirectoryView<'_>, run: EntityRun) -> Option<Vec<(u32, u32, u32)>> {
+    let (mut block, mut from, mut left) = (run.first_block, run.first_record, run.count);
+    let mut out = Vec::new();
+    while left > 0 {
+        let b = dir.block(block)?;
+        let n = b.count.checked_sub(from)?.min(left);
+        if n == 0 {
+            return None;
+        }
+        out.push((block, from, n));
+        left -= n;
+        block += 1;
+        from = 0;
+    }
+    Some(out)
+}
+
+/// A decoded cluster block: `raw` is the whole body (the seq column, then the records) and
+/// `offsets` point at the records within it.
+pub fn decode_cluster_block(bytes: &[u8], count: u32) -> Result<DecodedBlock, FormatError> {
+    let (h, body) = decode_block(bytes)?;
+    if h.count != count {
+        return Err(FormatError::invalid(
+            "cluster block",
+            format!("holds {} records, the directory says {count}", h.count),
+        ));
+    }
+    let raw = decompress_body(&h, body)?;
+    let seq_bytes = count as usize * 8;
+    let records = raw.get(seq_bytes..).ok_or(FormatError::Truncated {
+        what: "cluster block seqs",
+        needed: seq_bytes as u64,
+        available: raw.len() as u64,
+    })?;
+    let offsets = record_offsets(records, count)?
+        .into_iter()
+        .map(|o| o + seq_bytes as u32)
+        .collect();
+    Ok(DecodedBlock {
+        first_seq: h.first_seq,
+        raw,
+        offsets,
+    })
+}
+
+fn cluster_record(d: &DecodedBlock, i: u32) -> Result<(u64, RecordRef<'_>), FormatError> {
+    let at = i as usize * 8;
+    let mut s = [0u8; 8];
+    s.copy_from_slice(
+        d.raw
+            .get(at..at + 8)
+            .ok_or(FormatError::invalid("cluster block", "seq column"))?,
+    );
+    let off = *d
+        .offsets
+        .get(i as usize)
+        .ok_or(FormatError::invalid("cluster block", "record index"))?;
+    Ok((u64::from_le_bytes(s), record_at(&d.raw, off)?))
+}
+
+/// Writes one cluster file: records pushed in (entity, seq) order go into blocks of about
+/// `block_raw_bytes_target`; `finish` adds the directory and header, fdatasyncs, renames the
+/// temp file into place and fsyncs the directory. Dropping it unfinished removes the temp file.
+pub struct ClusterWriter {
+    storage: Storage,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir_path: PathBuf,
+    file: Arc<dyn FileHandle>,
+    offset: u64,
+    pending: Vec<u8>,
+    directory: DirectoryBuilder,
+    block_raw_bytes_target: usize,
+    seqs: Vec<u64>,
+    records: Vec<u8>,
+    min_ts: i64,
+    max_ts: i64,
+    entity: Vec<u8>,
+    run: Option<EntityRun>,
+    record_count: u64,
+    compressor: zstd::bulk::Compressor<'static>,
+    header: ClusterHeader,
+    done: bool,
+    /// Bytes written so far, for throttling and stats.
+    pub bytes_written: u64,
+}
+
+/// Output is written in pieces of this size.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
+
+impl ClusterWriter {
+    pub fn create(
+        storage: &Storage,
+        dir: &Path,
+        base_seq: u64,
+        end_seq: u64,
+        level: u32,
+        block_raw_bytes_target: usize,
+        zstd_level: i32,
+    ) -> Result<Self> {
+        let path = dir.join(cluster_name(base_seq, end_seq));
+        let tmp = temp_path(&path);
+        let file = storage.create(&tmp)?;
+        let compressor = zstd::bulk::Compressor::new(zstd_level).map_err(|e| Error::io(&tmp, e))?;
+        Ok(ClusterWriter {
+            storage: storage.clone(),
+            tmp,
+            path,
+            dir_path: dir.to_path_buf(),
+            file,
+            offset: CLUSTER_HEADER_LEN as u64,
+            pending: Vec::with_capacity(WRITE_CHUNK_BYTES),
+            directory: DirectoryBuilder::default(),
+            block_raw_bytes_target,
+            seqs: Vec::new(),
+            records: Vec::new(),
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            entity: Vec::new(),
+            run: None,
+            record_count: 0,
+            compressor,
+            header: ClusterHeader {
+                version: echolog_format::FORMAT_VERSION,
+                base_seq,
+                end_seq,
+                record_count: 0,
+                level,
+                block_count: 0,
+                directory_offset: 0,
+                directory_len: 0,
+            },
+            done: false,
+            bytes_written: 0,
+        })
+    }
+
+    /// Adds one record (its encoded bytes, as in a segment block).
+    pub fn push(&mut self, entity: &[u8], seq: u64, ts: i64, record: &[u8]) -> Result<()> {
+        assert!(
+            (self.header.base_seq..self.header.end_seq).contains(&seq),
+            "seq {seq} outside the file's range"
+        );
+        if self.run.is_none() || entity != self.entity.as_slice() {
+            assert!(
+                self.run.is_none() || entity > self.entity.as_slice(),
+                "entities out of order"
+            );
+            self.end_entity();
+            self.entity.clear();
+            self.entity.extend_from_slice(entity);
+            self.run = Some(EntityRun {
+                first_block: self.directory.block_count(),
+                first_record: self.seqs.len() as u32,
+                count: 0,
+            });
+        }
+        if let Some(r) = self.run.as_mut() {
+            r.count += 1;
+        }
+        self.seqs.push(seq);
+        self.records.extend_from_slice(record);
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
+        self.record_count += 1;
+        if self.records.len() + self.seqs.len() * 8 >= self.block_raw_bytes_target
+            || self.seqs.len() as u32 >= echolog_format::limits::BLOCK_RECORDS_MAX
+        {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    fn end_entity(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.directory.push_entity(&self.entity, run);
+        }
+    }
+
+    fn flush_block(&mut self) -> Result<()> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        let mut raw = Vec::with_capacity(self.seqs.len() * 8 + self.records.len());
+        encode_cluster_body(&mut raw, &self.seqs, &self.records);
+        let meta = BlockMeta {
+            first_seq: self.seqs[0],
+            count: self.seqs.len() as u32,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            flags: 0,
+        };
+        let start = self.pending.len();
+        let len = echolog_format::block::encode_block(
+            &mut self.pending,
+            meta,
+            &raw,
+            Some(&mut self.compressor),
+        );
+        debug_assert_eq!(self.pending.len() - start, len);
+        self.directory.push_block(ClusterBlock {
+            offset: self.offset,
+            len: len as u32,
+            count: self.seqs.len() as u32,
+        });
+        self.offset += len as u64;
+        self.seqs.clear();
+        self.records.clear();
+        self.min_ts = i64::MAX;
+        self.max_ts = i64::MIN;
+        if self.pending.len() >= WRITE_CHUNK_BYTES {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<()> {
+        let at = self.offset - self.pending.len() as u64;
+        self.storage
+            .write_derived(&*self.file, &self.tmp, &self.pending, at)?;
+        self.bytes_written += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Finishes the file and puts it in place durably. Returns its header and size.
+    pub fn finish(mut self) -> Result<(ClusterHeader, u64)> {
+        self.flush_block()?;
+        self.end_entity();
+        self.write_pending()?;
+        let directory = std::mem::take(&mut self.directory);
+        self.header.block_count = directory.block_count();
+        let dir_bytes = directory.finish();
+        self.header.record_count = self.record_count;
+        self.header.directory_offset = self.offset;
+        self.header.directory_len = dir_bytes.len() as u64;
+        self.pending = dir_bytes;
+        self.offset += self.pending.len() as u64;
+        self.write_pending()?;
+        let head = self.header.encode();
+        self.storage
+            .write_derived(&*self.file, &self.tmp, &head, 0)?;
+        self.bytes_written += head.len() as u64;
+        // Durable before it has its name: a power loss after the rename finds it whole.
+        self.storage.sync_derived(&*self.file, &self.tmp)?;
+        self.storage.rename_derived(&self.tmp, &self.path)?;
+        self.done = true;
+        // The directory holds the store's own files too: a failed fsync of it makes the store
+        // read-only, as everywhere else.
+        self.storage.sync_dir(&self.dir_path)?;
+        Ok((self.header, self.offset))
+    }
+}
+
+impl Drop for ClusterWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.storage.remove(&self.tmp);
+        }
+    }
+}
+
+/// Reads a cluster file's records one after the other in file order, for merges.
+pub struct ClusterCursor {
+    file: Arc<ClusterFile>,
+    loaded: Arc<Loaded>,
+    next_block: u32,
+    block: Option<DecodedBlock>,
+    /// Index of the next record of `block` to move to.
+    next_record: u32,
+    /// The current record: seq, ts, and where its entity and bytes are in `block`.
+    current: Option<(u64, i64, std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl ClusterCursor {
+    pub fn open(file: Arc<ClusterFile>) -> Result<Self> {
+        let loaded = file.load()?;
+        Ok(ClusterCursor {
+            file,
+            loaded,
+            next_block: 0,
+            block: None,
+            next_record: 0,
+            current: None,
+        })
+    }
+
+    /// Moves to the next record; false (and no current record) past the last one.
+    pub fn advance(&mut self) -> Result<bool> {
+        loop {
+            if let Some(d) = self.block.as_ref() {
+                if self.next_record < d.count() {
+                    let i = self.next_record;
+                    self.next_record += 1;
+                    let (seq, r) = cluster_record(d, i)
+                        .map_err(|e| corrupt(&self.file.path, d.first_seq, e))?;
+                    let base = d.raw.as_ptr() as usize;
+                    let at = r.entity.as_ptr() as usize - base;
+                    let start = d.offsets.get(i as usize).copied().unwrap_or(0) as usize;
+                    let end = d
+                        .offsets
+                        .get(i as usize + 1)
+                        .map_or(d.raw.len(), |o| *o as usize);
+                    self.current = Some((seq, r.ts, at..at + r.entity.len(), start..end));
+                    return Ok(true);
+                }
+            }
+            let dir = self
+                .loaded
+                .directory()
+                .map_err(|e| corrupt(&self.file.path, self.loaded.header.directory_offset, e))?;
+            let Some(row) = dir.block(self.next_block) else {
+                self.block = None;
+                self.current = None;
+                return Ok(false);
+            };
+            self.next_block += 1;
+            self.block = Some(self.file.read_block(&self.loaded, &row)?);
+            self.next_record = 0;
+        }
+    }
+
+    /// The current record's entity.
+    pub fn entity(&self) -> Option<&[u8]> {
+        let (_, _, e, _) = self.current.as_ref()?;
+        self.block.as_ref()?.raw.get(e.clone())
+    }
+
+    /// The current record: entity, seq, ts and its encoded bytes.
+    pub fn current(&self) -> Option<(&[u8], u64, i64, &[u8])> {
+        let (seq, ts, e, b) = self.current.as_ref()?;
+        let raw = &self.block.as_ref()?.raw;
+        Some((raw.get(e.clone())?, *seq, *ts, raw.get(b.clone())?))
+    }
+}

@@ -1,0 +1,499 @@
+//! Background compaction: sealed segments are rewritten into cluster files (`cluster.rs`),
+//! records in (entity, seq) order, and cluster files are merged, `fanout` adjacent files of
+//! one level into one of the next, so that an entity lives in O(log N) files.
+//!
+//! One step at a time, on one thread per store, through the storage seam:
+//! 1. cluster files whose whole range retention removed are dropped;
+//! 2. else the oldest sealed segment no cluster file covers becomes a level-0 file;
+//! 3. else the oldest `fanout` adjacent files of the lowest level that has them are merged.
+//!
+//! A new file is durable under its name (temp, fdatasync, rename, directory fsync) before it
+//! is published; the files it replaces are marked obsolete and removed when the last reader
+//! holding them lets go. A crash at any point leaves the segments untouched (they are the
+//! primary copy) and at worst a cluster file whose range another covers: open removes it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use echolog_format::block::record_at;
+
+use crate::cluster::{parse_cluster_name, ClusterCursor, ClusterFile, ClusterWriter};
+use crate::error::{Error, Result};
+use crate::segment::SealedSegment;
+use crate::storage::Storage;
+use crate::store::{Inner, View};
+
+/// Compaction's shared state: the stop flag, the wake-up, the step lock and its counters.
+#[derive(Default)]
+pub(crate) struct Compaction {
+    closing: AtomicBool,
+    wake: Mutex<bool>,
+    cv: Condvar,
+    step: Mutex<()>,
+    pub bytes_written: AtomicU64,
+    pub files_written: AtomicU64,
+    pub steps: AtomicU64,
+}
+
+impl Compaction {
+    pub fn notify(&self) {
+        *self.wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until notified, `timeout` passes, or the store closes.
+    fn wait(&self, timeout: Duration) {
+        let mut woken = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken && !self.closing() {
+            woken = self
+                .cv
+                .wait_timeout(woken, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *woken = false;
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Idle,
+    Dropped {
+        files: usize,
+    },
+    Built {
+        base_seq: u64,
+        end_seq: u64,
+        bytes: u64,
+    },
+    Merged {
+        base_seq: u64,
+        end_seq: u64,
+        level: u32,
+        inputs: usize,
+        bytes: u64,
+    },
+}
+
+/// The compaction thread's loop: steps while there is work, then waits for a seal.
+pub(crate) fn run(inner: &Inner) {
+    let idle_wait = Duration::from_secs(1);
+    while !inner.compaction.closing() {
+        match step(inner) {
+            Ok(Step::Idle) => inner.compaction.wait(idle_wait),
+            Ok(_) => {}
+            Err(e) if inner.compaction.closing() => {
+                tracing::debug!(error = %e, "compaction stopped for close");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "compaction step failed; retrying later");
+                inner.compaction.wait(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Does one step of work, if there is any. Steps are serialised.
+pub(crate) fn step(inner: &Inner) -> Result<Step> {
+    let _one = inner
+        .compaction
+        .step
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(msg) = inner.poisoned() {
+        return Err(Error::ReadOnly(msg));
+    }
+    let view = inner.current_view();
+    let first = view.sealed.first().map(|s| s.base_seq);
+    let stale: Vec<_> = view
+        .clusters
+        .iter()
+        .filter(|c| first.is_none_or(|f| c.end_seq <= f))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        replace(inner, &stale, None);
+        return Ok(Step::Dropped { files: stale.len() });
+    }
+    let uncovered = view.sealed.iter().find(|s| {
+        !view
+            .clusters
+            .iter()
+            .any(|c| c.covers(s.base_seq, s.end_seq))
+    });
+    if let Some(seg) = uncovered {
+        let out = build(inner, seg)?;
+        let s = Step::Built {
+            base_seq: out.base_seq,
+            end_seq: out.end_seq,
+            bytes: out.size_bytes,
+        };
+        tracing::info!(
+            base_seq = out.base_seq,
+            end_seq = out.end_seq,
+            bytes = out.size_bytes,
+            "compaction: clustered a segment"
+        );
+        replace(inner, &[], Some(out));
+        return Ok(s);
+    }
+    let fanout = inner.opts.compaction_fanout as usize;
+    if let Some(group) = merge_group(&view.clusters, fanout, inner.opts.compaction_level_max) {
+        let out = merge(inner, &group)?;
+        let s = Step::Merged {
+            base_seq: out.base_seq,
+            end_seq: out.end_seq,
+            level: out.level,
+            inputs: group.len(),
+            bytes: out.size_bytes,
+        };
+        tracing::info!(
+            base_seq = out.base_seq,
+            end_seq = out.end_seq,
+            level = out.level,
+            inputs = group.len(),
+            bytes = out.size_bytes,
+            "compaction: merged cluster files"
+        );
+        replace(inner, &group, Some(out));
+        return Ok(s);
+    }
+    Ok(Step::Idle)
+}
+
+/// The oldest run of `fanout` adjacent files of the lowest level below `level_max` that has one.
+fn merge_group(
+    files: &[Arc<ClusterFile>],
+    fanout: usize,
+    level_max: u32,
+) -> Option<Vec<Arc<ClusterFile>>> {
+    for level in 0..level_max {
+        let mut run: Vec<Arc<ClusterFile>> = Vec::new();
+        for f in files {
+            let joins = run.last().is_some_and(|p| p.end_seq == f.base_seq);
+            if f.level != level {
+                run.clear();
+                continue;
+            }
+            if !joins {
+                run.clear();
+            }
+            run.push(f.clone());
+            if run.len() == fanout {
+                return Some(run);
+            }
+        }
+    }
+    None
+}
+
+/// Publishes the cluster set without `remove` and with `add`; marks the removed obsolete.
+fn replace(inner: &Inner, remove: &[Arc<ClusterFile>], add: Option<Arc<ClusterFile>>) {
+    {
+        let mut view = inner.view.write().unwrap_or_else(|p| p.into_inner());
+        let mut files: Vec<Arc<ClusterFile>> = view
+            .clusters
+            .iter()
+            .filter(|c| !remove.iter().any(|r| Arc::ptr_eq(r, c)))
+            .cloned()
+            .collect();
+        files.extend(add);
+        files.sort_by_key(|c| c.base_seq);
+        *view = Arc::new(View {
+            sealed: view.sealed.clone(),
+            active: view.active.clone(),
+            active_len: view.active_len,
+            tombstones: view.tombstones.clone(),
+            clusters: Arc::new(files),
+        });
+    }
+    for r in remove {
+        r.mark_obsolete();
+    }
+    inner.compaction.steps.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Keeps compaction's write rate under the configured bound.
+struct Throttle {
+    started: Instant,
+    bytes_per_second_max: u64,
+}
+
+impl Throttle {
+    fn new(bytes_per_second_max: u64) -> Self {
+        Throttle {
+            started: Instant::now(),
+            bytes_per_second_max,
+        }
+    }
+
+    fn pace(&self, bytes_written: u64) {
+        if self.bytes_per_second_max == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(bytes_written as f64 / self.bytes_per_second_max as f64);
+        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(wait.min(Duration::from_millis(200)));
+        }
+    }
+}
+
+fn stop_if_closing(inner: &Inner) -> Result<()> {
+    if inner.compaction.closing() {
+        return Err(Error::Inconsistent(
+            "compaction stopped: the store is closing".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Where one record of a segment sits in the build's arena.
+struct Row {
+    start: usize,
+    len: u32,
+    entity_at: u32,
+    entity_len: u16,
+    seq: u64,
+    ts: i64,
+}
+
+/// A level-0 cluster file from one sealed segment: every record read once, sorted by entity
+/// (stable, so seq order stays within an entity), written out.
+fn build(inner: &Inner, seg: &SealedSegment) -> Result<Arc<ClusterFile>> {
+    let l = seg.load()?;
+    let mut arena: Vec<u8> = Vec::new();
+    let mut rows: Vec<Row> = Vec::with_capacity(l.record_count() as usize);
+    for b in 0..l.blocks.len() {
+        stop_if_closing(inner)?;
+        let d = l.read_block(b)?;
+        for i in 0..d.count() {
+            let off = d.offsets[i as usize] as usize;
+            let end = d
+                .offsets
+                .get(i as usize + 1)
+                .map_or(d.raw.len(), |o| *o as usize);
+            let r = record_at(&d.raw, off as u32).map_err(|source| Error::Corruption {
+                file: l.seg_path.clone(),
+                offset: l.blocks[b].offset,
+                source,
+            })?;
+            let entity_rel = r.entity.as_ptr() as usize - d.raw[off..].as_ptr() as usize;
+            let start = arena.len();
+            rows.push(Row {
+                start,
+                len: (end - off) as u32,
+                entity_at: (start + entity_rel) as u32,
+                entity_len: r.entity.len() as u16,
+                seq: d.first_seq + u64::from(i),
+                ts: r.ts,
+            });
+            arena.extend_from_slice(&d.raw[off..end]);
+        }
+    }
+    let entity =
+        |r: &Row| &arena[r.entity_at as usize..r.entity_at as usize + r.entity_len as usize];
+    rows.sort_by(|a, b| entity(a).cmp(entity(b)));
+    let o = &inner.opts;
+    let mut w = ClusterWriter::create(
+        &inner.storage,
+        &inner.dir,
+        seg.base_seq,
+        seg.end_seq,
+        0,
+        o.cluster_block_raw_bytes_target,
+        o.zstd_level,
+    )?;
+    let throttle = Throttle::new(o.compaction_bytes_per_second_max);
+    for (n, r) in rows.iter().enumerate() {
+        w.push(
+            entity(r),
+            r.seq,
+            r.ts,
+            &arena[r.start..r.start + r.len as usize],
+        )?;
+        if n.is_multiple_of(4096) {
+            stop_if_closing(inner)?;
+            throttle.pace(w.bytes_written);
+        }
+    }
+    finish(inner, w)
+}
+
+fn finish(inner: &Inner, w: ClusterWriter) -> Result<Arc<ClusterFile>> {
+    let (h, size) = w.finish()?;
+    inner
+        .compaction
+        .bytes_written
+        .fetch_add(size, Ordering::Relaxed);
+    inner
+        .compaction
+        .files_written
+        .fetch_add(1, Ordering::Relaxed);
+    Ok(Arc::new(ClusterFile::new(
+        &inner.dir,
+        &inner.storage,
+        &h,
+        size,
+    )))
+}
+
+/// Merges adjacent files (ascending, contiguous seq ranges) into one of the next level: a
+/// k-way merge on (entity, seq) of their records, read sequentially.
+fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Arc<ClusterFile>> {
+    let (first, last) = match (group.first(), group.last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return Err(Error::Inconsistent("empty merge".into())),
+    };
+    let o = &inner.opts;
+    let mut w = ClusterWriter::create(
+        &inner.storage,
+        &inner.dir,
+        first.base_seq,
+        last.end_seq,
+        first.level + 1,
+        o.cluster_block_raw_bytes_target,
+        o.zstd_level,
+    )?;
+    let mut cursors = group
+        .iter()
+        .map(|f| ClusterCursor::open(f.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    for c in cursors.iter_mut() {
+        c.advance()?;
+    }
+    let throttle = Throttle::new(o.compaction_bytes_per_second_max);
+    let mut n = 0u64;
+    loop {
+        // Inputs cover ascending, disjoint seq ranges: ties on entity go to the older input.
+        let mut best: Option<usize> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            let Some(e) = c.entity() else { continue };
+            if best.is_none_or(|b| cursors[b].entity().is_some_and(|be| e < be)) {
+                best = Some(i);
+            }
+        }
+        let Some(i) = best else { break };
+        let c = &mut cursors[i];
+        if let Some((entity, seq, ts, bytes)) = c.current() {
+            w.push(entity, seq, ts, bytes)?;
+        }
+        c.advance()?;
+        n += 1;
+        if n.is_multiple_of(4096) {
+            stop_if_closing(inner)?;
+            throttle.pace(w.bytes_written);
+        }
+    }
+    finish(inner, w)
+}
+
+/// At open: the cluster files to use, and the ones to remove (damaged, not aligned with the
+/// sealed segments, or covered by a larger file a finished merge left behind).
+pub(crate) fn choose_at_open(
+    storage: &Storage,
+    dir: &Path,
+    names: &[String],
+    sealed: &[Arc<SealedSegment>],
+) -> Vec<Arc<ClusterFile>> {
+    let starts: std::collections::HashSet<u64> = sealed.iter().map(|s| s.base_seq).collect();
+    let ends: std::collections::HashSet<u64> = sealed.iter().map(|s| s.end_seq).collect();
+    let mut found: Vec<(u64, u64, String)> = names
+        .iter()
+        .filter_map(|n| parse_cluster_name(n).map(|(b, e)| (b, e, n.clone())))
+        .collect();
+    // Larger ranges first at equal starts, so a merge's output wins over its inputs.
+    found.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut keep: Vec<Arc<ClusterFile>> = Vec::new();
+    let mut covered_to = 0u64;
+    for (base, end, name) in found {
+        let path = dir.join(&name);
+        let aligned = starts.contains(&base) && ends.contains(&end);
+        let fits = base >= covered_to;
+        let header = if aligned && fits {
+            ClusterFile::read_header(storage, &path).ok()
+        } else {
+            None
+        };
+        match header {
+            Some((h, len)) if h.base_seq == base && h.end_seq == end => {
+                covered_to = end;
+                keep.push(Arc::new(ClusterFile::new(dir, storage, &h, len)));
+            }
+            _ => {
+                let why = if !aligned {
+                    "its range is not whole sealed segments"
+                } else if !fits {
+                    "another cluster file covers its range"
+                } else {
+                    "its header is damaged"
+                };
+                tracing::info!(file = %path.display(), why, "removing a cluster file (derived data; compaction rebuilds what is missing)");
+                if let Err(e) = storage.remove(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "could not remove a cluster file");
+                }
+            }
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_groups_take_adjacent_files_of_one_level_oldest_first() {
+        let storage = Storage::new(None, None);
+        let file = |b: u64, e: u64, level: u32| {
+            let h = echolog_format::cluster::ClusterHeader {
+                version: echolog_format::FORMAT_VERSION,
+                base_seq: b,
+                end_seq: e,
+                record_count: 0,
+                level,
+                block_count: 0,
+                directory_offset: 64,
+                directory_len: 8,
+            };
+            Arc::new(ClusterFile::new(
+                Path::new("/nonexistent"),
+                &storage,
+                &h,
+                72,
+            ))
+        };
+        let files = vec![
+            file(1, 100, 1),
+            file(100, 110, 0),
+            file(110, 120, 0),
+            file(130, 140, 0), // a gap before it: not adjacent
+            file(140, 150, 0),
+            file(150, 160, 0),
+        ];
+        assert!(
+            merge_group(&files, 4, 4).is_none(),
+            "no 4 adjacent files of one level"
+        );
+        let g = merge_group(&files, 3, 4).unwrap();
+        assert_eq!(g[0].base_seq, 130, "the gap at 120..130 splits the runs");
+        let g = merge_group(&files, 2, 4).unwrap();
+        assert_eq!((g[0].base_seq, g[1].end_seq), (100, 120));
+        assert!(
+            merge_group(&files, 2, 0).is_none(),
+            "level_max 0 never merges"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Compaction into entity-clustered files: history answers the same through cluster files as
+//! through the segments, files merge into O(log N) per entity, open keeps what is whole and
+//! drops leftovers, and the background thread does it without being asked.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use echolog::compaction::Step;
+use echolog::{Event, HistoryQuery, Options, Store, StoredEvent};
+
+fn opts() -> Options {
+    Options {
+        segment_size_bytes_max: 8 * 1024,
+        block_raw_bytes_target: 2048,
+        cluster_block_raw_bytes_target: 1024,
+        compaction: false,
+        compaction_fanout: 2,
+        ..Options::default()
+    }
+}
+
+fn ev(i: u64) -> Event {
+    // Zipf-ish: entity 0 gets a third of the events.
+    let entity = if i.is_multiple_of(3) { 0 } else { i * 7 % 41 };
+    Event {
+        entity: format!("product:{entity}"),
+        kind: ["price", "link"][(i % 2) as usize].into(),
+        ts: 1_000_000 + i as i64 * 1000,
+        tags: vec![format!("tenant:t{}", i % 5)],
+        payload: format!(
+            "{{\"i\":{i},\"pad\":\"{}\"}}",
+            "x".repeat((i % 50) as usize)
+        )
+        .into_bytes(),
+        id: i.is_multiple_of(10).then(|| format!("id-{i}")),
+    }
+}
+
+fn fill(s: &Store, n: u64) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(97) {
+        s.append(chunk.iter().map(|i| ev(*i)).collect()).unwrap();
+    }
+}
+
+/// Every entity's history from the records themselves (the plain model).
+fn by_entity(s: &Store) -> BTreeMap<String, Vec<StoredEvent>> {
+    let mut m: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
+    for e in s.read(1, 0).unwrap() {
+        if !e.event.kind.starts_with('$') && e.deleted_by == 0 {
+            m.entry(e.event.entity.clone()).or_default().push(e);
+        }
+    }
+    m
+}
+
+fn history(s: &Store, entity: &str, reverse: bool, after: u64, limit: u32) -> Vec<u64> {
+    s.history(&HistoryQuery {
+        entity: entity.into(),
+        reverse,
+        after_seq: after,
+        limit,
+        ..Default::default()
+    })
+    .unwrap()
+    .iter()
+    .map(|e| e.seq)
+    .collect()
+}
+
+fn check_all(s: &Store, model: &BTreeMap<String, Vec<StoredEvent>>) {
+    for (entity, evs) in model {
+        let seqs: Vec<u64> = evs.iter().map(|e| e.seq).collect();
+        assert_eq!(history(s, entity, false, 0, 0), seqs, "{entity} forward");
+        let mut rev = seqs.clone();
+        rev.reverse();
+        assert_eq!(history(s, entity, true, 0, 0), rev, "{entity} reverse");
+        assert_eq!(
+            history(s, entity, true, 0, 5),
+            rev[..rev.len().min(5)],
+            "{entity} newest 5"
+        );
+        if seqs.len() > 3 {
+            let mid = seqs[seqs.len() / 2];
+            let after: Vec<u64> = seqs.iter().copied().filter(|q| *q > mid).take(7).collect();
+            assert_eq!(
+                history(s, entity, false, mid, 7),
+                after,
+                "{entity} after {mid}"
+            );
+            let before: Vec<u64> = rev.iter().copied().filter(|q| *q < mid).take(7).collect();
+            assert_eq!(
+                history(s, entity, true, mid, 7),
+                before,
+                "{entity} before {mid}"
+            );
+        }
+        // Whole events, not only seqs.
+        let got = s
+            .history(&HistoryQuery {
+                entity: entity.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(&got, evs, "{entity} events");
+    }
+}
+
+fn cluster_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".clu"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn history_through_cluster_files_equals_history_through_segments() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), opts()).unwrap();
+    fill(&s, 6000);
+    s.delete("product:7", &[], "gone").unwrap();
+    let deleted_seq = history(&s, "product:0", false, 0, 3)[2];
+    s.delete("product:0", &[deleted_seq], "typo").unwrap();
+    fill(&s, 100);
+    let model = by_entity(&s);
+    check_all(&s, &model);
+    let sealed = s.stats().unwrap().segments - 1;
+    assert!(sealed >= 8, "enough segments to merge: {sealed}");
+
+    let steps = s.compact_now().unwrap();
+    let built = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Built { .. }))
+        .count();
+    let merged = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Merged { .. }))
+        .count();
+    assert_eq!(built as u32, sealed, "one level-0 file per sealed segment");
+    assert!(merged > 0, "{steps:?}");
+    let st = s.stats().unwrap();
+    assert_eq!(st.compaction_backlog_segments, 0);
+    // Fanout 2: at most one file per level (plus one) remains, O(log N).
+    let levels = 32 - sealed.leading_zeros();
+    assert!(
+        st.cluster_files <= levels + 1,
+        "{} files for {sealed} segments",
+        st.cluster_files
+    );
+    assert_eq!(
+        cluster_files(d.path()).len() as u32,
+        st.cluster_files,
+        "inputs were removed"
+    );
+    check_all(&s, &model);
+    // The deleted event shows with include_deleted, with its reason, from a cluster file.
+    let all = s
+        .history(&HistoryQuery {
+            entity: "product:0".into(),
+            include_deleted: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let gone = all.iter().find(|e| e.seq == deleted_seq).unwrap();
+    assert!(gone.deleted_by > 0 && gone.event.tags.contains(&"reason:typo".to_string()));
+
+    // Reopen: the same files serve the same answers; new data joins through segments.
+    drop(s);
+    let s = Store::open(d.path(), opts()).unwrap();
+    assert_eq!(s.stats().unwrap().compaction_backlog_segments, 0);
+    check_all(&s, &model);
+    fill(&s, 3000);
+    let model = by_entity(&s);
+    check_all(&s, &model);
+    s.compact_now().unwrap();
+    check_all(&s, &model);
+}
+
+#[test]
+fn open_removes_leftover_and_damaged_cluster_files_and_history_stays_right() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), opts()).unwrap();
+    fill(&s, 3000);
+    // Level-0 files only: keep copies of two, as a merge cut short before removing its inputs
+    // would leave them.
+    let o = Options {
+        compaction_level_max: 0,
+        ..opts()
+    };
+    drop(s);
+    let s = Store::open(d.path(), o).unwrap();
+    s.compact_now().unwrap();
+    let level0 = cluster_files(d.path());
+    assert!(level0.len() >= 4);
+    let saved: Vec<(String, Vec<u8>)> = level0[..2]
+        .iter()
+        .map(|n| (n.clone(), std::fs::read(d.path().join(n)).unwrap()))
+        .collect();
+    drop(s);
+    let s = Store::open(d.path(), opts()).unwrap();
+    s.compact_now().unwrap();
+    let merged = cluster_files(d.path());
+    assert!(merged.len() < level0.len());
+    drop(s);
+    for (n, bytes) in &saved {
+        std::fs::write(d.path().join(n), bytes).unwrap();
+    }
+    // And a damaged one that covers a segment nothing else covers... after a new segment.
+    let s = Store::open(d.path(), opts()).unwrap();
+    assert_eq!(
+        cluster_files(d.path()),
+        merged,
+        "covered leftovers are removed at open"
+    );
+    fill(&s, 1500);
+    s.compact_now().unwrap();
+    let newest = cluster_files(d.path()).last().unwrap().clone();
+    let model = by_entity(&s);
+    drop(s);
+    let p = d.path().join(&newest);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[20] ^= 0xff; // inside the header: its checksum fails
+    std::fs::write(&p, bytes).unwrap();
+    let s = Store::open(d.path(), opts()).unwrap();
+    assert!(
+        !d.path().join(&newest).exists(),
+        "a damaged cluster file is removed"
+    );
+    assert!(s.stats().unwrap().compaction_backlog_segments > 0);
+    check_all(&s, &model);
+    s.compact_now().unwrap();
+    assert_eq!(s.stats().unwrap().compaction_backlog_segments, 0);
+    check_all(&s, &model);
+}
+
+#[test]
+fn the_background_thread_compacts_after_seals() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        d.path(),
+        Options {
+            compaction: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    fill(&s, 4000);
+    let started = std::time::Instant::now();
+    loop {
+        let st = s.stats().unwrap();
+        if st.compaction_backlog_segments == 0 && st.cluster_files > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "compaction did not catch up: {st:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    check_all(&s, &by_entity(&s));
+    // Closing while compaction may be running: the directory is free at once.
+    fill(&s, 2000);
+    drop(s);
+    let s = Store::open(d.path(), opts()).unwrap();
+    check_all(&s, &by_entity(&s));
+}
