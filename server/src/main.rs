@@ -118,6 +118,13 @@ enum Cmd {
         /// Remove the oldest segments while segments and indexes take more than this many bytes.
         #[arg(long, env = "ECHOLOG_RETENTION_BYTES")]
         retention_bytes: Option<u64>,
+        /// Rewrite sealed segments into entity-clustered files in the background (history then
+        /// costs in proportion to the entity's events; docs/operations.md, "Compaction").
+        #[arg(long, env = "ECHOLOG_COMPACTION", default_value_t = true, action = clap::ArgAction::Set)]
+        compaction: bool,
+        /// Bound on compaction's write rate in bytes per second (0: unbounded).
+        #[arg(long, env = "ECHOLOG_COMPACTION_BYTES_PER_SECOND_MAX", default_value_t = Options::default().compaction_bytes_per_second_max)]
+        compaction_bytes_per_second_max: u64,
         /// How many of the newest events an idempotency id is checked against (0: all).
         #[arg(long, env = "ECHOLOG_IDEMPOTENCY_WINDOW_EVENTS", default_value_t = Options::default().idempotency_window_events)]
         idempotency_window_events: u64,
@@ -473,6 +480,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             idempotency_window_events,
             retention_age,
             retention_bytes,
+            compaction,
+            compaction_bytes_per_second_max,
             message_bytes_max,
             tls_cert,
             tls_key,
@@ -530,6 +539,8 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 idempotency_window_events,
                 retention_age,
                 retention_bytes,
+                compaction,
+                compaction_bytes_per_second_max,
                 ..Options::default()
             };
             let tls = match (tls_cert, tls_key) {

@@ -43,6 +43,9 @@ pub struct Metrics {
     disk_bytes: IntGauge,
     raw_bytes: IntGauge,
     read_only: IntGauge,
+    cluster_files: IntGauge,
+    compaction_backlog: IntGauge,
+    compaction_bytes: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -71,9 +74,12 @@ impl Metrics {
             events: reg(&r, gauge("echolog_events", "records stored, tombstones included")?),
             last_seq: reg(&r, gauge("echolog_last_seq", "seq of the newest record")?),
             segments: reg(&r, gauge("echolog_segments", "segment files, the active one included")?),
-            disk_bytes: reg(&r, gauge("echolog_disk_bytes", "bytes of segment and index files")?),
+            disk_bytes: reg(&r, gauge("echolog_disk_bytes", "bytes of segment, index and cluster files")?),
             raw_bytes: reg(&r, gauge("echolog_raw_bytes", "decompressed bytes of the stored records")?),
             read_only: reg(&r, gauge("echolog_read_only", "1 while the store refuses writes after an I/O failure")?),
+            cluster_files: reg(&r, gauge("echolog_cluster_files", "entity-clustered files compaction has written and history reads")?),
+            compaction_backlog: reg(&r, gauge("echolog_compaction_backlog_segments", "sealed segments no cluster file covers yet (compaction's backlog)")?),
+            compaction_bytes: reg(&r, counter("echolog_compaction_written_bytes_total", "bytes compaction wrote")?),
             registry: r,
         };
         Ok(Arc::new(m))
@@ -96,6 +102,12 @@ impl Metrics {
             g(&self.segments, u64::from(s.segments));
             g(&self.disk_bytes, s.disk_bytes);
             g(&self.raw_bytes, s.raw_bytes);
+            g(&self.cluster_files, u64::from(s.cluster_files));
+            g(
+                &self.compaction_backlog,
+                u64::from(s.compaction_backlog_segments),
+            );
+            catch_up(&self.compaction_bytes, s.compaction_bytes_written);
         }
         self.read_only.set(i64::from(store.is_read_only()));
         let mut out = Vec::new();

@@ -94,5 +94,9 @@ async fn metrics_scrape_with_rpc_engine_and_store_figures() {
     assert_eq!(value(&text, "echolog_segments"), 1.0);
     assert!(value(&text, "echolog_disk_bytes") > 0.0);
     assert_eq!(value(&text, "echolog_read_only"), 0.0);
+    // Nothing is sealed yet: nothing to compact.
+    assert_eq!(value(&text, "echolog_compaction_backlog_segments"), 0.0);
+    assert_eq!(value(&text, "echolog_cluster_files"), 0.0);
+    assert_eq!(value(&text, "echolog_compaction_written_bytes_total"), 0.0);
     srv.stop();
 }
