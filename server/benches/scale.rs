@@ -1,0 +1,382 @@
+//! The scale benchmark: `cargo bench -p echolog-server --bench scale -- [N] [DIR]`.
+//!
+//! Loads N events of the seed workload (default 100M) through the library with compaction
+//! running, printing the ingest rate per tenth of N and compaction's backlog; then appends
+//! through gRPC (batches of 1000 from 4 clients, a server in this process on 127.0.0.1); waits
+//! for compaction to finish; reopens (warm, and cold when it may drop the page cache) timing
+//! open plus the first Stats; and times the query classes in process and through gRPC:
+//! random product, newest 50 of a busy entity, whole history of a busy and of the hottest
+//! entity, and hourly counts of one tenant over 30 days. Prints disk bytes, their ratio to
+//! the raw events, and resident memory (anonymous and file-backed).
+
+#[path = "../../benches/workload/mod.rs"]
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use echolog::{Bucket, CountQuery, HistoryQuery, Options, Store};
+use echolog_server::pb::event_store_client::EventStoreClient;
+use echolog_server::pb::{self, AppendRequest};
+
+const APPENDERS: u64 = 4;
+const BATCH: u64 = 1000;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(us: &mut [f64]) -> String {
+    us.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.0} us, p99 {:.0} us",
+        percentile(us, 0.5),
+        percentile(us, 0.99)
+    )
+}
+
+fn status(field: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .map(|l| l.trim_start_matches(field).trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Loads events [from, to) with APPENDERS threads, each taking every APPENDERS-th batch.
+fn load(s: &Store, from: u64, to: u64) {
+    std::thread::scope(|sc| {
+        for t in 0..APPENDERS {
+            sc.spawn(move || {
+                let mut b = from + t * BATCH;
+                while b < to {
+                    let k = BATCH.min(to - b);
+                    s.append(workload::batch(b, k)).expect("append");
+                    b += APPENDERS * BATCH;
+                }
+            });
+        }
+    });
+}
+
+struct Lists {
+    random: Vec<String>,
+    busy_newest: Vec<String>,
+    busy: Vec<String>,
+    hottest: Vec<String>,
+}
+
+fn lists() -> Lists {
+    // Busy entities are drawn by event frequency: the entity of a random event.
+    let by_frequency = |k: u64| {
+        format!(
+            "product:{}",
+            workload::entity_of(workload::mix(k * 7919 + 13))
+        )
+    };
+    Lists {
+        random: (0..2000)
+            .map(|k| format!("product:{}", workload::mix(k) % workload::ENTITIES))
+            .collect(),
+        busy_newest: (0..2000).map(by_frequency).collect(),
+        busy: (10_000..10_040).map(by_frequency).collect(),
+        hottest: vec!["product:0".into(); 3],
+    }
+}
+
+fn hq(entity: &str, reverse: bool, limit: u32) -> HistoryQuery {
+    HistoryQuery {
+        entity: entity.into(),
+        reverse,
+        limit,
+        ..Default::default()
+    }
+}
+
+/// 30 days of the workload's time line, for the tenant count.
+fn tenant_count() -> CountQuery {
+    CountQuery {
+        tags: vec!["tenant:t7".into()],
+        bucket: Bucket::Hour,
+        from_ts: Some(1_700_000_000_000),
+        to_ts: Some(1_700_000_000_000 + 30 * 86_400_000),
+        ..Default::default()
+    }
+}
+
+fn in_process(s: &Store, l: &Lists) {
+    let time = |name: &str, list: &[String], reverse: bool, limit: u32| {
+        let mut us = Vec::new();
+        let mut rows = 0;
+        for e in list {
+            let t = Instant::now();
+            rows += s.history(&hq(e, reverse, limit)).expect("history").len();
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!(
+            "in process: {name}: {} ({} queries, {rows} rows)",
+            summary(&mut us),
+            list.len()
+        );
+        rows
+    };
+    time("random product", &l.random, false, 0);
+    time("newest 50 of a busy entity", &l.busy_newest, true, 50);
+    let t = Instant::now();
+    let rows = time("whole history of a busy entity", &l.busy, false, 0);
+    println!(
+        "in process: busy entities streamed at {:.0} events/s",
+        rows as f64 / t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let rows = time("whole history of the hottest entity", &l.hottest, false, 0);
+    println!(
+        "in process: the hottest entity streamed at {:.0} events/s",
+        rows as f64 / t.elapsed().as_secs_f64()
+    );
+    let q = tenant_count();
+    let mut us = Vec::new();
+    let mut buckets = 0;
+    for _ in 0..200 {
+        let t = Instant::now();
+        buckets = s.count(&q).expect("count").buckets.len();
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!(
+        "in process: hourly counts of one tenant over 30 days: {} ({buckets} buckets)",
+        summary(&mut us)
+    );
+}
+
+async fn through_grpc(url: String, l: &Lists) {
+    let mut c = EventStoreClient::connect(url)
+        .await
+        .expect("connect")
+        .max_decoding_message_size(64 << 20);
+    let mut time = async |name: &str, list: &[String], reverse: bool, limit: u32| {
+        let mut us = Vec::new();
+        let mut rows = 0usize;
+        let started = Instant::now();
+        for e in list {
+            let t = Instant::now();
+            let req = pb::HistoryRequest {
+                entity: e.clone(),
+                reverse,
+                limit,
+                ..Default::default()
+            };
+            let mut stream = c.history(req).await.expect("history").into_inner();
+            while let Some(b) = stream.message().await.expect("stream") {
+                rows += b.events.len();
+            }
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let rate = rows as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "gRPC: {name}: {} ({} queries, {rows} rows, {rate:.0} events/s)",
+            summary(&mut us),
+            list.len()
+        );
+    };
+    time("random product", &l.random, false, 0).await;
+    time("newest 50 of a busy entity", &l.busy_newest, true, 50).await;
+    time("whole history of a busy entity", &l.busy, false, 0).await;
+    time("whole history of the hottest entity", &l.hottest, false, 0).await;
+    let q = tenant_count();
+    let req = pb::CountRequest {
+        tags: q.tags.clone(),
+        bucket: pb::Bucket::Hour as i32,
+        from_ts: q.from_ts,
+        to_ts: q.to_ts,
+        ..Default::default()
+    };
+    let mut us = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        c.count(req.clone()).await.expect("count");
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!(
+        "gRPC: hourly counts of one tenant over 30 days: {}",
+        summary(&mut us)
+    );
+}
+
+async fn grpc_ingest(url: String, from: u64, n: u64) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..APPENDERS {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = EventStoreClient::connect(url).await.expect("connect");
+            let mut b = from + t * BATCH;
+            while b < from + n {
+                let k = BATCH.min(from + n - b);
+                let events = workload::batch(b, k)
+                    .into_iter()
+                    .map(|e| pb::Event {
+                        entity: e.entity,
+                        kind: e.kind,
+                        ts: e.ts,
+                        tags: e.tags,
+                        payload: e.payload,
+                        ..Default::default()
+                    })
+                    .collect();
+                c.append(AppendRequest { events }).await.expect("append");
+                b += APPENDERS * BATCH;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("appender");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "gRPC ingest: {n} events in batches of {BATCH} from {APPENDERS} clients: {:.0} events/s",
+        n as f64 / secs
+    );
+}
+
+/// Starts a server on the store in this process; returns its URL and a stop handle.
+fn start_server(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cfg = echolog_server::ServerConfig {
+        message_bytes_max: 16 << 20,
+        ..Default::default()
+    };
+    rt.spawn(echolog_server::serve(
+        store.clone(),
+        listener,
+        cfg,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (url, stop)
+}
+
+fn wait_for_compaction(s: &Store) -> Duration {
+    let t = Instant::now();
+    loop {
+        let st = s.stats().expect("stats");
+        if st.compaction_backlog_segments == 0 {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Drops the page cache when allowed (root); says whether it did.
+fn drop_page_cache() -> bool {
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let n: u64 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000_000);
+    let dir = args.get(1).cloned().unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("echolog-scale-{}", std::process::id()))
+            .to_string_lossy()
+            .into_owned()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("scale: {n} events into {dir} ({APPENDERS} appenders, batches of {BATCH}, sync=always, compaction on)");
+    let s = Store::open(&dir, Options::default()).expect("open");
+    let step = (n / 10).max(BATCH);
+    let started = Instant::now();
+    let mut at = 0;
+    while at < n {
+        let to = (at + step).min(n);
+        let t = Instant::now();
+        load(&s, at, to);
+        let st = s.stats().expect("stats");
+        println!(
+            "library ingest {at}..{to}: {:.0} events/s; compaction backlog {} segments, {} cluster files, {:.2} bytes rewritten per byte ingested so far",
+            (to - at) as f64 / t.elapsed().as_secs_f64(),
+            st.compaction_backlog_segments,
+            st.cluster_files,
+            st.compaction_bytes_written as f64 / (st.disk_bytes - st.cluster_bytes).max(1) as f64
+        );
+        at = to;
+    }
+    println!(
+        "library ingest: {n} events in {:.1}s = {:.0} events/s (generation included)",
+        started.elapsed().as_secs_f64(),
+        n as f64 / started.elapsed().as_secs_f64()
+    );
+    let grpc_n = (n / 20).max(BATCH);
+    let (url, stop) = start_server(&rt, &s);
+    rt.block_on(grpc_ingest(url, n, grpc_n));
+    let _ = stop.send(());
+    s.seal_active().expect("seal");
+    let waited = wait_for_compaction(&s);
+    let st = s.stats().expect("stats");
+    println!(
+        "compaction caught up {:.1}s after ingest; {} cluster files; {} bytes written = {:.2}x the segment bytes",
+        waited.as_secs_f64(),
+        st.cluster_files,
+        st.compaction_bytes_written,
+        st.compaction_bytes_written as f64 / (st.disk_bytes - st.cluster_bytes).max(1) as f64
+    );
+    println!(
+        "disk: {} bytes = {:.3}x the {} raw bytes (segments and indexes {:.3}x, cluster files {:.3}x)",
+        st.disk_bytes,
+        st.disk_bytes as f64 / st.raw_bytes as f64,
+        st.raw_bytes,
+        (st.disk_bytes - st.cluster_bytes) as f64 / st.raw_bytes as f64,
+        st.cluster_bytes as f64 / st.raw_bytes as f64
+    );
+    drop(s);
+    for cold in [false, true] {
+        if cold && !drop_page_cache() {
+            println!("open cold: not measured (dropping the page cache needs root)");
+            continue;
+        }
+        let t = Instant::now();
+        let s = Store::open(&dir, Options::default()).expect("open");
+        let opened = t.elapsed();
+        s.stats().expect("stats");
+        println!(
+            "open {}: {:.1} ms, first Stats answered at {:.1} ms",
+            if cold { "cold" } else { "warm" },
+            opened.as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let s = Store::open(&dir, Options::default()).expect("open");
+    let l = lists();
+    in_process(&s, &l);
+    let (url, stop) = start_server(&rt, &s);
+    rt.block_on(through_grpc(url, &l));
+    let _ = stop.send(());
+    println!(
+        "resident memory after the queries: anonymous {}, file-backed {}",
+        status("RssAnon:"),
+        status("RssFile:")
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
