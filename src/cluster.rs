@@ -156,15 +156,19 @@ impl ClusterFile {
         let bytes = l.bytes().get(at..at + b.len as usize).ok_or_else(|| {
             Error::Inconsistent(format!("block at {at} outside {}", self.path.display()))
         })?;
-        decode_cluster_block(bytes, b.count).map_err(|e| corrupt(&self.path, b.offset, e))
+        decode_cluster_block(bytes, b.count, b.first_seq)
+            .map_err(|e| corrupt(&self.path, b.offset, e))
     }
 
     /// Calls `visit(seq, record)` for the entity's records in seq order (newest first with
-    /// `reverse`) until it returns false. `load_block` decodes (and may cache) a block.
+    /// `reverse`) until it returns false, starting near `after_seq` (history's bound: forward
+    /// seqs above it, reverse seqs below it, 0 for none) without reading the blocks before it.
+    /// `load_block` decodes (and may cache) a block.
     pub fn visit_entity(
         &self,
         entity: &str,
         reverse: bool,
+        after_seq: u64,
         load_block: &BlockLoader<'_>,
         visit: &mut dyn FnMut(u64, &RecordRef<'_>) -> Result<bool>,
     ) -> Result<()> {
@@ -184,6 +188,29 @@ impl ClusterFile {
                 self.path.display()
             ))
         })?;
+        // Spans after the first start at their block's first record, whose seq the (checked)
+        // block table holds: a binary search finds the span where the bound falls.
+        let first_seq = |k: usize| -> u64 {
+            match k {
+                0 => 0,
+                _ => spans
+                    .get(k)
+                    .and_then(|s| dir.block(s.0))
+                    .map_or(u64::MAX, |b| b.first_seq),
+            }
+        };
+        let ks: Vec<usize> = (0..spans.len()).collect();
+        if after_seq != 0 {
+            if reverse {
+                // The last span holding a seq below the bound, and those before it.
+                let keep = ks.partition_point(|k| first_seq(*k) < after_seq);
+                spans.truncate(keep);
+            } else {
+                // The span holding the bound's successor, and those after it.
+                let above = ks.partition_point(|k| first_seq(*k) <= after_seq);
+                spans.drain(..above.saturating_sub(1));
+            }
+        }
         if reverse {
             spans.reverse();
         }
@@ -245,12 +272,19 @@ fn spans_of(dir: &DirectoryView<'_>, run: EntityRun) -> Option<Vec<(u32, u32, u3
 
 /// A decoded cluster block: `raw` is the whole body (the seq column, then the records) and
 /// `offsets` point at the records within it.
-pub fn decode_cluster_block(bytes: &[u8], count: u32) -> Result<DecodedBlock, FormatError> {
+pub fn decode_cluster_block(
+    bytes: &[u8],
+    count: u32,
+    first_seq: u64,
+) -> Result<DecodedBlock, FormatError> {
     let (h, body) = decode_block(bytes)?;
-    if h.count != count {
+    if h.count != count || h.first_seq != first_seq {
         return Err(FormatError::invalid(
             "cluster block",
-            format!("holds {} records, the directory says {count}", h.count),
+            format!(
+                "holds {} records from seq {}, the directory says {count} from {first_seq}",
+                h.count, h.first_seq
+            ),
         ));
     }
     let raw = decompress_body(&h, body)?;
@@ -430,6 +464,7 @@ impl ClusterWriter {
             offset: self.offset,
             len: len as u32,
             count: self.seqs.len() as u32,
+            first_seq: self.seqs[0],
         });
         self.offset += len as u64;
         self.seqs.clear();

@@ -192,6 +192,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         c.visit_entity(
             &q.entity,
             q.reverse,
+            q.after_seq,
             &|key, block, load| inner.block_cached(key, block, load),
             &mut |seq, r| {
                 if seq < floor || !seq_ok(seq) || !in_range(r.ts, q.from_ts, q.to_ts) {

@@ -12,8 +12,8 @@ use crate::{check_version, verify_crc32, FormatError, FORMAT_VERSION};
 
 pub const CLUSTER_MAGIC: [u8; 8] = *b"ECHOCLUS";
 pub const CLUSTER_HEADER_LEN: usize = 64;
-/// Bytes per block-table row: offset u64, length u32, record count u32.
-pub const CLUSTER_BLOCK_ROW_LEN: usize = 16;
+/// Bytes per block-table row: offset u64, length u32, record count u32, first seq u64.
+pub const CLUSTER_BLOCK_ROW_LEN: usize = 24;
 /// Bytes per directory entry: name offset u32, name length u16, reserved u16, first block u32,
 /// first record in that block u32, record count u32.
 pub const CLUSTER_ENTRY_LEN: usize = 20;
@@ -129,6 +129,8 @@ pub struct ClusterBlock {
     pub offset: u64,
     pub len: u32,
     pub count: u32,
+    /// Seq of the block's first record (its header says the same).
+    pub first_seq: u64,
 }
 
 /// Where an entity's records are: `count` records from record `first_record` of block
@@ -157,6 +159,7 @@ impl DirectoryBuilder {
         self.blocks.extend_from_slice(&b.offset.to_le_bytes());
         self.blocks.extend_from_slice(&b.len.to_le_bytes());
         self.blocks.extend_from_slice(&b.count.to_le_bytes());
+        self.blocks.extend_from_slice(&b.first_seq.to_le_bytes());
         self.block_count += 1;
     }
 
@@ -346,6 +349,7 @@ impl<'a> DirectoryView<'a> {
             offset: le_u64(self.blocks, at),
             len: le_u32(self.blocks, at + 8),
             count: le_u32(self.blocks, at + 12),
+            first_seq: le_u64(self.blocks, at + 16),
         })
     }
 
@@ -465,11 +469,13 @@ mod tests {
             offset: 64,
             len: 100,
             count: 3,
+            first_seq: 1,
         });
         d.push_block(ClusterBlock {
             offset: 164,
             len: 50,
             count: 2,
+            first_seq: 4,
         });
         d.push_entity(
             b"a",
