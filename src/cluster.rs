@@ -529,6 +529,8 @@ pub struct ClusterCursor {
     loaded: Arc<Loaded>,
     next_block: u32,
     block: Option<DecodedBlock>,
+    /// File offset of `block`, for errors.
+    block_offset: u64,
     /// Index of the next record of `block` to move to.
     next_record: u32,
     /// The current record: seq, ts, and where its entity and bytes are in `block`.
@@ -543,6 +545,7 @@ impl ClusterCursor {
             loaded,
             next_block: 0,
             block: None,
+            block_offset: 0,
             next_record: 0,
             current: None,
         })
@@ -556,7 +559,7 @@ impl ClusterCursor {
                     let i = self.next_record;
                     self.next_record += 1;
                     let (seq, r) = cluster_record(d, i)
-                        .map_err(|e| corrupt(&self.file.path, d.first_seq, e))?;
+                        .map_err(|e| corrupt(&self.file.path, self.block_offset, e))?;
                     let base = d.raw.as_ptr() as usize;
                     let at = r.entity.as_ptr() as usize - base;
                     let start = d.offsets.get(i as usize).copied().unwrap_or(0) as usize;
@@ -578,6 +581,7 @@ impl ClusterCursor {
                 return Ok(false);
             };
             self.next_block += 1;
+            self.block_offset = row.offset;
             self.block = Some(self.file.read_block(&self.loaded, &row)?);
             self.next_record = 0;
         }

@@ -266,3 +266,26 @@ fn the_background_thread_compacts_after_seals() {
     let s = Store::open(d.path(), opts()).unwrap();
     check_all(&s, &by_entity(&s));
 }
+
+#[test]
+fn verify_reads_cluster_files_whole_and_names_a_damaged_one() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(d.path(), opts()).unwrap();
+        fill(&s, 3000);
+        s.compact_now().unwrap();
+    }
+    let r = echolog::verify(d.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    let files = cluster_files(d.path());
+    assert_eq!(r.cluster_files, files.len());
+    // A flipped byte in the middle of a cluster file: inside a block or the directory.
+    let p = d.path().join(&files[0]);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&p, bytes).unwrap();
+    let r = echolog::verify(d.path()).unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert_eq!(r.problems[0].file, p);
+}

@@ -927,9 +927,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 );
             }
             println!(
-                "checked {} segments, {} index files, {} records, {} bytes: {}",
+                "checked {} segments, {} index files, {} cluster files, {} records, {} bytes: {}",
                 r.segments,
                 r.index_files,
+                r.cluster_files,
                 r.records,
                 r.bytes_checked,
                 if r.ok() {
