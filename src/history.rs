@@ -208,7 +208,37 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
     };
     let part = |s: &Source<'_>, out: &mut Vec<StoredEvent>| match s {
         Source::Segment(seg) => sealed_part(seg, out),
-        Source::Cluster(c) => cluster_part(c, out),
+        Source::Cluster(c) => {
+            let before = out.len();
+            match cluster_part(c, out) {
+                // A cluster file is a copy: when it is damaged, its segments answer instead.
+                Err(e @ crate::error::Error::Corruption { .. }) => {
+                    tracing::warn!(file = %c.path.display(), error = %e, "damaged cluster file; reading its segments instead (remove it and compaction rebuilds it)");
+                    out.truncate(before);
+                    let covered = view
+                        .sealed
+                        .iter()
+                        .filter(|s| c.covers(s.base_seq, s.end_seq));
+                    if q.reverse {
+                        for seg in covered.rev() {
+                            if out.len() >= want {
+                                break;
+                            }
+                            sealed_part(seg, out)?;
+                        }
+                    } else {
+                        for seg in covered {
+                            if out.len() >= want {
+                                break;
+                            }
+                            sealed_part(seg, out)?;
+                        }
+                    }
+                    Ok(())
+                }
+                r => r,
+            }
+        }
     };
     let sources = sources(&view);
     if q.reverse {
