@@ -187,6 +187,10 @@ impl MemIndex {
         let mut ids: Vec<(u64, u32)> = self.ids.iter().map(|(h, o)| (*h, *o)).collect();
         ids.extend_from_slice(&self.id_collisions);
         w.add_section(SECTION_IDS, encode_ids(&mut ids));
+        w.add_section(
+            echolog_format::index::SECTION_SUMMARY,
+            self.raw_bytes.to_le_bytes().to_vec(),
+        );
         w.finish()
     }
 }

@@ -247,6 +247,8 @@ pub struct SealedSegment {
     /// The loaded segment, or the corruption that stopped it loading. A passing I/O error
     /// (EMFILE, a failed map) is not kept: the next reader tries again.
     loaded: Mutex<Option<Result<Arc<LoadedSegment>, Arc<Error>>>>,
+    /// (disk bytes of segment and index, decompressed record bytes), once known.
+    summary: OnceLock<(u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +263,7 @@ impl SealedSegment {
             dir: dir.to_path_buf(),
             storage: storage.clone(),
             loaded: Mutex::new(None),
+            summary: OnceLock::new(),
         }
     }
 
@@ -270,6 +273,76 @@ impl SealedSegment {
 
     pub fn idx_path(&self) -> PathBuf {
         self.dir.join(index_name(self.base_seq))
+    }
+
+    /// Bytes on disk (segment and index) and decompressed record bytes, for `Stats`. Read
+    /// from the index's summary section and the files' sizes, a few small reads, without
+    /// mapping or checksumming the whole index; an index without the section (written before
+    /// format version 3) is loaded instead.
+    pub fn summary(&self) -> Result<(u64, u64)> {
+        if let Some(s) = self.summary.get() {
+            return Ok(*s);
+        }
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|r| r.as_ref().ok().cloned());
+        let s = match loaded {
+            Some(l) => (l.disk_bytes(), l.raw_bytes()),
+            None => match self.read_summary()? {
+                Some(s) => s,
+                None => {
+                    let l = self.load()?;
+                    (l.disk_bytes(), l.raw_bytes())
+                }
+            },
+        };
+        Ok(*self.summary.get_or_init(|| s))
+    }
+
+    fn read_summary(&self) -> Result<Option<(u64, u64)>> {
+        use echolog_format::index::{
+            decode_summary, section_count, section_table, INDEX_HEADER_LEN, SECTION_ENTRY_LEN,
+            SECTION_SUMMARY,
+        };
+        let idx_path = self.idx_path();
+        let corrupt = |source| Error::Corruption {
+            file: idx_path.clone(),
+            offset: 0,
+            source,
+        };
+        let idx = self.storage.open(&idx_path, false)?;
+        let idx_len = idx.size_bytes().map_err(|e| Error::io(&idx_path, e))?;
+        let mut head = [0u8; INDEX_HEADER_LEN];
+        if idx_len < INDEX_HEADER_LEN as u64 {
+            return Ok(None);
+        }
+        self.storage.read_at(&*idx, &idx_path, &mut head, 0)?;
+        let n = section_count(&head).map_err(corrupt)?;
+        let table_len = n as usize * SECTION_ENTRY_LEN + 4;
+        if idx_len < (INDEX_HEADER_LEN + table_len) as u64 {
+            return Ok(None);
+        }
+        let mut table = vec![0u8; table_len];
+        self.storage
+            .read_at(&*idx, &idx_path, &mut table, INDEX_HEADER_LEN as u64)?;
+        let rows = section_table(&table, n).map_err(corrupt)?;
+        let Some(row) = rows.iter().find(|r| r.id == SECTION_SUMMARY && r.len == 8) else {
+            return Ok(None);
+        };
+        if row.offset.checked_add(8).is_none_or(|end| end > idx_len) {
+            return Ok(None);
+        }
+        let mut raw = [0u8; 8];
+        self.storage
+            .read_at(&*idx, &idx_path, &mut raw, row.offset)?;
+        let raw_bytes = decode_summary(&raw, row).map_err(corrupt)?;
+        let seg_path = self.seg_path();
+        let seg = self.storage.open(&seg_path, false)?;
+        let seg_len = seg.size_bytes().map_err(|e| Error::io(&seg_path, e))?;
+        Ok(Some((seg_len + idx_len, raw_bytes)))
     }
 
     /// Maps the segment and its index, verifying every checksum of the index (once).

@@ -701,10 +701,10 @@ impl Store {
         };
         for seg in view.sealed.iter() {
             s.events += seg.end_seq - seg.base_seq;
-            match seg.load() {
-                Ok(l) => {
-                    s.disk_bytes += l.disk_bytes();
-                    s.raw_bytes += l.raw_bytes();
+            match seg.summary() {
+                Ok((disk, raw)) => {
+                    s.disk_bytes += disk;
+                    s.raw_bytes += raw;
                 }
                 // A segment that cannot be loaded still occupies its files.
                 Err(_) => {

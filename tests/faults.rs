@@ -305,3 +305,33 @@ fn with_sync_interval_tail_sees_only_what_a_power_loss_cannot_take_back() {
     let next = s.last_seq() + 1;
     assert_eq!(s.append(vec![ev("c", 1)]).unwrap().seqs, vec![next]);
 }
+
+#[test]
+fn stats_after_open_totals_the_store_without_mapping_an_index() {
+    let (disk, dir, opts) = sim_store_opts();
+    let before = {
+        let s = Store::open(&dir, opts.clone()).unwrap();
+        fill(&s, 200);
+        s.seal_active().unwrap();
+        s.stats().unwrap()
+    };
+    assert!(before.segments > 3, "{before:?}");
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    // Any attempt to map an index file fails: Stats must not need one.
+    disk.add_rule(
+        FaultRule::new(FaultOp::Map, Errno::Emfile)
+            .path(".idx")
+            .times(u64::MAX),
+    );
+    let st = s.stats().unwrap();
+    assert_eq!(
+        (st.events, st.disk_bytes, st.raw_bytes, st.segments),
+        (
+            before.events,
+            before.disk_bytes,
+            before.raw_bytes,
+            before.segments
+        )
+    );
+    assert!(disk.injected_by_op().is_empty(), "no index was mapped");
+}

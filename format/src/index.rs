@@ -20,6 +20,9 @@ pub const SECTION_KINDS: u32 = 4;
 pub const SECTION_TAGS: u32 = 5;
 pub const SECTION_MINUTES: u32 = 6;
 pub const SECTION_IDS: u32 = 7;
+/// Version 3: 8 bytes, u64 decompressed bytes of the segment's records, so `Stats` can total
+/// a store without mapping every index.
+pub const SECTION_SUMMARY: u32 = 8;
 
 pub const BLOCK_ENTRY_LEN: usize = 32;
 pub const ID_ENTRY_LEN: usize = 12;
@@ -106,6 +109,75 @@ impl IndexWriter {
         }
         out
     }
+}
+
+/// One row of the section table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionEntry {
+    pub id: u32,
+    pub crc: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// The section count of an index header (64 bytes), after checking its magic and checksum,
+/// so a caller knows how much of the table to read.
+pub fn section_count(head: &[u8]) -> Result<u32, FormatError> {
+    const WHAT: &str = "index header";
+    let h = head.get(..INDEX_HEADER_LEN).ok_or(FormatError::Truncated {
+        what: WHAT,
+        needed: INDEX_HEADER_LEN as u64,
+        available: head.len() as u64,
+    })?;
+    let mut c = Cursor::new(WHAT, h);
+    let magic: [u8; 8] = c.array()?;
+    if magic != INDEX_MAGIC {
+        return Err(FormatError::BadMagic { what: WHAT });
+    }
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(h.get(60..64).unwrap_or(&[0; 4]));
+    verify_crc32(
+        WHAT,
+        u32::from_le_bytes(stored),
+        h.get(..60).unwrap_or_default(),
+    )?;
+    crate::check_version(WHAT, c.u32()?)?;
+    let n = c.u32()?;
+    if n > SECTIONS_MAX {
+        return Err(FormatError::LimitExceeded {
+            what: "index section_count",
+            value: u64::from(n),
+            max: u64::from(SECTIONS_MAX),
+        });
+    }
+    Ok(n)
+}
+
+/// The section table that follows a header of `count` sections (`count` x 24 bytes and its
+/// CRC32), checked, without reading any section.
+pub fn section_table(table: &[u8], count: u32) -> Result<Vec<SectionEntry>, FormatError> {
+    const WHAT: &str = "index section table";
+    let mut t = Cursor::new(WHAT, table);
+    let rows = t.take(count as usize * SECTION_ENTRY_LEN)?;
+    verify_crc32(WHAT, t.u32()?, rows)?;
+    let mut c = Cursor::new(WHAT, rows);
+    (0..count)
+        .map(|_| {
+            Ok(SectionEntry {
+                id: c.u32()?,
+                crc: c.u32()?,
+                offset: c.u64()?,
+                len: c.u64()?,
+            })
+        })
+        .collect()
+}
+
+/// The summary section's raw-bytes total, checked against its CRC32.
+pub fn decode_summary(bytes: &[u8], entry: &SectionEntry) -> Result<u64, FormatError> {
+    verify_crc32("index summary", entry.crc, bytes)?;
+    let mut c = Cursor::new("index summary", bytes);
+    c.u64()
 }
 
 /// A parsed, fully checksummed index file borrowed from its bytes.
