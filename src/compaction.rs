@@ -4,8 +4,11 @@
 //!
 //! One step at a time, on one thread per store, through the storage seam:
 //! 1. cluster files whose whole range retention removed are dropped;
-//! 2. else the oldest sealed segment no cluster file covers becomes a level-0 file;
-//! 3. else the oldest `fanout` adjacent files of the lowest level that has them are merged.
+//! 2. else, when a level holds `2 x fanout` files or more (ingest outrunning merges), the
+//!    oldest `fanout` adjacent files of the lowest such level are merged, so readers never
+//!    face an unbounded number of files;
+//! 3. else the oldest sealed segment no cluster file covers becomes a level-0 file;
+//! 4. else the oldest `fanout` adjacent files of the lowest level that has them are merged.
 //!
 //! A new file is durable under its name (temp, fdatasync, rename, directory fsync) before it
 //! is published; the files it replaces are marked obsolete and removed when the last reader
@@ -128,6 +131,13 @@ pub(crate) fn step(inner: &Inner) -> Result<Step> {
         replace(inner, &stale, None);
         return Ok(Step::Dropped { files: stale.len() });
     }
+    let fanout = inner.opts.compaction_fanout as usize;
+    let level_max = inner.opts.compaction_level_max;
+    let crowded = (0..level_max)
+        .find(|l| view.clusters.iter().filter(|c| c.level == *l).count() >= 2 * fanout);
+    if let Some(group) = crowded.and_then(|l| merge_group_at(&view.clusters, fanout, l)) {
+        return merge_step(inner, &group);
+    }
     let uncovered = view.sealed.iter().find(|s| {
         !view
             .clusters
@@ -150,28 +160,46 @@ pub(crate) fn step(inner: &Inner) -> Result<Step> {
         replace(inner, &[], Some(out));
         return Ok(s);
     }
-    let fanout = inner.opts.compaction_fanout as usize;
-    if let Some(group) = merge_group(&view.clusters, fanout, inner.opts.compaction_level_max) {
-        let out = merge(inner, &group)?;
-        let s = Step::Merged {
-            base_seq: out.base_seq,
-            end_seq: out.end_seq,
-            level: out.level,
-            inputs: group.len(),
-            bytes: out.size_bytes,
-        };
-        tracing::info!(
-            base_seq = out.base_seq,
-            end_seq = out.end_seq,
-            level = out.level,
-            inputs = group.len(),
-            bytes = out.size_bytes,
-            "compaction: merged cluster files"
-        );
-        replace(inner, &group, Some(out));
-        return Ok(s);
+    if let Some(group) = merge_group(&view.clusters, fanout, level_max) {
+        return merge_step(inner, &group);
     }
     Ok(Step::Idle)
+}
+
+fn merge_step(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Step> {
+    let out = merge(inner, group)?;
+    let s = Step::Merged {
+        base_seq: out.base_seq,
+        end_seq: out.end_seq,
+        level: out.level,
+        inputs: group.len(),
+        bytes: out.size_bytes,
+    };
+    tracing::info!(
+        base_seq = out.base_seq,
+        end_seq = out.end_seq,
+        level = out.level,
+        inputs = group.len(),
+        bytes = out.size_bytes,
+        "compaction: merged cluster files"
+    );
+    replace(inner, group, Some(out));
+    Ok(s)
+}
+
+/// True when a step would have nothing to do (no segment to cluster, no merge due).
+pub(crate) fn idle(view: &View, fanout: usize, level_max: u32) -> bool {
+    let first = view.sealed.first().map(|s| s.base_seq);
+    let none_stale = view
+        .clusters
+        .iter()
+        .all(|c| first.is_some_and(|f| c.end_seq > f));
+    let all_covered = view.sealed.iter().all(|s| {
+        view.clusters
+            .iter()
+            .any(|c| c.covers(s.base_seq, s.end_seq))
+    });
+    none_stale && all_covered && merge_group(&view.clusters, fanout, level_max).is_none()
 }
 
 /// The oldest run of `fanout` adjacent files of the lowest level below `level_max` that has one.
@@ -180,21 +208,28 @@ fn merge_group(
     fanout: usize,
     level_max: u32,
 ) -> Option<Vec<Arc<ClusterFile>>> {
-    for level in 0..level_max {
-        let mut run: Vec<Arc<ClusterFile>> = Vec::new();
-        for f in files {
-            let joins = run.last().is_some_and(|p| p.end_seq == f.base_seq);
-            if f.level != level {
-                run.clear();
-                continue;
-            }
-            if !joins {
-                run.clear();
-            }
-            run.push(f.clone());
-            if run.len() == fanout {
-                return Some(run);
-            }
+    (0..level_max).find_map(|level| merge_group_at(files, fanout, level))
+}
+
+/// The oldest run of `fanout` adjacent files of `level`.
+fn merge_group_at(
+    files: &[Arc<ClusterFile>],
+    fanout: usize,
+    level: u32,
+) -> Option<Vec<Arc<ClusterFile>>> {
+    let mut run: Vec<Arc<ClusterFile>> = Vec::new();
+    for f in files {
+        let joins = run.last().is_some_and(|p| p.end_seq == f.base_seq);
+        if f.level != level {
+            run.clear();
+            continue;
+        }
+        if !joins {
+            run.clear();
+        }
+        run.push(f.clone());
+        if run.len() == fanout {
+            return Some(run);
         }
     }
     None

@@ -86,6 +86,8 @@ pub struct Stats {
     pub compaction_backlog_segments: u32,
     /// Bytes compaction wrote since open.
     pub compaction_bytes_written: u64,
+    /// True when compaction has nothing left to do (no backlog, no merge due).
+    pub compaction_idle: bool,
 }
 
 /// The block the previous record came from, reused while records stay in it.
@@ -741,6 +743,9 @@ impl Store {
             })
             .count() as u32;
         s.compaction_bytes_written = self.inner.compaction.bytes_written.load(Ordering::Relaxed);
+        let o = &self.inner.opts;
+        s.compaction_idle =
+            crate::compaction::idle(&view, o.compaction_fanout as usize, o.compaction_level_max);
         Ok(s)
     }
 

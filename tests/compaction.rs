@@ -129,7 +129,21 @@ fn history_through_cluster_files_equals_history_through_segments() {
     let sealed = s.stats().unwrap().segments - 1;
     assert!(sealed >= 8, "enough segments to merge: {sealed}");
 
+    assert!(!s.stats().unwrap().compaction_idle);
     let steps = s.compact_now().unwrap();
+    assert!(s.stats().unwrap().compaction_idle);
+    // Level-0 files never pile up past 2 x fanout: merges go first once they would.
+    let mut level0 = 0i64;
+    for st in &steps {
+        match st {
+            Step::Built { .. } => level0 += 1,
+            Step::Merged {
+                level: 1, inputs, ..
+            } => level0 -= *inputs as i64,
+            _ => {}
+        }
+        assert!(level0 <= 4, "{level0} level-0 files: {steps:?}");
+    }
     let built = steps
         .iter()
         .filter(|s| matches!(s, Step::Built { .. }))

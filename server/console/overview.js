@@ -27,6 +27,8 @@ async function poll() {
     $("ov-disk").title = `${number(s.disk_bytes)} bytes${ratio}`;
     $("ov-raw").textContent = bytes(s.raw_bytes);
     $("ov-tombstones").textContent = number(s.tombstones);
+    $("ov-clusters").textContent = number(s.cluster_files);
+    $("ov-backlog").textContent = `${number(s.compaction_backlog_segments)} segment${s.compaction_backlog_segments === 1 ? "" : "s"}`;
     if (previous) {
       const seconds = (now - previous.at) / 1000;
       $("ov-rate").textContent = rate((s.last_seq - previous.last_seq) / seconds);

@@ -154,6 +154,9 @@ async fn stats(State(st): State<HttpState>, headers: HeaderMap) -> ApiResult {
         "events": s.events, "first_seq": s.first_seq, "last_seq": s.last_seq,
         "segments": s.segments, "disk_bytes": s.disk_bytes, "raw_bytes": s.raw_bytes,
         "tombstones": s.tombstones, "read_only": st.store.is_read_only(),
+        "cluster_files": s.cluster_files,
+        "compaction_backlog_segments": s.compaction_backlog_segments,
+        "compaction_bytes_written": s.compaction_bytes_written,
     }))
     .into_response())
 }

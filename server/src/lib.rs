@@ -576,6 +576,9 @@ impl EventStore for Service {
             raw_bytes: s.raw_bytes,
             tombstones: s.tombstones,
             first_seq: s.first_seq,
+            cluster_files: s.cluster_files,
+            compaction_backlog_segments: s.compaction_backlog_segments,
+            compaction_bytes_written: s.compaction_bytes_written,
         }))
     }
 }
