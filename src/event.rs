@@ -34,6 +34,14 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// The bytes this event holds in memory, roughly: its strings and payload, plus 32.
+    pub fn size_bytes(&self) -> u64 {
+        let e = &self.event;
+        let tags: usize = e.tags.iter().map(String::len).sum();
+        let id = e.id.as_ref().map_or(0, String::len);
+        (e.entity.len() + e.kind.len() + tags + e.payload.len() + id + 32) as u64
+    }
+
     pub(crate) fn from_record(seq: u64, r: &RecordRef<'_>) -> Self {
         StoredEvent {
             seq,

@@ -73,7 +73,12 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
     } else {
         q.limit as usize
     };
-    let mut out = Vec::new();
+    let mut out = Answer {
+        events: Vec::new(),
+        bytes: 0,
+        want,
+        bytes_max: q.bytes_max,
+    };
     // Seq bounds: forward wants seq > after_seq; reverse wants seq < after_seq (0: no bound).
     let seq_ok = |seq: u64| {
         if q.reverse {
@@ -87,7 +92,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         |min: i64, max: i64| q.from_ts.is_none_or(|f| max >= f) && q.to_ts.is_none_or(|t| min < t);
 
     // The active segment is the newest: first in reverse, last forward.
-    let active_part = |out: &mut Vec<StoredEvent>| -> Result<()> {
+    let active_part = |out: &mut Answer| -> Result<()> {
         let a = &view.active;
         let ords: Vec<u32> = {
             let idx = a.index();
@@ -114,7 +119,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
             ) {
                 out.push(ev);
             }
-            Ok(out.len() >= want)
+            Ok(out.full())
         };
         if q.reverse {
             for o in ords.into_iter().rev() {
@@ -132,9 +137,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         Ok(())
     };
 
-    let sealed_part = |seg: &crate::segment::SealedSegment,
-                       out: &mut Vec<StoredEvent>|
-     -> Result<()> {
+    let sealed_part = |seg: &crate::segment::SealedSegment, out: &mut Answer| -> Result<()> {
         // Skip segments entirely outside the seq bound without loading them.
         if q.reverse {
             if q.after_seq != 0 && seg.base_seq >= q.after_seq {
@@ -161,7 +164,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
             ) {
                 out.push(ev);
             }
-            Ok(out.len() >= want)
+            Ok(out.full())
         };
         if q.reverse {
             for o in bm.iter().rev().filter(keep) {
@@ -181,7 +184,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
 
     // Seqs retention removed may still sit in a cluster file that also covers newer ones.
     let floor = view.sealed.first().map_or(0, |s| s.base_seq);
-    let cluster_part = |c: &ClusterFile, out: &mut Vec<StoredEvent>| -> Result<()> {
+    let cluster_part = |c: &ClusterFile, out: &mut Answer| -> Result<()> {
         if q.reverse {
             if q.after_seq != 0 && c.base_seq >= q.after_seq {
                 return Ok(());
@@ -202,11 +205,11 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
                 if let Some(ev) = present(ev, q.include_deleted, &tomb) {
                     out.push(ev);
                 }
-                Ok(out.len() < want)
+                Ok(!out.full())
             },
         )
     };
-    let part = |s: &Source<'_>, out: &mut Vec<StoredEvent>| match s {
+    let part = |s: &Source<'_>, out: &mut Answer| match s {
         Source::Segment(seg) => sealed_part(seg, out),
         Source::Cluster(c) => {
             let before = out.len();
@@ -221,14 +224,14 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
                         .filter(|s| c.covers(s.base_seq, s.end_seq));
                     if q.reverse {
                         for seg in covered.rev() {
-                            if out.len() >= want {
+                            if out.full() {
                                 break;
                             }
                             sealed_part(seg, out)?;
                         }
                     } else {
                         for seg in covered {
-                            if out.len() >= want {
+                            if out.full() {
                                 break;
                             }
                             sealed_part(seg, out)?;
@@ -244,22 +247,50 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
     if q.reverse {
         active_part(&mut out)?;
         for s in sources.iter().rev() {
-            if out.len() >= want {
+            if out.full() {
                 break;
             }
             part(s, &mut out)?;
         }
     } else {
         for s in sources.iter() {
-            if out.len() >= want {
+            if out.full() {
                 break;
             }
             part(s, &mut out)?;
         }
-        if out.len() < want {
+        if !out.full() {
             active_part(&mut out)?;
         }
     }
     out.truncate(want);
-    Ok(out)
+    Ok(out.events)
+}
+
+/// The events found so far, and whether the count or byte bound is reached.
+struct Answer {
+    events: Vec<StoredEvent>,
+    bytes: u64,
+    want: usize,
+    bytes_max: u64,
+}
+
+impl Answer {
+    fn push(&mut self, ev: StoredEvent) {
+        self.bytes += ev.size_bytes();
+        self.events.push(ev);
+    }
+
+    fn full(&self) -> bool {
+        self.events.len() >= self.want || (self.bytes_max > 0 && self.bytes >= self.bytes_max)
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.events.truncate(n);
+        self.bytes = self.events.iter().map(StoredEvent::size_bytes).sum();
+    }
 }

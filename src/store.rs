@@ -181,6 +181,11 @@ pub struct HistoryQuery {
     pub limit: u32,
     pub reverse: bool,
     pub include_deleted: bool,
+    /// Stop after the event that brings the answer to this many bytes
+    /// ([`StoredEvent::size_bytes`] summed); 0 means no bound. A caller paging a long history
+    /// with a memory bound gets one page per call whatever the events' sizes: the answer was
+    /// cut by this bound exactly when its bytes reach it.
+    pub bytes_max: u64,
 }
 
 pub(crate) fn check_range(from_ts: Option<i64>, to_ts: Option<i64>) -> Result<()> {

@@ -94,6 +94,30 @@ fn check_all(s: &Store, model: &BTreeMap<String, Vec<StoredEvent>>) {
                 "{entity} before {mid}"
             );
         }
+        // A byte bound stops after the event that reaches it.
+        let bound = 700;
+        let cut = s
+            .history(&HistoryQuery {
+                entity: entity.clone(),
+                bytes_max: bound,
+                ..Default::default()
+            })
+            .unwrap();
+        let mut held = 0;
+        let want: Vec<u64> = evs
+            .iter()
+            .take_while(|e| {
+                let before = held;
+                held += e.size_bytes();
+                before < bound
+            })
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(
+            cut.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            want,
+            "{entity} bytes"
+        );
         // Whole events, not only seqs.
         let got = s
             .history(&HistoryQuery {

@@ -379,6 +379,12 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                 deleted,
             } => {
                 let after_seq = u64::from(after) % (m.records.len() as u64 + 3);
+                // A byte bound on a third of the queries, from the same draw.
+                let bytes_max = if after % 3 == 0 {
+                    u64::from(after % 1500)
+                } else {
+                    0
+                };
                 let q = HistoryQuery {
                     entity: ENTITIES[entity].into(),
                     from_ts: from,
@@ -387,6 +393,7 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                     limit: u32::from(limit),
                     reverse,
                     include_deleted: deleted,
+                    bytes_max,
                 };
                 let got = s.history(&q);
                 if let (Some(f), Some(t)) = (from, to) {
@@ -417,6 +424,19 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                 }
                 if limit > 0 {
                     want.truncate(limit as usize);
+                }
+                if bytes_max > 0 {
+                    // Up to and with the event that brings the answer to the bound.
+                    let mut held = 0;
+                    let keep = want
+                        .iter()
+                        .take_while(|e| {
+                            let before = held;
+                            held += e.size_bytes();
+                            before < bytes_max
+                        })
+                        .count();
+                    want.truncate(keep);
                 }
                 prop_assert_eq!(got.unwrap(), want);
             }

@@ -24,6 +24,9 @@ use crate::pb;
 /// Events one history response holds when the request sets no smaller limit; past it the
 /// response says `next_after_seq` to page on.
 pub const HTTP_HISTORY_EVENTS_MAX: u32 = 10_000;
+/// Bytes of events one history response holds at most (past the event that reaches it, the
+/// response says `next_after_seq`), so large payloads cannot make one response huge.
+pub const HTTP_HISTORY_BYTES_MAX: u64 = 16 << 20;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -182,9 +185,14 @@ async fn history(
         limit,
         reverse: p.flag("reverse")?,
         include_deleted: p.flag("include_deleted")?,
+        bytes_max: HTTP_HISTORY_BYTES_MAX,
     };
     let events = st.run(move |s| s.history(&q)).await?;
-    let full = events.len() as u32 == limit && (asked == 0 || asked > limit);
+    let held: u64 = events.iter().map(echolog::StoredEvent::size_bytes).sum();
+    let cut_by_count = events.len() as u32 == limit && (asked == 0 || asked > limit);
+    let cut_by_bytes =
+        held >= HTTP_HISTORY_BYTES_MAX && (asked == 0 || events.len() < asked as usize);
+    let full = cut_by_count || cut_by_bytes;
     let next = full.then(|| events.last().map(|e| e.seq)).flatten();
     let events: Vec<Value> = events
         .into_iter()

@@ -246,8 +246,9 @@ pub const TRANSPORT_LIMIT_FACTOR: usize = 4;
 
 /// Events a history stream reads from the engine at a time, at most.
 const HISTORY_PAGE_EVENTS: u32 = 1000;
-/// Events of the first page of a History or Tail read; later pages are sized from the events
-/// seen so far to hold about `--stream-bytes-max` bytes (a page is in memory while it is sent).
+/// Events of a Tail's first read; later reads are sized from the events seen so far to hold
+/// about `--stream-bytes-max` bytes (a read is in memory while it is sent). History pages are
+/// bounded by bytes in the engine instead.
 const FIRST_PAGE_EVENTS: u32 = 32;
 
 /// Events a tail sends per engine read.
@@ -305,40 +306,43 @@ impl EventStore for Service {
             limit: r.limit,
             reverse: r.reverse,
             include_deleted: r.include_deleted,
+            bytes_max: 0,
         };
-        // Pages of at most HISTORY_PAGE_EVENTS and about `stream_bytes_max` bytes, sent
+        // Pages of at most HISTORY_PAGE_EVENTS events and HISTORY_PAGE_BYTES of events (the
+        // engine stops a page at either bound, so most histories are one engine call), sent
         // through a byte-bounded channel: a hot entity's history, or a stalled reader, holds
         // bounded memory. The first page runs before the response, so bad input is the call's
         // status.
         let bytes_max = self.stream_bytes_max;
+        let page_bytes = (bytes_max / 2).max(1) as u64;
         let mut left = if q.limit == 0 {
             u64::MAX
         } else {
             u64::from(q.limit)
         };
-        let page = move |q: &HistoryQuery, left: u64, events: u32| {
+        let page = move |q: &HistoryQuery, left: u64| {
             let mut q = q.clone();
-            q.limit = left.min(u64::from(events)) as u32;
+            q.limit = left.min(u64::from(HISTORY_PAGE_EVENTS)) as u32;
+            q.bytes_max = page_bytes;
             q
         };
-        let first_q = page(&q, left, FIRST_PAGE_EVENTS);
+        let first_q = page(&q, left);
         let first = self.run(move |s| s.history(&first_q)).await?;
         let (tx, rx) = limits::bounded(bytes_max);
         let svc = self.clone();
         tokio::spawn(async move {
             let mut events = first;
-            let mut asked = left.min(u64::from(FIRST_PAGE_EVENTS));
             let mut q = q;
             loop {
-                let full = events.len() as u64 == asked;
+                let asked = left.min(u64::from(HISTORY_PAGE_EVENTS));
+                // Cut by a bound, so more may follow: the count, or the bytes.
+                let held: u64 = events.iter().map(echolog::StoredEvent::size_bytes).sum();
+                let full = events.len() as u64 == asked || held >= page_bytes;
                 left -= events.len() as u64;
                 let last = events.last().map(|e| e.seq);
-                let n = events.len();
-                let mut bytes = 0usize;
                 let mut batch = Batcher::new(svc.batch_bytes_max);
                 for e in events {
                     let e = to_pb(e);
-                    bytes += prost::Message::encoded_len(&e);
                     if let Some((full, len)) = batch.push(e) {
                         if !tx.send(Ok(full), len).await {
                             return;
@@ -354,9 +358,7 @@ impl EventStore for Service {
                     return;
                 };
                 q.after_seq = last;
-                let next = limits::page_events(bytes / n.max(1), bytes_max, HISTORY_PAGE_EVENTS);
-                asked = left.min(u64::from(next));
-                let next_q = page(&q, left, next);
+                let next_q = page(&q, left);
                 events = match svc.run(move |s| s.history(&next_q)).await {
                     Ok(e) => e,
                     Err(status) => {
