@@ -217,3 +217,52 @@ fn console_files(base: &str) {
     assert!(get("/console/../Cargo.toml").starts_with("HTTP/1.1 404"));
     assert!(get("/console/nope.js").starts_with("HTTP/1.1 404"));
 }
+
+/// A history response stops at about 16 MiB of events and says where to go on; paging on
+/// returns every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_of_large_events_pages_by_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start_with(
+        &d.path().join("data"),
+        &[
+            "--payload-bytes-max",
+            "100000",
+            "--message-bytes-max",
+            "1000000",
+        ],
+    );
+    let h = srv.http_url.clone();
+    let payload = "z".repeat(50_000);
+    let n = 400;
+    for i in 0..n {
+        let body = format!(
+            r#"{{"events":[{{"entity":"big:1","kind":"blob","ts":{i},"payload_json":"{payload}"}}]}}"#
+        );
+        let (st, b) = http(&h, "POST", "/api/v1/append", None, &body);
+        assert_eq!(st, 200, "{b}");
+    }
+    let mut seqs = Vec::new();
+    let mut pages = 0;
+    let mut after = 0u64;
+    loop {
+        let path = format!("/api/v1/history?entity=big:1&after_seq={after}");
+        let (st, b) = http(&h, "GET", &path, None, "");
+        assert_eq!(st, 200);
+        let v = json(&b);
+        let events = v["events"].as_array().unwrap();
+        assert!(!events.is_empty());
+        seqs.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
+        pages += 1;
+        match v.get("next_after_seq") {
+            Some(next) => {
+                assert!(events.len() < n, "a page under the byte bound is whole");
+                after = next.as_u64().unwrap();
+            }
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "20 MB of events do not fit one response");
+    assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
+    srv.stop();
+}
