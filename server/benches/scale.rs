@@ -240,11 +240,22 @@ async fn grpc_ingest(url: String, from: u64, n: u64) {
     );
 }
 
-/// Starts a server on the store in this process; returns its URL and a stop handle.
-fn start_server(
-    rt: &tokio::runtime::Runtime,
-    store: &Store,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
+/// A server on the store in this process, on 127.0.0.1.
+struct Running {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the server and waits until it has let go of the store (so it can be reopened).
+    fn stop(self, rt: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(());
+        let _ = rt.block_on(self.task);
+    }
+}
+
+fn start_server(rt: &tokio::runtime::Runtime, store: &Store) -> Running {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
@@ -254,15 +265,15 @@ fn start_server(
         message_bytes_max: 16 << 20,
         ..Default::default()
     };
-    rt.spawn(echolog_server::serve(
-        store.clone(),
-        listener,
-        cfg,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    (url, stop)
+    let serving = echolog_server::serve(store.clone(), listener, cfg, async move {
+        let _ = stopped.await;
+    });
+    let task = rt.spawn(async move {
+        if let Err(e) = serving.await {
+            eprintln!("server: {e}");
+        }
+    });
+    Running { url, stop, task }
 }
 
 fn wait_for_compaction(s: &Store) -> Duration {
@@ -328,9 +339,9 @@ fn main() {
         n as f64 / started.elapsed().as_secs_f64()
     );
     let grpc_n = (n / 20).max(BATCH);
-    let (url, stop) = start_server(&rt, &s);
-    rt.block_on(grpc_ingest(url, n, grpc_n));
-    let _ = stop.send(());
+    let server = start_server(&rt, &s);
+    rt.block_on(grpc_ingest(server.url.clone(), n, grpc_n));
+    server.stop(&rt);
     // The active segment stays unsealed: open below rebuilds it, as after any restart.
     let waited = wait_for_compaction(&s);
     let st = s.stats().expect("stats");
@@ -370,12 +381,12 @@ fn main() {
     let l = lists();
     // Through gRPC first, so the memory figure is the server's (and a client that keeps
     // nothing), not the in-process calls' result vectors.
-    let (url, stop) = start_server(&rt, &s);
+    let server = start_server(&rt, &s);
     // The first pass after open reads the files from disk (cold after the cold open above);
     // the second finds them in the page cache.
-    rt.block_on(through_grpc(url.clone(), &l, "first pass"));
-    rt.block_on(through_grpc(url, &l, "second pass"));
-    let _ = stop.send(());
+    rt.block_on(through_grpc(server.url.clone(), &l, "first pass"));
+    rt.block_on(through_grpc(server.url.clone(), &l, "second pass"));
+    server.stop(&rt);
     println!(
         "resident memory after the gRPC queries: anonymous {}, file-backed {}",
         status("RssAnon:"),

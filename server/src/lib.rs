@@ -251,6 +251,9 @@ const HISTORY_PAGE_EVENTS: u32 = 1000;
 /// bounded by bytes in the engine instead.
 const FIRST_PAGE_EVENTS: u32 = 32;
 
+/// How long shutdown waits for the HTTP side's connections to finish.
+const HTTP_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// Events a tail sends per engine read.
 const TAIL_BATCH_EVENTS: u32 = 1000;
 /// How long a tail waits for a commit before checking whether its client left.
@@ -624,7 +627,7 @@ pub async fn serve_with_http(
         .saturating_mul(TRANSPORT_LIMIT_FACTOR);
     // One thread turns the engine's commit notifications into a watch channel for all tails.
     let (committed_tx, committed_rx) = tokio::sync::watch::channel(store.durable_seq());
-    {
+    let bridge = {
         let store = store.clone();
         let closing = closing_rx.clone();
         std::thread::Builder::new()
@@ -635,8 +638,8 @@ pub async fn serve_with_http(
                     last = store.wait_for_seq_after(last, Duration::from_millis(TAIL_WAIT_MS));
                     committed_tx.send_replace(last);
                 }
-            })?;
-    }
+            })?
+    };
     // Health says NOT_SERVING while the store is read-only after an I/O failure.
     {
         let reporter = health_reporter.clone();
@@ -668,6 +671,7 @@ pub async fn serve_with_http(
             }
         });
     }
+    let mut http_task = None;
     if let Some(l) = http {
         let state = http::HttpState {
             store: store.clone(),
@@ -679,7 +683,7 @@ pub async fn serve_with_http(
         };
         let mut closing = closing_rx.clone();
         let limits_for_http = config.limits.clone();
-        tokio::spawn(async move {
+        http_task = Some(tokio::spawn(async move {
             let stop = async move {
                 let _ = closing.wait_for(|c| *c).await;
             };
@@ -690,7 +694,7 @@ pub async fn serve_with_http(
             {
                 tracing::error!(error = %e, "the HTTP API stopped");
             }
-        });
+        }));
     }
     let svc = EventStoreServer::new(Service::new(store, &config, closing_rx, committed_rx))
         .max_decoding_message_size(transport_limit)
@@ -724,6 +728,14 @@ pub async fn serve_with_http(
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    // Returns only once nothing here holds the store any more, so the caller can close or
+    // reopen it at once: the HTTP side finishes its calls, the tail bridge sees the close
+    // within one wait.
+    if let Some(t) = http_task {
+        // A client that holds a connection open cannot hold the shutdown up for long.
+        let _ = tokio::time::timeout(HTTP_SHUTDOWN_WAIT, t).await;
+    }
+    let _ = tokio::task::spawn_blocking(move || bridge.join()).await;
     Ok(())
 }
 
