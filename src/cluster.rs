@@ -338,6 +338,8 @@ pub struct ClusterWriter {
     min_ts: i64,
     max_ts: i64,
     entity: Vec<u8>,
+    /// The current entity's newest seq: seqs ascend within an entity.
+    last_seq: u64,
     run: Option<EntityRun>,
     record_count: u64,
     compressor: zstd::bulk::Compressor<'static>,
@@ -379,6 +381,7 @@ impl ClusterWriter {
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             entity: Vec::new(),
+            last_seq: 0,
             run: None,
             record_count: 0,
             compressor,
@@ -398,25 +401,43 @@ impl ClusterWriter {
     }
 
     /// Adds one record (its encoded bytes, as in a segment block).
+    /// Records come from files on disk (a segment, or cluster files being merged), so order
+    /// and range are checked here rather than assumed: a violation is an error naming the
+    /// file being written, never a panic or a misordered file.
     pub fn push(&mut self, entity: &[u8], seq: u64, ts: i64, record: &[u8]) -> Result<()> {
-        assert!(
-            (self.header.base_seq..self.header.end_seq).contains(&seq),
-            "seq {seq} outside the file's range"
-        );
+        if !(self.header.base_seq..self.header.end_seq).contains(&seq) {
+            return Err(Error::Inconsistent(format!(
+                "{}: seq {seq} is outside the file's range {}..{}",
+                self.path.display(),
+                self.header.base_seq,
+                self.header.end_seq
+            )));
+        }
         if self.run.is_none() || entity != self.entity.as_slice() {
-            assert!(
-                self.run.is_none() || entity > self.entity.as_slice(),
-                "entities out of order"
-            );
+            if self.run.is_some() && entity < self.entity.as_slice() {
+                return Err(Error::Inconsistent(format!(
+                    "{}: records arrive out of entity order",
+                    self.path.display()
+                )));
+            }
             self.end_entity();
             self.entity.clear();
             self.entity.extend_from_slice(entity);
+            self.last_seq = 0;
             self.run = Some(EntityRun {
                 first_block: self.directory.block_count(),
                 first_record: self.seqs.len() as u32,
                 count: 0,
             });
         }
+        if seq <= self.last_seq {
+            return Err(Error::Inconsistent(format!(
+                "{}: seq {seq} after {} within one entity",
+                self.path.display(),
+                self.last_seq
+            )));
+        }
+        self.last_seq = seq;
         if let Some(r) = self.run.as_mut() {
             r.count += 1;
         }
@@ -598,5 +619,82 @@ impl ClusterCursor {
         let (seq, ts, e, b) = self.current.as_ref()?;
         let raw = &self.block.as_ref()?.raw;
         Some((raw.get(e.clone())?, *seq, *ts, raw.get(b.clone())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sim::SimDisk;
+    use crate::storage::StorageBackend;
+
+    fn record(entity: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        echolog_format::record::encode_record::<&str>(&mut out, entity, "k", 1, &[], b"{}", "");
+        out
+    }
+
+    fn writer() -> (SimDisk, ClusterWriter) {
+        let disk = SimDisk::new();
+        let dir = PathBuf::from("/d");
+        disk.create_dir_all(&dir).unwrap();
+        let storage = Storage::new(Some(&disk.backend()), None);
+        let w = ClusterWriter::create(&storage, &dir, 10, 20, 0, 1024, 1).unwrap();
+        (disk, w)
+    }
+
+    #[test]
+    fn records_out_of_order_or_range_are_errors_and_leave_no_file() {
+        let (disk, mut w) = writer();
+        w.push(b"b", 11, 1, &record("b")).unwrap();
+        assert!(w.push(b"a", 12, 1, &record("a")).is_err(), "entity order");
+        assert!(
+            w.push(b"b", 11, 1, &record("b")).is_err(),
+            "seqs ascend within an entity"
+        );
+        assert!(
+            w.push(b"c", 20, 1, &record("c")).is_err(),
+            "end_seq is exclusive"
+        );
+        assert!(w.push(b"c", 9, 1, &record("c")).is_err(), "below base_seq");
+        drop(w);
+        assert!(
+            disk.files(Path::new("/d")).is_empty(),
+            "the temp file is gone"
+        );
+    }
+
+    #[test]
+    fn a_finished_file_reads_back_by_entity_in_both_directions() {
+        let (disk, mut w) = writer();
+        for (e, s) in [
+            ("a", 12),
+            ("a", 15),
+            ("b", 10),
+            ("c", 11),
+            ("c", 13),
+            ("c", 19),
+        ] {
+            w.push(e.as_bytes(), s, 1, &record(e)).unwrap();
+        }
+        let (h, len) = w.finish().unwrap();
+        assert_eq!(disk.files(Path::new("/d")), vec![cluster_name(10, 20)]);
+        let storage = Storage::new(Some(&disk.backend()), None);
+        let f = ClusterFile::new(Path::new("/d"), &storage, &h, len);
+        let seqs = |entity: &str, reverse: bool, after: u64| {
+            let mut out = Vec::new();
+            let load: &BlockLoader<'_> = &|_, _, decode| decode().map(Arc::new);
+            f.visit_entity(entity, reverse, after, load, &mut |seq, r| {
+                assert_eq!(r.entity, entity);
+                out.push(seq);
+                Ok(true)
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(seqs("c", false, 0), vec![11, 13, 19]);
+        assert_eq!(seqs("c", true, 0), vec![19, 13, 11]);
+        assert_eq!(seqs("a", false, 0), vec![12, 15]);
+        assert!(seqs("zz", false, 0).is_empty());
     }
 }
