@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PostgreSQL baselines for DESIGN.md's performance table, measured in the same run as echolog.
+# PostgreSQL baselines for the performance targets (docs/benchmarks.md), measured in the same run as echolog.
 # Usage: benches/pg_baseline.sh [events]   (default 1000000)
 # Needs PostgreSQL 15 server binaries (Debian: apt-get install postgresql) and pgbench.
 set -euo pipefail

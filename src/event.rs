@@ -1,4 +1,4 @@
-//! Events as appended and as read back, and their validation against DESIGN.md's limits.
+//! Events as appended and as read back, and their validation against the API's limits.
 
 use echolog_format::limits::{
     ENTITY_BYTES_MAX, ID_BYTES_MAX, KIND_BYTES_MAX, TAGS_COUNT_MAX, TAG_BYTES_MAX,

@@ -52,7 +52,7 @@ pub struct Options {
     pub zstd_level: i32,
     /// Bytes of decompressed blocks kept in memory.
     pub block_cache_bytes_max: u64,
-    /// Payload size limit (DESIGN.md: default 1 MiB).
+    /// Payload size limit (default 1 MiB).
     pub payload_bytes_max: usize,
     /// Events in one append batch.
     pub batch_events_max: usize,

@@ -1,4 +1,4 @@
-//! The seed workload of DESIGN.md, shared by the benches and the examples: JSON payloads of
+//! The seed workload (typical events of the users), shared by the benches and the examples: JSON payloads of
 //! about 165 bytes, entities skewed over 500k keys, 1k tenants (`tenant:` tag), 20 kinds,
 //! increasing ts with 1% of events late by up to an hour.
 

@@ -2,15 +2,15 @@
 //! are the most a decoder accepts from disk, so corrupt lengths cannot make it allocate or loop
 //! without bound.
 
-/// Entity key length, bytes (DESIGN.md: 1..=256).
+/// Entity key length, bytes (the API's limit: 1..=256).
 pub const ENTITY_BYTES_MAX: usize = 256;
-/// Kind length, bytes (DESIGN.md: 1..=128).
+/// Kind length, bytes (the API's limit: 1..=128).
 pub const KIND_BYTES_MAX: usize = 128;
-/// Number of tags on one event (DESIGN.md: 0..=32).
+/// Number of tags on one event (the API's limit: 0..=32).
 pub const TAGS_COUNT_MAX: usize = 32;
-/// One tag's length, bytes (DESIGN.md: 1..=256).
+/// One tag's length, bytes (the API's limit: 1..=256).
 pub const TAG_BYTES_MAX: usize = 256;
-/// Idempotency key length, bytes (DESIGN.md: 1..=128).
+/// Idempotency key length, bytes (the API's limit: 1..=128).
 pub const ID_BYTES_MAX: usize = 128;
 /// Payload length the format can hold, bytes. The engine's default limit (1 MiB) is lower.
 pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
