@@ -61,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
         limit: ts as u32,
         reverse: ts < 0,
         include_deleted: ts % 2 == 0,
+        bytes_max: (ts as u64) >> 40,
     });
     if let Err(e) = h {
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
