@@ -36,8 +36,6 @@ pub(crate) struct Compaction {
     cv: Condvar,
     step: Mutex<()>,
     pub bytes_written: AtomicU64,
-    pub files_written: AtomicU64,
-    pub steps: AtomicU64,
 }
 
 impl Compaction {
@@ -258,32 +256,82 @@ fn replace(inner: &Inner, remove: &[Arc<ClusterFile>], add: Option<Arc<ClusterFi
     for r in remove {
         r.mark_obsolete();
     }
-    inner.compaction.steps.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Keeps compaction's write rate under the configured bound.
-struct Throttle {
+/// Records between two checkpoints of a build or merge (close requested? write rate?).
+const CHECKPOINT_RECORDS: u64 = 4096;
+/// Longest single sleep of the throttle, so a close is noticed promptly.
+const THROTTLE_SLEEP_MAX: Duration = Duration::from_millis(200);
+
+/// The output file of a step, its write-rate bound, and the checkpoint both loops share.
+struct Output<'a> {
+    inner: &'a Inner,
+    writer: ClusterWriter,
     started: Instant,
-    bytes_per_second_max: u64,
+    records: u64,
 }
 
-impl Throttle {
-    fn new(bytes_per_second_max: u64) -> Self {
-        Throttle {
+impl<'a> Output<'a> {
+    fn create(inner: &'a Inner, base_seq: u64, end_seq: u64, level: u32) -> Result<Self> {
+        let o = &inner.opts;
+        let writer = ClusterWriter::create(
+            &inner.storage,
+            &inner.dir,
+            base_seq,
+            end_seq,
+            level,
+            o.cluster_block_raw_bytes_target,
+            o.zstd_level,
+        )?;
+        Ok(Output {
+            inner,
+            writer,
             started: Instant::now(),
-            bytes_per_second_max,
-        }
+            records: 0,
+        })
     }
 
-    fn pace(&self, bytes_written: u64) {
-        if self.bytes_per_second_max == 0 {
-            return;
+    /// Adds a record; every CHECKPOINT_RECORDS, stops if the store is closing and sleeps as
+    /// long as the write-rate bound asks.
+    fn push(&mut self, entity: &[u8], seq: u64, ts: i64, record: &[u8]) -> Result<()> {
+        self.writer.push(entity, seq, ts, record)?;
+        self.records += 1;
+        if !self.records.is_multiple_of(CHECKPOINT_RECORDS) {
+            return Ok(());
         }
-        let due = Duration::from_secs_f64(bytes_written as f64 / self.bytes_per_second_max as f64);
-        if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-            std::thread::sleep(wait.min(Duration::from_millis(200)));
+        stop_if_closing(self.inner)?;
+        let limit = self.inner.opts.compaction_bytes_per_second_max;
+        let wait = throttle_wait(self.writer.bytes_written, limit, self.started.elapsed());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
+        Ok(())
     }
+
+    fn finish(self) -> Result<Arc<ClusterFile>> {
+        let inner = self.inner;
+        let (h, size) = self.writer.finish()?;
+        inner
+            .compaction
+            .bytes_written
+            .fetch_add(size, Ordering::Relaxed);
+        Ok(Arc::new(ClusterFile::new(
+            &inner.dir,
+            &inner.storage,
+            &h,
+            size,
+        )))
+    }
+}
+
+/// How long to sleep so that `bytes` written over `elapsed` stay under `bytes_per_second_max`
+/// (0: unbounded), at most THROTTLE_SLEEP_MAX at a time.
+fn throttle_wait(bytes: u64, bytes_per_second_max: u64, elapsed: Duration) -> Duration {
+    if bytes_per_second_max == 0 {
+        return Duration::ZERO;
+    }
+    let due = Duration::from_secs_f64(bytes as f64 / bytes_per_second_max as f64);
+    due.saturating_sub(elapsed).min(THROTTLE_SLEEP_MAX)
 }
 
 fn stop_if_closing(inner: &Inner) -> Result<()> {
@@ -341,48 +389,12 @@ fn build(inner: &Inner, seg: &SealedSegment) -> Result<Arc<ClusterFile>> {
     let entity =
         |r: &Row| &arena[r.entity_at as usize..r.entity_at as usize + r.entity_len as usize];
     rows.sort_by(|a, b| entity(a).cmp(entity(b)));
-    let o = &inner.opts;
-    let mut w = ClusterWriter::create(
-        &inner.storage,
-        &inner.dir,
-        seg.base_seq,
-        seg.end_seq,
-        0,
-        o.cluster_block_raw_bytes_target,
-        o.zstd_level,
-    )?;
-    let throttle = Throttle::new(o.compaction_bytes_per_second_max);
-    for (n, r) in rows.iter().enumerate() {
-        w.push(
-            entity(r),
-            r.seq,
-            r.ts,
-            &arena[r.start..r.start + r.len as usize],
-        )?;
-        if n.is_multiple_of(4096) {
-            stop_if_closing(inner)?;
-            throttle.pace(w.bytes_written);
-        }
+    let mut out = Output::create(inner, seg.base_seq, seg.end_seq, 0)?;
+    for r in &rows {
+        let bytes = &arena[r.start..r.start + r.len as usize];
+        out.push(entity(r), r.seq, r.ts, bytes)?;
     }
-    finish(inner, w)
-}
-
-fn finish(inner: &Inner, w: ClusterWriter) -> Result<Arc<ClusterFile>> {
-    let (h, size) = w.finish()?;
-    inner
-        .compaction
-        .bytes_written
-        .fetch_add(size, Ordering::Relaxed);
-    inner
-        .compaction
-        .files_written
-        .fetch_add(1, Ordering::Relaxed);
-    Ok(Arc::new(ClusterFile::new(
-        &inner.dir,
-        &inner.storage,
-        &h,
-        size,
-    )))
+    out.finish()
 }
 
 /// Merges adjacent files (ascending, contiguous seq ranges) into one of the next level: a
@@ -392,16 +404,7 @@ fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Arc<ClusterFile>> 
         (Some(f), Some(l)) => (f, l),
         _ => return Err(Error::Inconsistent("empty merge".into())),
     };
-    let o = &inner.opts;
-    let mut w = ClusterWriter::create(
-        &inner.storage,
-        &inner.dir,
-        first.base_seq,
-        last.end_seq,
-        first.level + 1,
-        o.cluster_block_raw_bytes_target,
-        o.zstd_level,
-    )?;
+    let mut out = Output::create(inner, first.base_seq, last.end_seq, first.level + 1)?;
     let mut cursors = group
         .iter()
         .map(|f| ClusterCursor::open(f.clone()))
@@ -409,8 +412,6 @@ fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Arc<ClusterFile>> 
     for c in cursors.iter_mut() {
         c.advance()?;
     }
-    let throttle = Throttle::new(o.compaction_bytes_per_second_max);
-    let mut n = 0u64;
     loop {
         // Inputs cover ascending, disjoint seq ranges: ties on entity go to the older input.
         let mut best: Option<usize> = None;
@@ -423,16 +424,11 @@ fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Arc<ClusterFile>> 
         let Some(i) = best else { break };
         let c = &mut cursors[i];
         if let Some((entity, seq, ts, bytes)) = c.current() {
-            w.push(entity, seq, ts, bytes)?;
+            out.push(entity, seq, ts, bytes)?;
         }
         c.advance()?;
-        n += 1;
-        if n.is_multiple_of(4096) {
-            stop_if_closing(inner)?;
-            throttle.pace(w.bytes_written);
-        }
     }
-    finish(inner, w)
+    out.finish()
 }
 
 /// At open: the cluster files to use, and the ones to remove (damaged, not aligned with the
@@ -488,6 +484,29 @@ pub(crate) fn choose_at_open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_throttle_sleeps_what_keeps_the_rate_under_its_bound() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            throttle_wait(1 << 30, 0, s(0)),
+            Duration::ZERO,
+            "0 is unbounded"
+        );
+        // 100 MB at 100 MB/s after 0.9 s: 0.1 s more.
+        let w = throttle_wait(100_000_000, 100_000_000, Duration::from_millis(900));
+        assert_eq!(w, Duration::from_millis(100));
+        assert_eq!(
+            throttle_wait(100, 100, s(5)),
+            Duration::ZERO,
+            "behind: no sleep"
+        );
+        assert_eq!(
+            throttle_wait(1 << 40, 1, s(0)),
+            THROTTLE_SLEEP_MAX,
+            "one sleep is short"
+        );
+    }
 
     #[test]
     fn merge_groups_take_adjacent_files_of_one_level_oldest_first() {

@@ -335,3 +335,55 @@ fn stats_after_open_totals_the_store_without_mapping_an_index() {
     );
     assert!(disk.injected_by_op().is_empty(), "no index was mapped");
 }
+
+#[test]
+fn a_failing_cluster_file_fails_only_its_compaction_step_but_a_directory_fsync_is_read_only() {
+    let cases = [
+        (FaultOp::Create, Errno::Emfile, false),
+        (FaultOp::Write, Errno::Eio, false),
+        (FaultOp::Write, Errno::Enospc, false),
+        (FaultOp::Sync, Errno::Eio, false),
+        (FaultOp::Rename, Errno::Eio, false),
+        (FaultOp::SyncDir, Errno::Eio, true),
+    ];
+    for (op, errno, read_only) in cases {
+        let (disk, dir, opts) = sim_store_opts();
+        let s = Store::open(&dir, opts.clone()).unwrap();
+        let mut acked = fill(&s, 60);
+        s.seal_active().unwrap();
+        let rule = FaultRule::new(op, errno);
+        // Only the cluster file's calls fail (the directory fsync names the directory).
+        disk.add_rule(if op == FaultOp::SyncDir {
+            rule
+        } else {
+            rule.path(".clu")
+        });
+        let e = s.compact_now().unwrap_err();
+        assert_eq!(s.is_read_only(), read_only, "{op:?} {errno:?}: {e}");
+        disk.clear_rules();
+        let leftovers: Vec<String> = disk
+            .files(&dir)
+            .into_iter()
+            .filter(|f| f.ends_with(".clu.tmp"))
+            .collect();
+        if read_only {
+            drop(s);
+            check(&dir, &opts, &acked);
+            continue;
+        }
+        assert!(leftovers.is_empty(), "{op:?}: {leftovers:?}");
+        // Appends go on, and the next compaction does the work.
+        let e = with_id("e1", 1000);
+        s.append(vec![e.clone()]).unwrap();
+        acked.push(e);
+        s.compact_now().unwrap();
+        assert!(s.stats().unwrap().compaction_idle, "{op:?}");
+        let q = HistoryQuery {
+            entity: "e1".into(),
+            ..Default::default()
+        };
+        assert_eq!(s.history(&q).unwrap().len(), 21, "{op:?}");
+        drop(s);
+        check(&dir, &opts, &acked);
+    }
+}
