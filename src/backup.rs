@@ -51,6 +51,7 @@ impl Store {
             if let Some(msg) = inner.poisoned() {
                 return Err(Error::ReadOnly(msg));
             }
+            let _files = inner.sealed_files.lock().unwrap_or_else(|p| p.into_inner());
             let view = inner.view.read().unwrap_or_else(|p| p.into_inner()).clone();
             for seg in view.sealed.iter() {
                 let name = segment_name(seg.base_seq);

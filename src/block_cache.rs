@@ -54,8 +54,19 @@ impl DecodedBlock {
     }
 }
 
-/// Cache key: (segment base seq, block number in the segment).
+/// Cache key: (file key, block number in the file). A segment as first written is keyed by
+/// its base seq; any other file (a cluster file, a segment purge rewrote) by a key from
+/// [`unique_file_key`], so blocks of a replaced file are never served for its successor.
 pub type BlockKey = (u64, u32);
+
+/// Keys of files other than segments as first written: above every base seq.
+const UNIQUE_KEY_BIT: u64 = 1 << 63;
+static NEXT_FILE_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A cache key no other file of this process has.
+pub fn unique_file_key() -> u64 {
+    UNIQUE_KEY_BIT | NEXT_FILE_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 #[derive(Clone)]
 struct Weight;

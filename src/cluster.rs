@@ -6,7 +6,7 @@
 //! file costs speed, never an event: open drops it and compaction builds it again.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use echolog_format::block::{decode_block, decompress_body, record_at, record_offsets, BlockMeta};
@@ -43,11 +43,6 @@ pub fn parse_cluster_name(name: &str) -> Option<(u64, u64)> {
 /// Decodes a block through a cache: `(cache key, block, decode) -> block`.
 pub type BlockLoader<'a> =
     dyn Fn(u64, usize, &dyn Fn() -> Result<DecodedBlock>) -> Result<Arc<DecodedBlock>> + 'a;
-
-/// Keys cluster blocks in the shared block cache apart from segment blocks (keyed by their
-/// segment's base seq, far below this bit).
-const CACHE_KEY_BIT: u64 = 1 << 63;
-static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One cluster file as readers see it; mapped on first use. Compaction marks a file obsolete
 /// when a merge replaces it; the file is removed when the last reader's handle goes.
@@ -98,7 +93,7 @@ impl ClusterFile {
             level: h.level,
             size_bytes,
             path: dir.join(cluster_name(h.base_seq, h.end_seq)),
-            cache_key: CACHE_KEY_BIT | NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed),
+            cache_key: crate::block_cache::unique_file_key(),
             storage: storage.clone(),
             loaded: Mutex::new(None),
             obsolete: AtomicBool::new(false),
@@ -128,6 +123,11 @@ impl ClusterFile {
 
     pub fn covers(&self, base_seq: u64, end_seq: u64) -> bool {
         self.base_seq <= base_seq && end_seq <= self.end_seq
+    }
+
+    /// Maps the file now (before purge unlinks it, so readers holding it keep reading).
+    pub fn preload(&self) -> Result<()> {
+        self.load().map(drop)
     }
 
     /// Maps the file and checks its directory (checksum, bounds, order, tiling) once.

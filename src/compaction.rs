@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::segment::SealedSegment;
 use crate::storage::Storage;
 use crate::store::{Inner, View};
+use crate::tombstones::KIND_PURGED;
 
 /// Compaction's shared state: the stop flag, the wake-up, the step lock and its counters.
 #[derive(Default)]
@@ -34,7 +35,7 @@ pub(crate) struct Compaction {
     closing: AtomicBool,
     wake: Mutex<bool>,
     cv: Condvar,
-    step: Mutex<()>,
+    pub step: Mutex<()>,
     pub bytes_written: AtomicU64,
 }
 
@@ -49,7 +50,7 @@ impl Compaction {
         self.notify();
     }
 
-    fn closing(&self) -> bool {
+    pub fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
 
@@ -88,10 +89,30 @@ pub enum Step {
     },
 }
 
-/// The compaction thread's loop: steps while there is work, then waits for a seal.
+/// The background thread's loop: a purge pass when one is due (with `purge_grace` set), then
+/// compaction steps while there is work (with `compaction` on), then a wait for a seal.
 pub(crate) fn run(inner: &Inner) {
     let idle_wait = Duration::from_secs(1);
+    let mut purged_at: Option<Instant> = None;
     while !inner.compaction.closing() {
+        if let Some(grace) = inner.opts.purge_grace {
+            if purged_at.is_none_or(|t| t.elapsed() >= crate::purge::PURGE_PASS_INTERVAL) {
+                purged_at = Some(Instant::now());
+                let one = inner
+                    .compaction
+                    .step
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = crate::purge::purge(inner, grace) {
+                    tracing::warn!(error = %e, "purge pass failed; retrying at the next one");
+                }
+                drop(one);
+            }
+        }
+        if !inner.opts.compaction {
+            inner.compaction.wait(idle_wait);
+            continue;
+        }
         match step(inner) {
             Ok(Step::Idle) => inner.compaction.wait(idle_wait),
             Ok(_) => {}
@@ -235,6 +256,18 @@ fn merge_group_at(
 
 /// Publishes the cluster set without `remove` and with `add`; marks the removed obsolete.
 fn replace(inner: &Inner, remove: &[Arc<ClusterFile>], add: Option<Arc<ClusterFile>>) {
+    publish_clusters(inner, remove, add);
+    for r in remove {
+        r.mark_obsolete();
+    }
+}
+
+/// Publishes the cluster set without `remove` and with `add`.
+pub(crate) fn publish_clusters(
+    inner: &Inner,
+    remove: &[Arc<ClusterFile>],
+    add: Option<Arc<ClusterFile>>,
+) {
     {
         let mut view = inner.view.write().unwrap_or_else(|p| p.into_inner());
         let mut files: Vec<Arc<ClusterFile>> = view
@@ -252,9 +285,6 @@ fn replace(inner: &Inner, remove: &[Arc<ClusterFile>], add: Option<Arc<ClusterFi
             tombstones: view.tombstones.clone(),
             clusters: Arc::new(files),
         });
-    }
-    for r in remove {
-        r.mark_obsolete();
     }
 }
 
@@ -326,7 +356,7 @@ impl<'a> Output<'a> {
 
 /// How long to sleep so that `bytes` written over `elapsed` stay under `bytes_per_second_max`
 /// (0: unbounded), at most THROTTLE_SLEEP_MAX at a time.
-fn throttle_wait(bytes: u64, bytes_per_second_max: u64, elapsed: Duration) -> Duration {
+pub(crate) fn throttle_wait(bytes: u64, bytes_per_second_max: u64, elapsed: Duration) -> Duration {
     if bytes_per_second_max == 0 {
         return Duration::ZERO;
     }
@@ -373,6 +403,10 @@ fn build(inner: &Inner, seg: &SealedSegment) -> Result<Arc<ClusterFile>> {
                 offset: l.blocks[b].offset,
                 source,
             })?;
+            // What purge left of an event belongs to no entity's history.
+            if r.kind == KIND_PURGED {
+                continue;
+            }
             let entity_rel = r.entity.as_ptr() as usize - d.raw[off..].as_ptr() as usize;
             let start = arena.len();
             rows.push(Row {

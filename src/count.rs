@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::mem_index::{MemIndex, MINUTE_MS};
 use crate::segment::LoadedSegment;
 use crate::store::{check_entity, check_range, in_range, Store};
-use crate::tombstones::{Tombstones, RESERVED_KINDS};
+use crate::tombstones::{Tombstones, UNCOUNTED_KINDS};
 
 /// Bucket width of a count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,7 +60,7 @@ impl CountQuery {
     fn names_reserved_kind(&self) -> bool {
         self.kind
             .as_deref()
-            .is_some_and(|k| RESERVED_KINDS.contains(&k))
+            .is_some_and(|k| UNCOUNTED_KINDS.contains(&k))
     }
 }
 
@@ -211,7 +211,7 @@ impl Store {
         // 2. Exclusions.
         let kind_is_reserved = q.names_reserved_kind();
         if !kind_is_reserved {
-            for k in RESERVED_KINDS {
+            for k in UNCOUNTED_KINDS {
                 if let Some(r) = l.bitmap(SECTION_KINDS, k.as_bytes())? {
                     f -= r;
                 }
@@ -388,7 +388,7 @@ fn count_active(idx: &MemIndex, n: u32, q: &CountQuery, tomb: &Tombstones, acc: 
     f.remove_range(n..);
     let kind_is_reserved = q.names_reserved_kind();
     if !kind_is_reserved {
-        for k in RESERVED_KINDS {
+        for k in UNCOUNTED_KINDS {
             if let Some(v) = idx.kinds.get(k) {
                 for o in v {
                     f.remove(*o);

@@ -17,6 +17,7 @@ mod history;
 mod mem_index;
 pub mod observe;
 mod options;
+mod purge;
 mod retention;
 mod scan;
 mod segment;
@@ -33,8 +34,9 @@ pub use echolog_format::FormatError;
 pub use error::{Error, Result};
 pub use event::{Event, StoredEvent, RESERVED_KIND_PREFIX};
 pub use options::{Options, SyncPolicy};
+pub use purge::{PurgeReport, PURGE_PASS_INTERVAL};
 pub use segment::SharedError;
-pub use store::{HistoryQuery, OpenReport, Stats, Store};
+pub use store::{HistoryQuery, OpenReport, ReadPage, Stats, Store};
 pub use tombstones::{
     KIND_DELETE, KIND_DELETE_SEQS, KIND_RESTORE, REASON_TAG_PREFIX, TOMBSTONES_FILE,
 };

@@ -88,6 +88,10 @@ pub struct Options {
     pub compaction_bytes_per_second_max: u64,
     /// Target decompressed size of one cluster block (seq column and records).
     pub cluster_block_raw_bytes_target: usize,
+    /// Erase deleted events once their tombstone is older than this (checked every
+    /// [`crate::PURGE_PASS_INTERVAL`] in the background). None (the default): never; deleted
+    /// events stay readable with `include_deleted` until retention removes them.
+    pub purge_grace: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -112,6 +116,7 @@ impl Default for Options {
             compaction_level_max: 4,
             compaction_bytes_per_second_max: 128 * 1024 * 1024,
             cluster_block_raw_bytes_target: 16 * 1024,
+            purge_grace: None,
         }
     }
 }

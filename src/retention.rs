@@ -59,6 +59,7 @@ impl Inner {
         if remove == 0 {
             return Ok(0);
         }
+        let _files = self.sealed_files.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
             *v = Arc::new(View {

@@ -108,6 +108,8 @@ impl std::ops::Deref for SegBytes {
 pub struct LoadedSegment {
     pub seg_path: PathBuf,
     pub idx_path: PathBuf,
+    /// This file's key in the block cache (see [`crate::block_cache::BlockKey`]).
+    pub cache_key: u64,
     seg: SegBytes,
     idx: IndexBytes,
     pub header: IndexHeader,
@@ -183,7 +185,8 @@ impl LoadedSegment {
         (ord < e.first_ordinal + e.count).then_some(i)
     }
 
-    pub fn read_block(&self, block: usize) -> Result<DecodedBlock> {
+    /// The stored bytes of one block (header and compressed body), not yet checked.
+    pub fn block_bytes(&self, block: usize) -> Result<&[u8]> {
         let e = self
             .blocks
             .get(block)
@@ -192,8 +195,7 @@ impl LoadedSegment {
             .blocks
             .get(block + 1)
             .map_or(self.header.segment_len, |n| n.offset);
-        let bytes = self
-            .seg
+        self.seg
             .get(e.offset as usize..end as usize)
             .ok_or_else(|| Error::Corruption {
                 file: self.seg_path.clone(),
@@ -203,7 +205,12 @@ impl LoadedSegment {
                     needed: end,
                     available: self.seg.len() as u64,
                 },
-            })?;
+            })
+    }
+
+    pub fn read_block(&self, block: usize) -> Result<DecodedBlock> {
+        let bytes = self.block_bytes(block)?;
+        let e = &self.blocks[block];
         DecodedBlock::decode(
             bytes,
             self.header.base_seq + u64::from(e.first_ordinal),
@@ -249,6 +256,7 @@ pub struct SealedSegment {
     loaded: Mutex<Option<Result<Arc<LoadedSegment>, Arc<Error>>>>,
     /// (disk bytes of segment and index, decompressed record bytes), once known.
     summary: OnceLock<(u64, u64)>,
+    cache_key: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +272,16 @@ impl SealedSegment {
             storage: storage.clone(),
             loaded: Mutex::new(None),
             summary: OnceLock::new(),
+            cache_key: base_seq,
+        }
+    }
+
+    /// The segment after purge rewrote its files: a new object, whose blocks are cached
+    /// under a new key (readers of older snapshots keep the old object and its mappings).
+    pub fn rewritten(dir: &Path, storage: &Storage, base_seq: u64, end_seq: u64) -> Self {
+        SealedSegment {
+            cache_key: crate::block_cache::unique_file_key(),
+            ..SealedSegment::new(dir, storage, base_seq, end_seq)
         }
     }
 
@@ -384,6 +402,7 @@ impl SealedSegment {
                     return Ok(LoadedSegment {
                         seg_path,
                         idx_path,
+                        cache_key: self.cache_key,
                         seg,
                         idx: IndexBytes::Mapped(m),
                         header,
@@ -426,6 +445,7 @@ impl SealedSegment {
         Ok(LoadedSegment {
             seg_path,
             idx_path,
+            cache_key: self.cache_key,
             seg,
             idx,
             header,

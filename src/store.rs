@@ -20,7 +20,7 @@ use crate::scan::scan_segment;
 use crate::segment::{ActiveSegment, LoadedSegment, SealedSegment};
 use crate::storage::Storage;
 use crate::tombstones::{
-    entry_to_record, record_to_entry, Tombstones, RESERVED_KINDS, TOMBSTONES_FILE,
+    entry_to_record, record_to_entry, Tombstones, KIND_PURGED, RESERVED_KINDS, TOMBSTONES_FILE,
 };
 use crate::writer::{create_segment, now_ms, prepare_batch, AppendOutcome, Queue, Writer};
 
@@ -90,6 +90,14 @@ pub struct Stats {
     pub compaction_idle: bool,
 }
 
+/// One page of a positional read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadPage {
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts: one past the last seq this one looked at.
+    pub next_seq: u64,
+}
+
 /// The block the previous record came from, reused while records stay in it.
 pub(crate) type BlockHint = Option<(usize, Arc<DecodedBlock>)>;
 
@@ -123,6 +131,11 @@ pub(crate) struct Inner {
     pub deleted_cache: Mutex<rustc_hash::FxHashMap<u64, (u64, Arc<roaring::RoaringBitmap>)>>,
     /// Background compaction into cluster files: its stop flag, wake-up and counters.
     pub compaction: crate::compaction::Compaction,
+    /// Held while the files of sealed segments are removed or replaced (retention, purge) or
+    /// linked into a backup, so that none of them sees another's half-done work.
+    pub sealed_files: Mutex<()>,
+    /// Events purge erased since open.
+    pub purged_events: AtomicU64,
 }
 
 /// A handle to an open store. Cheap to clone; all clones share one store.
@@ -346,6 +359,8 @@ impl Store {
             open_report: OpenReport::default(),
             deleted_cache: Mutex::new(Default::default()),
             compaction: Default::default(),
+            sealed_files: Mutex::new(()),
+            purged_events: AtomicU64::new(0),
         });
         let tomb_bytes = inner.load_tombstones(active_base)?;
         report.bytes_read += tomb_bytes;
@@ -378,7 +393,7 @@ impl Store {
                 .spawn(move || for_thread.run_committer())
                 .map_err(|e| Error::io(&inner.dir, e))?
         };
-        let compactor = if inner.opts.compaction {
+        let compactor = if inner.opts.compaction || inner.opts.purge_grace.is_some() {
             let for_thread = inner.clone();
             let h = std::thread::Builder::new()
                 .name("echolog-compact".into())
@@ -603,13 +618,20 @@ impl Store {
     /// Like [`Store::read`], but only durable records (up to [`Store::durable_seq`]): what a
     /// tail or a replay may hand to a consumer.
     pub fn read_durable(&self, from_seq: u64, limit: u32) -> Result<Vec<StoredEvent>> {
+        Ok(self.read_durable_page(from_seq, limit)?.events)
+    }
+
+    /// [`Store::read_durable`], and where the next read goes on: past the last seq it looked
+    /// at, which is past the last event returned when seqs purge removed follow it.
+    pub fn read_durable_page(&self, from_seq: u64, limit: u32) -> Result<ReadPage> {
         let end = self.durable_seq();
         if from_seq.max(1) > end {
-            return Ok(Vec::new());
+            return Ok(ReadPage {
+                events: Vec::new(),
+                next_seq: from_seq.max(1),
+            });
         }
-        let room = u32::try_from(end - from_seq.max(1) + 1).unwrap_or(u32::MAX);
-        let limit = if limit == 0 { room } else { limit.min(room) };
-        self.read(from_seq, limit)
+        self.read_until(from_seq, end, limit)
     }
 
     /// Commits consumer cursor `name` at `seq` (the seq to resume from, inclusive): durable
@@ -776,17 +798,34 @@ impl Store {
     }
 
     /// Up to `limit` records from `from_seq` on (inclusive), every kind and deleted or not,
-    /// with `deleted_by` set. `limit = 0` means no limit.
+    /// with `deleted_by` set. `limit = 0` means no limit. Seqs purge removed are skipped (the
+    /// answer then has gaps in its seqs).
     pub fn read(&self, from_seq: u64, limit: u32) -> Result<Vec<StoredEvent>> {
+        Ok(self.read_until(from_seq, u64::MAX, limit)?.events)
+    }
+
+    /// [`Store::read`] of the records with seqs up to `last` (inclusive).
+    fn read_until(&self, from_seq: u64, last: u64, limit: u32) -> Result<ReadPage> {
         let view = self.view();
         let mut out = Vec::new();
         let from_seq = from_seq.max(1);
+        let mut next_seq = from_seq;
         let want = if limit == 0 {
             usize::MAX
         } else {
             limit as usize
         };
         let tomb = &view.tombstones;
+        let keep = |ev: StoredEvent, out: &mut Vec<StoredEvent>, next: &mut u64| -> bool {
+            if ev.seq > last {
+                return false;
+            }
+            *next = ev.seq + 1;
+            if ev.event.kind != KIND_PURGED {
+                out.push(ev);
+            }
+            out.len() < want
+        };
         for seg in view.sealed.iter() {
             if seg.end_seq <= from_seq {
                 continue;
@@ -795,10 +834,13 @@ impl Store {
             let start = (from_seq.max(seg.base_seq) - seg.base_seq) as u32;
             let mut hint = None;
             for ord in start..l.record_count() {
-                if out.len() >= want {
-                    return Ok(out);
+                let ev = self.inner.sealed_event(&l, ord, tomb, &mut hint)?;
+                if !keep(ev, &mut out, &mut next_seq) {
+                    return Ok(ReadPage {
+                        events: out,
+                        next_seq,
+                    });
                 }
-                out.push(self.inner.sealed_event(&l, ord, tomb, &mut hint)?);
             }
         }
         let active = &view.active;
@@ -806,15 +848,17 @@ impl Store {
         let start = from_seq.max(active.base_seq) - active.base_seq;
         let mut hint = None;
         for ord in start..u64::from(count) {
-            if out.len() >= want {
+            let ev = self
+                .inner
+                .active_event(active, ord as u32, tomb, &mut hint)?;
+            if !keep(ev, &mut out, &mut next_seq) {
                 break;
             }
-            out.push(
-                self.inner
-                    .active_event(active, ord as u32, tomb, &mut hint)?,
-            );
         }
-        Ok(out)
+        Ok(ReadPage {
+            events: out,
+            next_seq,
+        })
     }
 
     /// The history of one entity; see [`HistoryQuery`].
@@ -843,7 +887,7 @@ fn view_end_seq(view: &RwLock<Arc<View>>) -> u64 {
     end
 }
 
-fn first_seq_of(view: &View) -> u64 {
+pub(crate) fn first_seq_of(view: &View) -> u64 {
     view.sealed
         .first()
         .map_or(view.active.base_seq, |s| s.base_seq)
@@ -1046,7 +1090,7 @@ impl Inner {
             let block = l.block_of(ord).ok_or_else(|| {
                 Error::Inconsistent(format!("ordinal {ord} not in {}", l.seg_path.display()))
             })?;
-            let b = self.block_cached(l.header.base_seq, block, || l.read_block(block))?;
+            let b = self.block_cached(l.cache_key, block, || l.read_block(block))?;
             *hint = Some((block, b));
         }
         let Some((block, b)) = hint.as_ref() else {
@@ -1091,6 +1135,26 @@ impl Inner {
             source,
         })?;
         Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
+    }
+
+    /// The record with `seq` in `view` (purged or not), if the view holds it.
+    pub(crate) fn record_in_view(&self, view: &View, seq: u64) -> Result<Option<StoredEvent>> {
+        let tomb = &view.tombstones;
+        if let Some(seg) = view
+            .sealed
+            .iter()
+            .find(|s| s.base_seq <= seq && seq < s.end_seq)
+        {
+            let l = seg.load()?;
+            let ord = (seq - seg.base_seq) as u32;
+            return self.sealed_event(&l, ord, tomb, &mut None).map(Some);
+        }
+        let a = &view.active;
+        if a.base_seq <= seq && seq < a.base_seq + u64::from(view.active_len) {
+            let ord = (seq - a.base_seq) as u32;
+            return self.active_event(a, ord, tomb, &mut None).map(Some);
+        }
+        Ok(None)
     }
 
     /// The seq of the stored record with idempotency key `id`, if any within the idempotency

@@ -16,6 +16,12 @@ pub const KIND_DELETE: &str = "$delete";
 pub const KIND_DELETE_SEQS: &str = "$delete_seqs";
 pub const KIND_RESTORE: &str = "$restore";
 pub const RESERVED_KINDS: [&str; 3] = [KIND_DELETE, KIND_DELETE_SEQS, KIND_RESTORE];
+/// Kind of the record purge leaves where an event was: no entity, tags or payload, only the
+/// seq (so seqs stay dense), the event time and the idempotency id (so a retried append of a
+/// purged event is still answered as a duplicate). Never shown to readers, never counted.
+pub const KIND_PURGED: &str = "$purged";
+/// Kinds counts leave out unless the query names one.
+pub const UNCOUNTED_KINDS: [&str; 4] = [KIND_DELETE, KIND_DELETE_SEQS, KIND_RESTORE, KIND_PURGED];
 pub const REASON_TAG_PREFIX: &str = "reason:";
 
 #[derive(Debug, Default, Clone)]
@@ -108,6 +114,24 @@ impl Tombstones {
             (0, s) | (s, 0) => s,
             (a, b) => a.min(b),
         }
+    }
+
+    /// The entity tombstone deleting event `seq` of `entity` (0: none, or lifted by a restore).
+    pub fn entity_deleted_by(&self, entity: &str, seq: u64) -> u64 {
+        self.entities.get(entity).map_or(0, |s| s.deleted_by(seq))
+    }
+
+    /// The seq tombstone deleting event `seq` (0: none).
+    pub fn seq_deleted_by(&self, seq: u64) -> u64 {
+        self.seqs.get(&seq).copied().unwrap_or(0)
+    }
+
+    /// Entities with at least one delete tombstone (lifted or not).
+    pub fn entities_with_deletes(&self) -> impl Iterator<Item = &str> {
+        self.entities
+            .iter()
+            .filter(|(_, s)| !s.deletes.is_empty())
+            .map(|(e, _)| e.as_str())
     }
 
     pub fn reason(&self, tombstone_seq: u64) -> Option<&str> {

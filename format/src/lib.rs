@@ -26,8 +26,11 @@ pub use error::FormatError;
 ///
 /// Version 2 added the block flag `PRIOR_DURABLE` (see `block`); every other byte is as in
 /// version 1, so version 1 files are read as they are. Version 3 added cluster files
-/// (`cluster`); segment, index, tombstone and cursor files are as in version 2.
-pub const FORMAT_VERSION: u32 = 3;
+/// (`cluster`); segment, index, tombstone and cursor files are as in version 2. Version 4 added
+/// purge: a segment may hold `$purged` records (empty entity, no tags or payload) where purge
+/// erased an event; every byte layout is as in version 3, and a version 3 reader would show
+/// such records as events, so it must refuse these files.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Oldest version this build reads.
 pub const FORMAT_VERSION_READ_MIN: u32 = 1;

@@ -339,10 +339,16 @@ async fn tail(
                 return;
             }
             let at = next;
-            let batch = match st.run(move |s| s.read_durable(at, 256)).await {
-                Ok(b) => b,
+            let page = match st.run(move |s| s.read_durable_page(at, 256)).await {
+                Ok(p) => p,
                 Err(_) => return,
             };
+            let batch = page.events;
+            if batch.is_empty() && page.next_seq > next {
+                // Only seqs purge removed: go on past them.
+                next = page.next_seq;
+                continue;
+            }
             if batch.is_empty() {
                 if tx.is_closed() {
                     return;
@@ -371,6 +377,7 @@ async fn tail(
                     return;
                 }
             }
+            next = next.max(page.next_seq);
         }
     });
     Ok(Sse::new(rx)

@@ -456,13 +456,19 @@ impl EventStore for Service {
                 }
                 let from = next;
                 let want = batch_events;
-                let batch = match svc.run(move |s| s.read_durable(from, want)).await {
-                    Ok(b) => b,
+                let page = match svc.run(move |s| s.read_durable_page(from, want)).await {
+                    Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(e), 0).await;
                         return;
                     }
                 };
+                let batch = page.events;
+                if batch.is_empty() && page.next_seq > next {
+                    // Only seqs purge removed: go on past them.
+                    next = page.next_seq;
+                    continue;
+                }
                 if batch.is_empty() {
                     if tx.is_closed() {
                         return;
@@ -504,6 +510,7 @@ impl EventStore for Service {
                         return;
                     }
                 }
+                next = next.max(page.next_seq);
                 let avg = read_bytes / n.max(1);
                 batch_events = limits::page_events(avg, bytes_max, TAIL_BATCH_EVENTS);
             }
