@@ -88,6 +88,8 @@ pub struct Stats {
     pub compaction_bytes_written: u64,
     /// True when compaction has nothing left to do (no backlog, no merge due).
     pub compaction_idle: bool,
+    /// Events purge erased since open.
+    pub purged_events: u64,
 }
 
 /// One page of a positional read.
@@ -770,6 +772,7 @@ impl Store {
             })
             .count() as u32;
         s.compaction_bytes_written = self.inner.compaction.bytes_written.load(Ordering::Relaxed);
+        s.purged_events = self.inner.purged_events.load(Ordering::Relaxed);
         let o = &self.inner.opts;
         s.compaction_idle =
             crate::compaction::idle(&view, o.compaction_fanout as usize, o.compaction_level_max);

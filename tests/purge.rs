@@ -321,3 +321,26 @@ fn a_version_3_store_is_purged_into_version_4_segments() {
     assert_eq!(s.read(1, 0).unwrap().len(), before - 19);
     assert!(history(&s, "product:5", true).iter().all(|q| *q >= 124));
 }
+
+#[test]
+fn with_a_purge_grace_the_background_thread_purges_after_open() {
+    let d = tempfile::tempdir().unwrap();
+    let purged = {
+        let s = Store::open(d.path(), small()).unwrap();
+        seeded(&s)
+    };
+    let opts = Options {
+        purge_grace: Some(Duration::ZERO),
+        ..small()
+    };
+    let s = Store::open(d.path(), opts).unwrap();
+    // Bounded wait: the first pass runs as the background thread starts.
+    for _ in 0..500 {
+        if s.stats().unwrap().purged_events > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.stats().unwrap().purged_events, purged.len() as u64);
+    assert_eq!(history(&s, "e1", true), vec![301, 304, 309, 314, 319]);
+}

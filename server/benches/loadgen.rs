@@ -102,6 +102,12 @@ impl EventStore for Noop {
     ) -> Result<Response<pb::BackupResponse>, Status> {
         Err(Status::unimplemented("no-op"))
     }
+    async fn purge(
+        &self,
+        _: Request<pb::PurgeRequest>,
+    ) -> Result<Response<pb::PurgeResponse>, Status> {
+        Err(Status::unimplemented("no-op"))
+    }
     async fn stats(
         &self,
         _: Request<pb::StatsRequest>,

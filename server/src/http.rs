@@ -160,6 +160,7 @@ async fn stats(State(st): State<HttpState>, headers: HeaderMap) -> ApiResult {
         "cluster_files": s.cluster_files,
         "compaction_backlog_segments": s.compaction_backlog_segments,
         "compaction_bytes_written": s.compaction_bytes_written,
+        "purged_events": s.purged_events,
     }))
     .into_response())
 }

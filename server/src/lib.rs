@@ -575,6 +575,24 @@ impl EventStore for Service {
         }))
     }
 
+    async fn purge(
+        &self,
+        req: Request<pb::PurgeRequest>,
+    ) -> Result<Response<pb::PurgeResponse>, Status> {
+        let grace = req
+            .into_inner()
+            .grace_seconds
+            .map(std::time::Duration::from_secs);
+        let r = self.run(move |s| s.purge_now(grace)).await?;
+        Ok(Response::new(pb::PurgeResponse {
+            events_purged: r.events_purged,
+            segments_rewritten: r.segments_rewritten,
+            cluster_files_removed: r.cluster_files_removed,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+        }))
+    }
+
     async fn stats(
         &self,
         _req: Request<pb::StatsRequest>,
@@ -591,6 +609,7 @@ impl EventStore for Service {
             cluster_files: s.cluster_files,
             compaction_backlog_segments: s.compaction_backlog_segments,
             compaction_bytes_written: s.compaction_bytes_written,
+            purged_events: s.purged_events,
         }))
     }
 }

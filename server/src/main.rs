@@ -118,6 +118,10 @@ enum Cmd {
         /// Remove the oldest segments while segments and indexes take more than this many bytes.
         #[arg(long, env = "ECHOLOG_RETENTION_BYTES")]
         retention_bytes: Option<u64>,
+        /// Erase deleted events once their tombstone is older than this (`30d`), checked every
+        /// minute in the background; unset (the default): never (docs/operations.md, "Purge").
+        #[arg(long, env = "ECHOLOG_PURGE_GRACE", value_parser = parse_age)]
+        purge_grace: Option<std::time::Duration>,
         /// Rewrite sealed segments into entity-clustered files in the background (history then
         /// costs in proportion to the entity's events; docs/operations.md, "Compaction").
         #[arg(long, env = "ECHOLOG_COMPACTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -285,6 +289,21 @@ enum Cmd {
     Backup {
         dest: PathBuf,
         /// Back up the stopped store in --data-dir instead of asking the server.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, default_value = "./echolog-data")]
+        data_dir: PathBuf,
+    },
+    /// Erase now the events deleted longer ago than the grace period (admin right; the
+    /// server also purges in the background with --purge-grace). Prints what it removed.
+    Purge {
+        /// Run a purge pass now (required: purging cannot be undone).
+        #[arg(long)]
+        now: bool,
+        /// Grace period (`30d`, `0s`); default: the server's --purge-grace.
+        #[arg(long, value_parser = parse_age)]
+        grace: Option<std::time::Duration>,
+        /// Purge the stopped store in --data-dir instead of asking the server (--grace needed).
         #[arg(long)]
         offline: bool,
         #[arg(long, default_value = "./echolog-data")]
@@ -480,6 +499,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             idempotency_window_events,
             retention_age,
             retention_bytes,
+            purge_grace,
             compaction,
             compaction_bytes_per_second_max,
             message_bytes_max,
@@ -539,6 +559,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 idempotency_window_events,
                 retention_age,
                 retention_bytes,
+                purge_grace,
                 compaction,
                 compaction_bytes_per_second_max,
                 ..Options::default()
@@ -851,6 +872,44 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             }
             Ok(())
         }
+        Cmd::Purge {
+            now,
+            grace,
+            offline,
+            data_dir,
+        } => {
+            if !now {
+                return Err("purge: pass --now to run a purge pass now (it cannot be undone); the server purges in the background with --purge-grace".into());
+            }
+            let r = if offline {
+                tokio::task::spawn_blocking(move || {
+                    let s = Store::open(&data_dir, Options::default())?;
+                    s.purge_now(grace)
+                })
+                .await??
+            } else {
+                let mut c = client(&conn).await?;
+                let r = c
+                    .purge(pb::PurgeRequest {
+                        grace_seconds: grace.map(|g| g.as_secs()),
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                echolog::PurgeReport {
+                    events_purged: r.events_purged,
+                    segments_rewritten: r.segments_rewritten,
+                    cluster_files_removed: r.cluster_files_removed,
+                    bytes_before: r.bytes_before,
+                    bytes_after: r.bytes_after,
+                }
+            };
+            println!(
+                "purged {} events: {} segments rewritten ({} -> {} bytes), {} cluster files removed (compaction rebuilds them)",
+                r.events_purged, r.segments_rewritten, r.bytes_before, r.bytes_after, r.cluster_files_removed
+            );
+            Ok(())
+        }
         Cmd::Backup {
             dest,
             offline,
@@ -952,7 +1011,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .await
                 .map_err(status_err)?
                 .into_inner();
-            println!("events      {}\nfirst_seq   {}\nlast_seq    {}\nsegments    {}\ndisk_bytes  {}\nraw_bytes   {}\ntombstones  {}\ncluster_files {}\ncompaction_backlog_segments {}\ncompaction_bytes_written {}", r.events, r.first_seq, r.last_seq, r.segments, r.disk_bytes, r.raw_bytes, r.tombstones, r.cluster_files, r.compaction_backlog_segments, r.compaction_bytes_written);
+            println!("events      {}\nfirst_seq   {}\nlast_seq    {}\nsegments    {}\ndisk_bytes  {}\nraw_bytes   {}\ntombstones  {}\ncluster_files {}\ncompaction_backlog_segments {}\ncompaction_bytes_written {}\npurged_events {}", r.events, r.first_seq, r.last_seq, r.segments, r.disk_bytes, r.raw_bytes, r.tombstones, r.cluster_files, r.compaction_backlog_segments, r.compaction_bytes_written, r.purged_events);
             Ok(())
         }
     }

@@ -46,6 +46,7 @@ pub struct Metrics {
     cluster_files: IntGauge,
     compaction_backlog: IntGauge,
     compaction_bytes: IntCounter,
+    purged_events: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -80,6 +81,7 @@ impl Metrics {
             cluster_files: reg(&r, gauge("echolog_cluster_files", "entity-clustered files compaction has written and history reads")?),
             compaction_backlog: reg(&r, gauge("echolog_compaction_backlog_segments", "sealed segments no cluster file covers yet (compaction's backlog)")?),
             compaction_bytes: reg(&r, counter("echolog_compaction_written_bytes_total", "bytes compaction wrote")?),
+            purged_events: reg(&r, counter("echolog_purged_events_total", "events purge erased")?),
             registry: r,
         };
         Ok(Arc::new(m))
@@ -108,6 +110,7 @@ impl Metrics {
                 u64::from(s.compaction_backlog_segments),
             );
             catch_up(&self.compaction_bytes, s.compaction_bytes_written);
+            catch_up(&self.purged_events, s.purged_events);
         }
         self.read_only.set(i64::from(store.is_read_only()));
         let mut out = Vec::new();
