@@ -543,10 +543,21 @@ impl Store {
             sorted.dedup();
             for s in &sorted {
                 match self.get(*s)? {
-                    None => {
+                    None if *s == 0 || *s > self.last_seq() => {
                         return Err(Error::invalid(format!(
                             "seqs: {s} does not exist (last seq is {})",
                             self.last_seq()
+                        )))
+                    }
+                    None if *s < self.first_seq() => {
+                        return Err(Error::invalid(format!(
+                            "seqs: {s} was removed by retention (first seq is {})",
+                            self.first_seq()
+                        )))
+                    }
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "seqs: {s} was purged (its event is erased)"
                         )))
                     }
                     Some(ev) if RESERVED_KINDS.contains(&ev.event.kind.as_str()) => {

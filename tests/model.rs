@@ -66,6 +66,10 @@ enum Op {
     Crash(Crash),
     /// Runs compaction to the end: segments become cluster files, which merge two by two.
     Compact,
+    /// A purge pass with no grace: every deleted event of a sealed segment is erased.
+    Purge,
+    /// Seals the active segment (segments also seal when full, which small runs rarely are).
+    Seal,
 }
 
 fn gen_event() -> impl Strategy<Value = GenEvent> {
@@ -102,6 +106,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), 0..8u8).prop_map(|(from, limit)| Op::Read { from, limit }),
         1 => Just(Op::Reopen),
         2 => Just(Op::Compact),
+        1 => Just(Op::Purge),
+        2 => Just(Op::Seal),
         2 => prop_oneof![Just(Crash::Drop), any::<u16>().prop_map(Crash::Cut), (any::<u16>(), 0..8u8).prop_map(|(a, b)| Crash::Flip(a, b))].prop_map(Op::Crash),
     ]
 }
@@ -112,6 +118,8 @@ struct Model {
     records: Vec<StoredEvent>,
     /// (first seq, last seq) of each commit that wrote records.
     commits: Vec<(u64, u64)>,
+    /// Seqs purge erased: gone for every reader, their ids still known.
+    purged: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -134,6 +142,13 @@ impl Model {
             .iter()
             .find(|r| r.event.id.as_deref() == Some(id))
             .map(|r| r.seq)
+    }
+
+    /// The records a reader can see (all but purged ones).
+    fn visible(&self) -> impl Iterator<Item = &StoredEvent> {
+        self.records
+            .iter()
+            .filter(|r| !self.purged.contains(&r.seq))
     }
 
     fn reserved(r: &StoredEvent) -> bool {
@@ -328,12 +343,17 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                         }
                     })
                     .collect();
-                let valid = seqs
-                    .iter()
-                    .all(|q| *q <= n && !Model::reserved(&m.records[*q as usize - 1]));
+                let valid = seqs.iter().all(|q| {
+                    *q <= n
+                        && !Model::reserved(&m.records[*q as usize - 1])
+                        && !m.purged.contains(q)
+                });
                 let res = s.delete("", &seqs, "void");
                 if !valid {
-                    prop_assert!(res.is_err(), "delete of missing or reserved seqs must fail");
+                    prop_assert!(
+                        res.is_err(),
+                        "delete of missing, reserved or purged seqs must fail"
+                    );
                     continue;
                 }
                 let t = res.unwrap();
@@ -403,8 +423,7 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                     }
                 }
                 let mut want: Vec<StoredEvent> = m
-                    .records
-                    .iter()
+                    .visible()
                     .filter(|r| r.event.entity == ENTITIES[entity])
                     .filter(|r| {
                         if reverse {
@@ -476,7 +495,7 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                 let got = got.unwrap();
                 let mut total = 0u64;
                 let mut buckets: BTreeMap<i64, u64> = BTreeMap::new();
-                for r in &m.records {
+                for r in m.visible() {
                     let e = &r.event;
                     let matches = q.entity.as_ref().is_none_or(|x| *x == e.entity)
                         && kind_name.as_ref().is_none_or(|k| *k == e.kind)
@@ -501,8 +520,7 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                 let from = u64::from(from) % (m.records.len() as u64 + 3);
                 let got = s.read(from, u32::from(limit)).unwrap();
                 let mut want: Vec<StoredEvent> = m
-                    .records
-                    .iter()
+                    .visible()
                     .filter(|r| r.seq >= from.max(1))
                     .map(|r| m.decorated(r, false))
                     .collect();
@@ -517,6 +535,19 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
                 // Every sealed segment is in a cluster file now: history below reads them.
                 prop_assert_eq!(s.stats().unwrap().compaction_backlog_segments, 0);
             }
+            Op::Purge => {
+                // Sealed: every segment but the active one (the highest base seq).
+                let (_, active_base) = active_segment(d.path());
+                let erase: Vec<u64> = m
+                    .visible()
+                    .filter(|r| r.seq < active_base && m.deleted_by(r) != 0)
+                    .map(|r| r.seq)
+                    .collect();
+                let r = s.purge_now(Some(std::time::Duration::ZERO)).unwrap();
+                prop_assert_eq!(r.events_purged, erase.len() as u64);
+                m.purged.extend(erase);
+            }
+            Op::Seal => s.seal_active().unwrap(),
             Op::Reopen => {
                 drop(store.take());
                 store = Some(Store::open(d.path(), opts(planner)).unwrap());
@@ -542,7 +573,7 @@ fn run(ops: Vec<Op>, planner: u64) -> Result<(), TestCaseError> {
     // Final check: everything, positionally.
     let s = store.as_ref().unwrap();
     let all = s.read(1, 0).unwrap();
-    let want: Vec<StoredEvent> = m.records.iter().map(|r| m.decorated(r, false)).collect();
+    let want: Vec<StoredEvent> = m.visible().map(|r| m.decorated(r, false)).collect();
     prop_assert_eq!(all, want);
     Ok(())
 }

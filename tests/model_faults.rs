@@ -57,6 +57,14 @@ enum Op {
         calls: u8,
         seed: u64,
     },
+    /// A purge pass with no grace (a failure fails the pass; a failed rename or directory
+    /// fsync makes the store read-only).
+    Purge,
+    /// The power goes off after `calls` more calls during a purge, then the machine restarts.
+    PowerOffPurging {
+        calls: u8,
+        seed: u64,
+    },
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -83,6 +91,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Seal),
         2 => Just(Op::Compact),
         1 => (0..40u8, any::<u64>()).prop_map(|(calls, seed)| Op::PowerOffCompacting { calls, seed }),
+        1 => Just(Op::Purge),
+        1 => (0..60u8, any::<u64>()).prop_map(|(calls, seed)| Op::PowerOffPurging { calls, seed }),
         2 => Just(Op::Check),
         3 => (fault(), 0..4u8).prop_map(|(f, s)| Op::Arm(f, s)),
         1 => Just(Op::Crash),
@@ -135,6 +145,8 @@ struct Model {
     doubt: Option<Vec<Event>>,
     read_only: bool,
     counter: u64,
+    /// Seqs of deleted events a purge may have erased: each reads back whole or not at all.
+    purgeable: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -158,6 +170,15 @@ impl Model {
             }
         }
         (seqs, fresh)
+    }
+
+    /// Every deleted event may be erased by the purge about to run.
+    fn purge_may_erase(&mut self) {
+        for q in 1..=self.records.len() as u64 {
+            if self.deleted(q) {
+                self.purgeable.insert(q);
+            }
+        }
     }
 
     fn deleted(&self, seq: u64) -> bool {
@@ -205,6 +226,35 @@ fn compact(s: &Store, m: &mut Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A purge pass with no grace. Whatever it erases was deleted; a failed pass leaves the store
+/// writable unless a rename or directory fsync failed.
+fn purge(s: &Store, m: &mut Model) -> Result<(), TestCaseError> {
+    tally(|t| t.purges += 1);
+    m.purge_may_erase();
+    match s.purge_now(Some(std::time::Duration::ZERO)) {
+        Ok(r) => {
+            prop_assert!(!m.read_only || s.is_read_only());
+            tally(|t| t.purged += r.events_purged);
+        }
+        Err(e) => {
+            if m.read_only {
+                prop_assert!(matches!(e, Error::ReadOnly(_)), "{}", e);
+            }
+            prop_assert!(
+                matches!(
+                    e,
+                    Error::Io { .. } | Error::DiskFull(_) | Error::ReadOnly(_)
+                ),
+                "unexpected purge error {}",
+                e
+            );
+            m.read_only |= s.is_read_only();
+        }
+    }
+    prop_assert_eq!(s.is_read_only(), m.read_only);
+    Ok(())
+}
+
 /// The outcome of a failed write-path call, applied to the model.
 fn failed(m: &mut Model, err: &Error, fresh: Vec<Event>) -> Result<(), TestCaseError> {
     if m.read_only {
@@ -231,16 +281,27 @@ fn failed(m: &mut Model, err: &Error, fresh: Vec<Event>) -> Result<(), TestCaseE
 /// once, the append in doubt wholly there or wholly gone, nothing else.
 fn reopen(dir: &std::path::Path, o: &Options, m: &mut Model) -> Result<Store, TestCaseError> {
     let s = Store::open(dir, o.clone()).map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
-    let got: Vec<Shape> = s
-        .read(1, 0)
-        .unwrap()
+    let all = s.read(1, 0).unwrap();
+    let n = m.records.len() as u64;
+    let old: Vec<(u64, Shape)> = all
         .iter()
+        .filter(|e| e.seq <= n)
+        .map(|e| (e.seq, shape(&e.event)))
+        .collect();
+    let acked: Vec<(u64, Shape)> = m
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as u64 + 1, shape(e)))
+        .filter(|(q, _)| !m.purgeable.contains(q) || old.iter().any(|(g, _)| g == q))
+        .collect();
+    prop_assert_eq!(&old, &acked, "acknowledged records lost or changed");
+    let rest: Vec<Shape> = all
+        .iter()
+        .filter(|e| e.seq > n)
         .map(|e| shape(&e.event))
         .collect();
-    let acked: Vec<Shape> = m.records.iter().map(shape).collect();
-    prop_assert!(got.len() >= acked.len(), "acknowledged records lost");
-    prop_assert_eq!(&got[..acked.len()], &acked[..]);
-    let rest = &got[acked.len()..];
+    let rest = &rest[..];
     match m.doubt.take() {
         Some(d) if !rest.is_empty() => {
             let d_shapes: Vec<Shape> = d.iter().map(shape).collect();
@@ -262,15 +323,27 @@ fn ok<T>(r: echolog::Result<T>) -> Result<T, TestCaseError> {
 
 fn check(s: &Store, m: &Model) -> Result<(), TestCaseError> {
     let all = ok(s.read(1, 0))?;
-    prop_assert_eq!(all.len(), m.records.len());
-    for (i, r) in all.iter().enumerate() {
+    let mut expect = 1u64;
+    for r in all.iter() {
+        // A seq missing from the answer is one a purge erased.
+        while expect < r.seq {
+            prop_assert!(m.purgeable.contains(&expect), "seq {} is missing", expect);
+            expect += 1;
+        }
+        let i = r.seq as usize - 1;
+        prop_assert!(i < m.records.len(), "seq {} nobody appended", r.seq);
         prop_assert_eq!(shape(&r.event), shape(&m.records[i]));
         prop_assert_eq!(
             r.deleted_by != 0,
-            m.deleted(i as u64 + 1),
+            m.deleted(r.seq),
             "deleted_by of {}",
             r.seq
         );
+        expect = r.seq + 1;
+    }
+    while expect <= m.records.len() as u64 {
+        prop_assert!(m.purgeable.contains(&expect), "seq {} is missing", expect);
+        expect += 1;
     }
     let live = (1..=m.records.len() as u64)
         .filter(|q| !m.records[*q as usize - 1].kind.starts_with('$') && !m.deleted(*q))
@@ -421,6 +494,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 disk.power_loss(seed);
                 s = reopen(&dir, &o, &mut m)?;
             }
+            Op::Purge => purge(&s, &mut m)?,
+            Op::PowerOffPurging { calls, seed } => {
+                tally(|t| t.power_offs += 1);
+                // Make sure deleted events sit in sealed segments.
+                if let Err(e) = s.seal_active() {
+                    failed(&mut m, &e, vec![])?;
+                }
+                disk.power_off_after(u64::from(calls));
+                purge(&s, &mut m)?;
+                drop(s);
+                disk.power_loss(seed);
+                s = reopen(&dir, &o, &mut m)?;
+            }
             Op::Crash => {
                 tally(|t| t.crashes += 1);
                 drop(s);
@@ -477,6 +563,8 @@ struct Tally {
     in_doubt_kept: u64,
     in_doubt_dropped: u64,
     compactions: u64,
+    purges: u64,
+    purged: u64,
 }
 
 static TALLY: std::sync::Mutex<Option<Tally>> = std::sync::Mutex::new(None);
@@ -506,14 +594,16 @@ fn acknowledged_events_survive_every_fault_exactly_once() {
     let t = TALLY.lock().unwrap().take().unwrap_or_default();
     println!(
         "model_faults: {} runs (shrinking included); {} acknowledged events checked; {} crashes, \
-         {} power losses, {} power-offs mid-operation, {} compactions; appends in doubt: {} came \
-         back whole, {} vanished whole",
+         {} power losses, {} power-offs mid-operation, {} compactions, {} purge passes ({} events \
+         erased); appends in doubt: {} came back whole, {} vanished whole",
         t.cases,
         t.acked,
         t.crashes,
         t.power_losses,
         t.power_offs,
         t.compactions,
+        t.purges,
+        t.purged,
         t.in_doubt_kept,
         t.in_doubt_dropped
     );
