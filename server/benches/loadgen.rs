@@ -3,10 +3,12 @@
 //! ceiling), drives the same load against both over 127.0.0.1, and prints events/s, latency
 //! percentiles and the ratio. Bounded in time and count; talks only to 127.0.0.1.
 //!
-//! cargo bench -p echolog-server --bench loadgen -- [single|batch|pipelined] [clients] [seconds] [batch_size] [in_flight]
+//! cargo bench -p echolog-server --bench loadgen -- [single|batch|pipelined|stream] [clients] [seconds] [batch_size] [in_flight]
 //! Defaults: single 64 5 1 (single-event appends from 64 clients for 5 s);
 //! `batch 4 5 1000` drives batches of 1000 from 4 clients; `pipelined 64 5 1 125` keeps 125
-//! single-event appends in flight on each of 64 connections (8,000 in flight).
+//! single-event Append calls in flight on each of 64 connections (8,000 in flight);
+//! `stream 32 5 1 250` keeps 250 single-event requests in flight on each of 32 AppendStream
+//! calls, one connection each (8,000 in flight), latency from a request's send to its answer.
 //! Also prints the process's CPU time per event (client and server share the process, for the
 //! no-op baseline as for echolog, so the difference is the server's own cost).
 
@@ -21,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Default)]
 struct Noop {
-    next: AtomicU64,
+    next: std::sync::Arc<AtomicU64>,
 }
 
 type S<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -42,9 +44,28 @@ impl EventStore for Noop {
     type AppendStreamStream = S<pb::AppendResponse>;
     async fn append_stream(
         &self,
-        _: Request<Streaming<AppendRequest>>,
+        req: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
-        Err(Status::unimplemented("no-op"))
+        // Answers each request as it arrives, without storing it.
+        let mut input = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let next = self.next.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = input.message().await {
+                let n = r.events.len() as u64;
+                let first = next.fetch_add(n, Ordering::Relaxed) + 1;
+                let out = pb::AppendResponse {
+                    seqs: (first..first + n).collect(),
+                    duplicates: 0,
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
     type HistoryStream = S<pb::EventBatch>;
     async fn history(
@@ -201,6 +222,83 @@ async fn drive(url: String, clients: usize, seconds: u64, batch: u64, in_flight:
     }
 }
 
+/// `streams` AppendStream calls, one connection each, each keeping `in_flight` requests sent
+/// and not yet answered (a request goes out as soon as an answer comes back).
+async fn drive_stream(
+    url: String,
+    streams: usize,
+    seconds: u64,
+    batch: u64,
+    in_flight: usize,
+) -> Outcome {
+    let start = Instant::now() + Duration::from_millis(200);
+    let deadline = start + Duration::from_secs(seconds);
+    let mut handles = Vec::new();
+    for c in 0..streams {
+        let mut client = EventStoreClient::connect(url.clone())
+            .await
+            .expect("connect")
+            .max_encoding_message_size(64 << 20);
+        handles.push(tokio::spawn(async move {
+            let base = c as u64 * 1_000_000_000;
+            let pool: Vec<AppendRequest> = (0..16u64)
+                .map(|k| AppendRequest {
+                    events: (base + k * batch..base + (k + 1) * batch)
+                        .map(event)
+                        .collect(),
+                })
+                .collect();
+            let (req_tx, req_rx) = tokio::sync::mpsc::channel::<AppendRequest>(in_flight);
+            let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+            tokio::time::sleep_until(start.into()).await;
+            let mut answers = client
+                .append_stream(tokio_stream::wrappers::ReceiverStream::new(req_rx))
+                .await
+                .expect("append_stream")
+                .into_inner();
+            let sender = {
+                let window = window.clone();
+                tokio::spawn(async move {
+                    let mut k = 0usize;
+                    // Bounded: stops at the deadline or after 10M requests per stream.
+                    while Instant::now() < deadline && k < 10_000_000 {
+                        window.acquire().await.expect("window").forget();
+                        let _ = sent_tx.send(Instant::now());
+                        if req_tx.send(pool[k % pool.len()].clone()).await.is_err() {
+                            break;
+                        }
+                        k += 1;
+                    }
+                })
+            };
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            while let Some(a) = answers.message().await.expect("answer") {
+                let sent = sent_rx.recv().await.expect("a send time per request");
+                lat.push(sent.elapsed().as_micros() as u64);
+                n += a.seqs.len() as u64;
+                window.add_permits(1);
+            }
+            sender.await.expect("sender");
+            (n, lat)
+        }));
+    }
+    let mut events = 0;
+    let mut lat_us = Vec::new();
+    for t in handles {
+        let (n, l) = t.await.expect("stream task");
+        events += n;
+        lat_us.extend(l);
+    }
+    lat_us.sort_unstable();
+    Outcome {
+        events,
+        secs: start.elapsed().as_secs_f64(),
+        lat_us,
+    }
+}
+
 fn pct(v: &[u64], p: f64) -> u64 {
     if v.is_empty() {
         return 0;
@@ -230,7 +328,11 @@ fn main() {
     let clients: usize = args
         .get(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(if mode == "batch" { 4 } else { 64 });
+        .unwrap_or(match mode {
+            "batch" => 4,
+            "stream" => 32,
+            _ => 64,
+        });
     let seconds: u64 = args
         .get(2)
         .and_then(|a| a.parse().ok())
@@ -243,7 +345,11 @@ fn main() {
     let in_flight: usize = args
         .get(4)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(if mode == "pipelined" { 125 } else { 1 })
+        .unwrap_or(match mode {
+            "pipelined" => 125,
+            "stream" => 250,
+            _ => 1,
+        })
         .clamp(1, 1000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -286,11 +392,21 @@ fn main() {
         println!(
             "load: {mode}, {clients} connections x {in_flight} in flight, {batch} events per request, {seconds} s each"
         );
+        let go = |url: String| {
+            let streamed = mode == "stream";
+            async move {
+                if streamed {
+                    drive_stream(url, clients, seconds, batch, in_flight).await
+                } else {
+                    drive(url, clients, seconds, batch, in_flight).await
+                }
+            }
+        };
         let cpu0 = cpu_seconds();
-        let noop = drive(noop_url, clients, seconds, batch, in_flight).await;
+        let noop = go(noop_url).await;
         let cpu1 = cpu_seconds();
         let base = report("no-op tonic server (baseline)", &noop);
-        let real = drive(echolog_url, clients, seconds, batch, in_flight).await;
+        let real = go(echolog_url).await;
         let cpu2 = cpu_seconds();
         let rate = report("echolog, sync=always", &real);
         println!("ratio echolog / no-op: {:.2}x", rate / base);

@@ -119,6 +119,14 @@ impl Service {
     /// RESOURCE_EXHAUSTED (the transport itself refuses messages over
     /// [`TRANSPORT_LIMIT_FACTOR`] times the limit, with OUT_OF_RANGE).
     async fn append_one(&self, req: pb::AppendRequest) -> Result<pb::AppendResponse, Status> {
+        self.submit(req).await?.answer().await
+    }
+
+    /// Validates an append and queues it for the committer; the answer comes through the
+    /// returned [`Submitted`]. No thread waits for the commit: the engine's committer answers
+    /// through a channel. Validation runs here; a batch large enough to be compressed before
+    /// queueing does that on the blocking pool, not on an async worker.
+    async fn submit(&self, req: pb::AppendRequest) -> Result<Submitted, Status> {
         use prost::Message;
         let len = req.encoded_len();
         if len > self.message_bytes_max {
@@ -128,28 +136,33 @@ impl Service {
             )));
         }
         let events: Vec<echolog::Event> = req.events.into_iter().map(to_engine).collect();
-        // No thread waits for the commit: the engine's committer answers through a channel.
-        // Validation runs here; a batch large enough to be compressed before queueing does
-        // that on the blocking pool, not on an async worker.
-        let _slot = self.appends.acquire().await?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let slot = self.appends.acquire().await?;
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
         let done = move |r| {
             let _ = tx.send(r);
         };
         if len >= self.store.options().block_raw_bytes_target {
             let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.append_with(events, done));
+            let _ = tokio::task::spawn_blocking(move || store.append_with(events, done)).await;
         } else {
             self.store.append_with(events, done);
         }
-        let out = rx
-            .await
-            .map_err(|_| Status::internal("the commit was dropped"))?
-            .map_err(|e| to_status(&e))?;
-        Ok(pb::AppendResponse {
-            seqs: out.seqs,
-            duplicates: out.duplicates,
-        })
+        // A refusal (bad input, a read-only store) is answered before the batch is queued, so
+        // it is already here: the caller learns it before sending anything else.
+        match rx.try_recv() {
+            Ok(Err(e)) => Err(to_status(&e)),
+            Ok(Ok(out)) => Ok(Submitted {
+                answer: Answer::Ready(out),
+                _slot: slot,
+            }),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => Ok(Submitted {
+                answer: Answer::Pending(rx),
+                _slot: slot,
+            }),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                Err(Status::internal("the commit was dropped"))
+            }
+        }
     }
 
     async fn run<T: Send + 'static>(
@@ -159,6 +172,40 @@ impl Service {
         self.slots.run(&self.store, f).await
     }
 }
+
+/// An append the engine took, holding its in-flight slot until answered.
+struct Submitted {
+    answer: Answer,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+enum Answer {
+    /// Already committed by the time it was queued.
+    Ready(echolog::AppendOutcome),
+    /// Queued for the committer, which answers here.
+    Pending(tokio::sync::oneshot::Receiver<echolog::Result<echolog::AppendOutcome>>),
+}
+
+impl Submitted {
+    async fn answer(self) -> Result<pb::AppendResponse, Status> {
+        let out = match self.answer {
+            Answer::Ready(out) => out,
+            Answer::Pending(rx) => rx
+                .await
+                .map_err(|_| Status::internal("the commit was dropped"))?
+                .map_err(|e| to_status(&e))?,
+        };
+        Ok(pb::AppendResponse {
+            seqs: out.seqs,
+            duplicates: out.duplicates,
+        })
+    }
+}
+
+/// Appends of one AppendStream queued and not yet answered: a client may send this many
+/// before the first answer, and they share group commits (the stream stops reading when the
+/// pipeline is full).
+pub const APPEND_STREAM_PIPELINE_MAX: usize = 1024;
 
 fn to_engine(e: pb::Event) -> echolog::Event {
     echolog::Event {
@@ -276,11 +323,29 @@ impl EventStore for Service {
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let mut input = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        // Pipelined: one task reads and queues each request as it arrives, another answers
+        // them in order as their commits land, so requests sent back to back share group
+        // commits instead of waiting one commit each. The first request refused (bad input,
+        // no slot) ends the reading; what was queued before it is still answered, then the
+        // error, then the end of the stream.
+        let (pipe_tx, mut pipe_rx) = tokio::sync::mpsc::channel(APPEND_STREAM_PIPELINE_MAX);
         let svc = self.clone();
         tokio::spawn(async move {
             while let Some(msg) = input.message().await.transpose() {
-                let res = match msg {
-                    Ok(r) => svc.append_one(r).await,
+                let queued = match msg {
+                    Ok(r) => svc.submit(r).await,
+                    Err(e) => Err(e),
+                };
+                let stop = queued.is_err();
+                if pipe_tx.send(queued).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(queued) = pipe_rx.recv().await {
+                let res = match queued {
+                    Ok(q) => q.answer().await,
                     Err(e) => Err(e),
                 };
                 let stop = res.is_err();

@@ -700,3 +700,64 @@ async fn retention_through_the_server_moves_first_seq_and_flags_lagging_cursors(
     drop(tail);
     srv.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_stream_pipelines_requests_and_stops_at_the_first_refused_one() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start(d.path());
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    // 2,000 requests sent without waiting for answers: answered in order, seqs dense, and
+    // sharing group commits (far fewer commits than requests).
+    let reqs: Vec<AppendRequest> = (0..2000)
+        .map(|i| AppendRequest {
+            events: vec![ev(&format!("p:{}", i % 9), "s", 1 + i, &[], "")],
+        })
+        .collect();
+    let mut out = c
+        .append_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(r) = out.message().await.unwrap() {
+        assert_eq!(r.seqs.len(), 1);
+        seqs.extend(r.seqs);
+    }
+    assert_eq!(seqs, (1..=2000).collect::<Vec<u64>>());
+
+    // A bad request in the middle: those before it are answered and stored, then its error,
+    // then the end; those after it are never stored.
+    let mut reqs: Vec<AppendRequest> = (0..5)
+        .map(|i| AppendRequest {
+            events: vec![ev("q:1", "s", 1 + i, &[], "")],
+        })
+        .collect();
+    reqs.insert(
+        3,
+        AppendRequest {
+            events: vec![ev("", "s", 1, &[], "")],
+        },
+    );
+    let mut out = c
+        .append_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    let err = loop {
+        match out.message().await {
+            Ok(Some(r)) => got.extend(r.seqs),
+            Ok(None) => panic!("the stream ended without the error"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, vec![2001, 2002, 2003]);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("entity"), "{}", err.message());
+    let st = c.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        st.last_seq, 2003,
+        "nothing after the refused request was stored"
+    );
+    srv.stop();
+}
