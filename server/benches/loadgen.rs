@@ -9,8 +9,16 @@
 //! single-event Append calls in flight on each of 64 connections (8,000 in flight);
 //! `stream 32 5 1 250` keeps 250 single-event requests in flight on each of 32 AppendStream
 //! calls, one connection each (8,000 in flight), latency from a request's send to its answer.
+//! Environment knobs: `LOADGEN_COMPACTION=0` (compaction off), `LOADGEN_SEGMENT_BYTES=N`
+//! (segment size), `LOADGEN_PER_SECOND=1` (stream mode: percentiles per second of sending).
 //! Also prints the process's CPU time per event (client and server share the process, for the
 //! no-op baseline as for echolog, so the difference is the server's own cost).
+
+/// mimalloc: the append path allocates per request and per event from many threads, and
+/// glibc malloc spent ~15% of a pipelined-append run in malloc/free and its arena locks
+/// (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -234,7 +242,11 @@ async fn drive_stream(
     let start = Instant::now() + Duration::from_millis(200);
     let deadline = start + Duration::from_secs(seconds);
     let mut handles = Vec::new();
+    // LOADGEN_PER_SECOND=1 prints the latency percentiles of the requests sent in each second.
+    let per_second = std::env::var("LOADGEN_PER_SECOND").is_ok_and(|v| v == "1");
+    let by_second: std::sync::Arc<std::sync::Mutex<Vec<Vec<u64>>>> = Default::default();
     for c in 0..streams {
+        let by_second = by_second.clone();
         let mut client = EventStoreClient::connect(url.clone())
             .await
             .expect("connect")
@@ -277,6 +289,14 @@ async fn drive_stream(
             while let Some(a) = answers.message().await.expect("answer") {
                 let sent = sent_rx.recv().await.expect("a send time per request");
                 lat.push(sent.elapsed().as_micros() as u64);
+                if per_second {
+                    let sec = sent.saturating_duration_since(start).as_secs() as usize;
+                    let mut t = by_second.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.len() <= sec {
+                        t.resize(sec + 1, Vec::new());
+                    }
+                    t[sec].push(*lat.last().unwrap_or(&0));
+                }
                 n += a.seqs.len() as u64;
                 window.add_permits(1);
             }
@@ -292,6 +312,19 @@ async fn drive_stream(
         lat_us.extend(l);
     }
     lat_us.sort_unstable();
+    for (sec, mut v) in std::mem::take(&mut *by_second.lock().unwrap_or_else(|p| p.into_inner()))
+        .into_iter()
+        .enumerate()
+    {
+        v.sort_unstable();
+        println!(
+            "  second {sec}: {} requests, p50 {} us, p99 {} us, max {} us",
+            v.len(),
+            pct(&v, 0.5),
+            pct(&v, 0.99),
+            v.last().copied().unwrap_or(0)
+        );
+    }
     Outcome {
         events,
         secs: start.elapsed().as_secs_f64(),
@@ -357,7 +390,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), Options::default()).expect("open store");
+        let store = Store::open(dir.path(), Options { compaction: std::env::var("LOADGEN_COMPACTION").map_or(true, |v| v != "0"), segment_size_bytes_max: std::env::var("LOADGEN_SEGMENT_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(Options::default().segment_size_bytes_max), ..Options::default() }).expect("open store");
         let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let l1 = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -339,6 +339,10 @@ impl EngineSlots {
     }
 
     pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Status> {
+        // A free slot is taken without arming a timer (the common case, once per append).
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
         match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             _ => Err(Status::resource_exhausted(format!(

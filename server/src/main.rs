@@ -1,5 +1,11 @@
 //! `echolog`: the server (`echolog serve`) and client subcommands against a running server.
 
+/// mimalloc: the append path allocates per request and per event from many threads, and
+/// glibc malloc spent ~15% of a pipelined-append run in malloc/free and its arena locks
+/// (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
