@@ -60,6 +60,16 @@ pub struct PurgeReport {
 /// How often the background thread looks for purgeable events when `purge_grace` is set.
 pub const PURGE_PASS_INTERVAL: Duration = Duration::from_secs(60);
 
+/// What passes remember, so a pass with nothing new to do costs no I/O.
+#[derive(Default)]
+pub(crate) struct PurgeState {
+    /// Event time of each delete tombstone's record, read once.
+    tombstone_ts: rustc_hash::FxHashMap<u64, i64>,
+    /// (tombstone generation, tombstones old enough, end seq of the sealed segments) of the
+    /// last pass that finished: the same triple again means nothing new is purgeable.
+    last_finished: Option<(u64, usize, u64)>,
+}
+
 impl Store {
     /// Runs a purge pass now: erases every event of a sealed segment deleted by a tombstone
     /// older than `grace` (None: the store's `purge_grace`; an error when neither is set).
@@ -88,7 +98,10 @@ pub(crate) fn purge(inner: &Inner, grace: Duration) -> Result<PurgeReport> {
     let view = inner.current_view();
     let old_enough = tombstones_older_than(inner, &view, cutoff)?;
     let mut report = PurgeReport::default();
-    if old_enough.is_empty() {
+    let sealed_end = view.sealed.last().map_or(0, |s| s.end_seq);
+    let key = (view.tombstones.generation, old_enough.len(), sealed_end);
+    let state = || inner.purge_state.lock().unwrap_or_else(|p| p.into_inner());
+    if old_enough.is_empty() || state().last_finished == Some(key) {
         return Ok(report);
     }
     let started = Instant::now();
@@ -127,6 +140,9 @@ pub(crate) fn purge(inner: &Inner, grace: Duration) -> Result<PurgeReport> {
     inner
         .purged_events
         .fetch_add(report.events_purged, Ordering::Relaxed);
+    if !inner.compaction.closing() {
+        state().last_finished = Some(key);
+    }
     Ok(report)
 }
 
@@ -135,14 +151,19 @@ pub(crate) fn purge(inner: &Inner, grace: Duration) -> Result<PurgeReport> {
 fn tombstones_older_than(inner: &Inner, view: &View, cutoff: i64) -> Result<FxHashSet<u64>> {
     let first = crate::store::first_seq_of(view);
     let mut out = FxHashSet::default();
+    let mut state = inner.purge_state.lock().unwrap_or_else(|p| p.into_inner());
     for e in view.tombstones.entries() {
         if e.seq < first || !matches!(e.kind, TYPE_DELETE_ENTITY | TYPE_DELETE_SEQS) {
             continue;
         }
-        if inner
-            .record_in_view(view, e.seq)?
-            .is_some_and(|r| r.event.ts <= cutoff)
-        {
+        let ts = match state.tombstone_ts.get(&e.seq) {
+            Some(ts) => *ts,
+            None => match inner.record_in_view(view, e.seq)? {
+                Some(r) => *state.tombstone_ts.entry(e.seq).or_insert(r.event.ts),
+                None => continue,
+            },
+        };
+        if ts <= cutoff {
             out.insert(e.seq);
         }
     }
@@ -196,31 +217,25 @@ fn rewrite(
     ords: &RoaringBitmap,
     report: &mut PurgeReport,
 ) -> Result<(u64, u64)> {
-    let seg_bytes = new_segment_bytes(inner, l, ords)?;
-    let scan = scan_segment(&seg_bytes, seg.base_seq).map_err(|source| Error::Corruption {
-        file: l.seg_path.clone(),
-        offset: 0,
-        source,
-    })?;
-    if scan.stopped.is_some() || scan.index.end_seq() != seg.end_seq {
-        return Err(Error::Inconsistent(format!(
-            "purge's rewrite of {} does not read back whole",
-            l.seg_path.display()
-        )));
-    }
-    let idx_bytes = scan.index.to_index_file();
-    let before = l.disk_bytes();
-    let after = (seg_bytes.len() + idx_bytes.len()) as u64;
-    // 1. Both new files durable under temp names.
     let (seg_path, idx_path) = (l.seg_path.clone(), l.idx_path.clone());
     let (seg_tmp, idx_tmp) = (temp_path(&seg_path), temp_path(&idx_path));
-    let staged =
-        stage(inner, &seg_tmp, &seg_bytes).and_then(|()| stage(inner, &idx_tmp, &idx_bytes));
-    if let Err(e) = staged {
-        let _ = inner.storage.remove(&seg_tmp);
-        let _ = inner.storage.remove(&idx_tmp);
-        return Err(e);
-    }
+    // 1. Both new files durable under temp names. The segment is written block by block and
+    // read back whole (every block checksummed) to build its index, so memory holds one
+    // block and the index being built, not the segment.
+    let staged = stage_segment(inner, l, ords, &seg_tmp).and_then(|seg_len| {
+        let idx_bytes = index_of(inner, seg, &seg_tmp)?;
+        stage(inner, &idx_tmp, &idx_bytes)?;
+        Ok(seg_len + idx_bytes.len() as u64)
+    });
+    let after = match staged {
+        Ok(after) => after,
+        Err(e) => {
+            let _ = inner.storage.remove(&seg_tmp);
+            let _ = inner.storage.remove(&idx_tmp);
+            return Err(e);
+        }
+    };
+    let before = l.disk_bytes();
     // 2. Cluster files holding the segment's events go first.
     report.cluster_files_removed += remove_covering_clusters(inner, seg)?;
     let _files = inner.sealed_files.lock().unwrap_or_else(|p| p.into_inner());
@@ -250,48 +265,95 @@ fn rewrite(
     Ok((before, after))
 }
 
-/// The segment's bytes with the records at `ords` turned into `$purged` records.
-fn new_segment_bytes(inner: &Inner, l: &LoadedSegment, ords: &RoaringBitmap) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(l.disk_bytes() as usize);
-    out.extend_from_slice(&SegmentHeader::new(l.header.base_seq).encode());
+/// Writes the segment with the records at `ords` turned into `$purged` records to `path`,
+/// block by block, and fdatasyncs it. Returns its length.
+fn stage_segment(
+    inner: &Inner,
+    l: &LoadedSegment,
+    ords: &RoaringBitmap,
+    path: &std::path::Path,
+) -> Result<u64> {
+    let f = inner.storage.create(path)?;
+    let header = SegmentHeader::new(l.header.base_seq).encode();
+    inner.storage.write_derived(&*f, path, &header, 0)?;
+    let mut at = header.len() as u64;
     let mut compressor = zstd::bulk::Compressor::new(inner.opts.zstd_level).ok();
-    let mut raw = Vec::new();
+    let (mut raw, mut out) = (Vec::new(), Vec::new());
     for (b, e) in l.blocks.iter().enumerate() {
         let stored = l.block_bytes(b)?;
         let first = e.first_ordinal;
-        if ords.range_cardinality(first..first + e.count) == 0 {
-            out.extend_from_slice(stored);
-            continue;
-        }
-        let header = stored
-            .get(..BLOCK_HEADER_LEN)
-            .ok_or_else(|| Error::Inconsistent("block shorter than its header".into()))
-            .and_then(|h| BlockHeader::decode(h).map_err(|source| corrupt(l, e.offset, source)))?;
-        let d = l.read_block(b)?;
-        raw.clear();
-        for i in 0..d.count() {
-            let off = d.offsets[i as usize];
-            let end = d
-                .offsets
-                .get(i as usize + 1)
-                .map_or(d.raw.len(), |o| *o as usize);
-            if ords.contains(first + i) {
-                let r = record_at(&d.raw, off).map_err(|source| corrupt(l, e.offset, source))?;
-                encode_record::<&str>(&mut raw, "", KIND_PURGED, r.ts, &[], b"", r.id);
-            } else {
-                raw.extend_from_slice(&d.raw[off as usize..end]);
-            }
-        }
-        let meta = BlockMeta {
-            first_seq: header.first_seq,
-            count: header.count,
-            min_ts: header.min_ts,
-            max_ts: header.max_ts,
-            flags: header.flags,
+        let bytes = if ords.range_cardinality(first..first + e.count) == 0 {
+            stored
+        } else {
+            out.clear();
+            reencode_block(l, b, ords, &mut raw, &mut out, compressor.as_mut())?;
+            &out[..]
         };
-        encode_block(&mut out, meta, &raw, compressor.as_mut());
+        inner.storage.write_derived(&*f, path, bytes, at)?;
+        at += bytes.len() as u64;
     }
-    Ok(out)
+    inner.storage.sync_derived(&*f, path)?;
+    Ok(at)
+}
+
+/// Block `b` of `l` with its records at `ords` replaced by `$purged` records, encoded into
+/// `out` with the same first seq, count, ts bounds and flags.
+fn reencode_block(
+    l: &LoadedSegment,
+    b: usize,
+    ords: &RoaringBitmap,
+    raw: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    compressor: Option<&mut zstd::bulk::Compressor<'_>>,
+) -> Result<()> {
+    let e = &l.blocks[b];
+    let header = l
+        .block_bytes(b)?
+        .get(..BLOCK_HEADER_LEN)
+        .ok_or_else(|| Error::Inconsistent("block shorter than its header".into()))
+        .and_then(|h| BlockHeader::decode(h).map_err(|source| corrupt(l, e.offset, source)))?;
+    let d = l.read_block(b)?;
+    raw.clear();
+    for i in 0..d.count() {
+        let off = d.offsets[i as usize];
+        let end = d
+            .offsets
+            .get(i as usize + 1)
+            .map_or(d.raw.len(), |o| *o as usize);
+        if ords.contains(e.first_ordinal + i) {
+            let r = record_at(&d.raw, off).map_err(|source| corrupt(l, e.offset, source))?;
+            encode_record::<&str>(raw, "", KIND_PURGED, r.ts, &[], b"", r.id);
+        } else {
+            raw.extend_from_slice(&d.raw[off as usize..end]);
+        }
+    }
+    let meta = BlockMeta {
+        first_seq: header.first_seq,
+        count: header.count,
+        min_ts: header.min_ts,
+        max_ts: header.max_ts,
+        flags: header.flags,
+    };
+    encode_block(out, meta, raw, compressor);
+    Ok(())
+}
+
+/// Reads the staged segment back whole (every block checksummed) and builds its index.
+fn index_of(inner: &Inner, seg: &SealedSegment, path: &std::path::Path) -> Result<Vec<u8>> {
+    let bytes = inner.storage.map(path)?;
+    let scan =
+        scan_segment((*bytes).as_ref(), seg.base_seq).map_err(|source| Error::Corruption {
+            file: path.to_path_buf(),
+            offset: 0,
+            source,
+        })?;
+    if scan.stopped.is_some() || scan.index.end_seq() != seg.end_seq {
+        return Err(Error::Inconsistent(format!(
+            "purge's rewrite {} does not read back whole",
+            path.display()
+        )));
+    }
+    Ok(scan.index.to_index_file())
 }
 
 fn corrupt(l: &LoadedSegment, offset: u64, source: echolog_format::FormatError) -> Error {

@@ -138,6 +138,7 @@ pub(crate) struct Inner {
     pub sealed_files: Mutex<()>,
     /// Events purge erased since open.
     pub purged_events: AtomicU64,
+    pub purge_state: Mutex<crate::purge::PurgeState>,
 }
 
 /// A handle to an open store. Cheap to clone; all clones share one store.
@@ -363,6 +364,7 @@ impl Store {
             compaction: Default::default(),
             sealed_files: Mutex::new(()),
             purged_events: AtomicU64::new(0),
+            purge_state: Mutex::new(Default::default()),
         });
         let tomb_bytes = inner.load_tombstones(active_base)?;
         report.bytes_read += tomb_bytes;

@@ -37,14 +37,16 @@ fn event(i: u64) -> Event {
 /// 300 events; e1 deleted as an entity, two e2 events deleted by seq, then 20 more events (e1's
 /// among them stay live), all sealed. Returns the store and the seqs purge must erase.
 fn seeded(s: &Store) -> Vec<u64> {
-    for i in 0..300 {
-        s.append(vec![event(i)]).unwrap();
+    for k in 0..30 {
+        s.append((k * 10..k * 10 + 10).map(event).collect())
+            .unwrap();
     }
     s.delete("e1", &[], "gdpr").unwrap();
     // e2's events are seqs 3, 8, 13, ...
     s.delete("e2", &[3, 13], "wrong").unwrap();
-    for i in 300..320 {
-        s.append(vec![event(i)]).unwrap();
+    for k in 30..32 {
+        s.append((k * 10..k * 10 + 10).map(event).collect())
+            .unwrap();
     }
     s.seal_active().unwrap();
     let mut purged: Vec<u64> = (0..300).filter(|i| i % 5 == 1).map(|i| i + 1).collect();
@@ -229,7 +231,7 @@ fn sim_files(disk: &SimDisk, dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_power_loss_at_any_step_of_a_purge_leaves_each_event_whole_or_purged() {
     let mut finished = false;
-    for calls in 0..200u64 {
+    for calls in 0..2000u64 {
         let (disk, dir, opts) = sim_store_opts();
         let purged = {
             let s = Store::open(&dir, opts.clone()).unwrap();
@@ -343,4 +345,25 @@ fn with_a_purge_grace_the_background_thread_purges_after_open() {
     }
     assert_eq!(s.stats().unwrap().purged_events, purged.len() as u64);
     assert_eq!(history(&s, "e1", true), vec![301, 304, 309, 314, 319]);
+}
+
+#[test]
+fn a_pass_with_nothing_new_to_erase_makes_no_file_call() {
+    let (disk, dir, opts) = sim_store_opts();
+    let s = Store::open(&dir, opts).unwrap();
+    let purged = seeded(&s);
+    let first = s.purge_now(Some(Duration::ZERO)).unwrap();
+    assert_eq!(first.events_purged, purged.len() as u64);
+    let calls = disk.calls();
+    assert_eq!(s.purge_now(Some(Duration::ZERO)).unwrap().events_purged, 0);
+    assert_eq!(
+        disk.calls(),
+        calls,
+        "a pass with nothing new read or wrote files"
+    );
+    // A new tombstone is new work.
+    s.delete("e0", &[], "").unwrap();
+    s.seal_active().unwrap();
+    let r = s.purge_now(Some(Duration::ZERO)).unwrap();
+    assert_eq!(r.events_purged, 60 + 4, "{r:?}");
 }
