@@ -11,16 +11,36 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn fixture() -> (tempfile::TempDir, Vec<Vec<String>>) {
+/// A copy of the committed fixture `name` (tests/fixtures/README.md) in a temporary directory,
+/// and the rows its build's `Store::read(1, 0)` returned.
+fn fixture_named(name: &str) -> (tempfile::TempDir, Vec<Vec<String>>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let d = tempfile::tempdir().unwrap();
-    copy_dir(&root.join("v1-store"), d.path());
-    let expected = std::fs::read_to_string(root.join("v1-store.expected.tsv"))
+    copy_dir(&root.join(name), d.path());
+    let expected = std::fs::read_to_string(root.join(format!("{name}.expected.tsv")))
         .unwrap()
         .lines()
         .map(|l| l.split('\t').map(str::to_owned).collect())
         .collect();
     (d, expected)
+}
+
+fn fixture() -> (tempfile::TempDir, Vec<Vec<String>>) {
+    fixture_named("v1-store")
+}
+
+/// Every record as a row; a tab inside a payload (a seq in a `$delete_seqs` record) is written
+/// as `\t` in the expected files of versions 2 and later.
+fn rows_escaped(s: &Store) -> Vec<Vec<String>> {
+    s.read(1, 0)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut r = row(e);
+            r[5] = r[5].replace('\t', "\\t");
+            r
+        })
+        .collect()
 }
 
 fn row(e: &echolog::StoredEvent) -> Vec<String> {
@@ -128,34 +148,11 @@ fn an_empty_version_1_active_segment_is_replaced_by_a_current_one() {
     assert_eq!(s.append(vec![e]).unwrap().seqs, vec![1]);
 }
 
-fn fixture_v2() -> (tempfile::TempDir, Vec<Vec<String>>) {
-    // Same layout as the version 1 fixture; see tests/fixtures/README.md.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let d = tempfile::tempdir().unwrap();
-    copy_dir(&root.join("v2-store"), d.path());
-    let expected = std::fs::read_to_string(root.join("v2-store.expected.tsv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split('\t').map(str::to_owned).collect())
-        .collect();
-    (d, expected)
-}
-
 #[test]
 fn a_version_2_store_reads_back_keeps_appending_and_compacts() {
-    let (d, expected) = fixture_v2();
+    let (d, expected) = fixture_named("v2-store");
     let s = Store::open(d.path(), Options::default()).unwrap();
-    // A tab inside a payload (a seq in a $delete_seqs record) is written as `\t` in the file.
-    let got: Vec<Vec<String>> = s
-        .read(1, 0)
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let mut r = row(e);
-            r[5] = r[5].replace('\t', "\\t");
-            r
-        })
-        .collect();
+    let got = rows_escaped(&s);
     assert_eq!(got, expected);
     // Version 2 segments are appended to as they are (they differ from 3 only in the number).
     let st = s.stats().unwrap();
@@ -229,52 +226,22 @@ fn write_fixture_with_this_build() {
     s.commit_cursor("billing-sync", 57).unwrap();
     s.commit_cursor("audit", 101).unwrap();
     s.compact_now().unwrap();
-    let rows: Vec<String> = s
-        .read(1, 0)
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let mut r = row(e);
-            r[5] = r[5].replace('\t', "\\t");
-            r.join("\t")
-        })
-        .collect();
+    let rows: Vec<String> = rows_escaped(&s).iter().map(|r| r.join("	")).collect();
     drop(s);
     std::fs::remove_file(out.join("LOCK")).unwrap();
     let tsv = format!("{}.expected.tsv", out.display());
     std::fs::write(tsv, rows.join("\n") + "\n").unwrap();
 }
 
-fn fixture_v3() -> (tempfile::TempDir, Vec<Vec<String>>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let d = tempfile::tempdir().unwrap();
-    copy_dir(&root.join("v3-store"), d.path());
-    let expected = std::fs::read_to_string(root.join("v3-store.expected.tsv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split('\t').map(str::to_owned).collect())
-        .collect();
-    (d, expected)
-}
-
 #[test]
 fn a_version_3_store_reads_back_through_its_cluster_files_and_keeps_appending() {
-    let (d, expected) = fixture_v3();
+    let (d, expected) = fixture_named("v3-store");
     let opts = Options {
         compaction: false,
         ..Default::default()
     };
     let s = Store::open(d.path(), opts).unwrap();
-    let got: Vec<Vec<String>> = s
-        .read(1, 0)
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let mut r = row(e);
-            r[5] = r[5].replace('\t', "\\t");
-            r
-        })
-        .collect();
+    let got = rows_escaped(&s);
     assert_eq!(got, expected);
     let st = s.stats().unwrap();
     assert_eq!((st.events, st.last_seq, st.segments), (124, 124, 4));

@@ -205,25 +205,7 @@ fn opts(base: &Options) -> Options {
 /// store writable unless a directory fsync failed (which makes it read-only, as everywhere).
 fn compact(s: &Store, m: &mut Model) -> Result<(), TestCaseError> {
     tally(|t| t.compactions += 1);
-    match s.compact_now() {
-        Ok(_) => prop_assert!(!m.read_only || s.is_read_only()),
-        Err(e) => {
-            if m.read_only {
-                prop_assert!(matches!(e, Error::ReadOnly(_)), "{}", e);
-            }
-            prop_assert!(
-                matches!(
-                    e,
-                    Error::Io { .. } | Error::DiskFull(_) | Error::ReadOnly(_)
-                ),
-                "unexpected compaction error {}",
-                e
-            );
-            m.read_only |= s.is_read_only();
-        }
-    }
-    prop_assert_eq!(s.is_read_only(), m.read_only);
-    Ok(())
+    background(s, m, "compaction", s.compact_now()).map(drop)
 }
 
 /// A purge pass with no grace. Whatever it erases was deleted; a failed pass leaves the store
@@ -231,10 +213,23 @@ fn compact(s: &Store, m: &mut Model) -> Result<(), TestCaseError> {
 fn purge(s: &Store, m: &mut Model) -> Result<(), TestCaseError> {
     tally(|t| t.purges += 1);
     m.purge_may_erase();
-    match s.purge_now(Some(std::time::Duration::ZERO)) {
-        Ok(r) => {
+    let r = background(s, m, "purge", s.purge_now(Some(std::time::Duration::ZERO)))?;
+    tally(|t| t.purged += r.map_or(0, |r| r.events_purged));
+    Ok(())
+}
+
+/// The rule for background work's outcome: an I/O error, a full disk or read-only, never
+/// another error; read-only exactly when the store says so.
+fn background<T>(
+    s: &Store,
+    m: &mut Model,
+    what: &str,
+    r: echolog::Result<T>,
+) -> Result<Option<T>, TestCaseError> {
+    let out = match r {
+        Ok(v) => {
             prop_assert!(!m.read_only || s.is_read_only());
-            tally(|t| t.purged += r.events_purged);
+            Some(v)
         }
         Err(e) => {
             if m.read_only {
@@ -245,14 +240,16 @@ fn purge(s: &Store, m: &mut Model) -> Result<(), TestCaseError> {
                     e,
                     Error::Io { .. } | Error::DiskFull(_) | Error::ReadOnly(_)
                 ),
-                "unexpected purge error {}",
+                "unexpected {} error {}",
+                what,
                 e
             );
             m.read_only |= s.is_read_only();
+            None
         }
-    }
+    };
     prop_assert_eq!(s.is_read_only(), m.read_only);
-    Ok(())
+    Ok(out)
 }
 
 /// The outcome of a failed write-path call, applied to the model.

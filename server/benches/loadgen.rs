@@ -156,6 +156,19 @@ fn event(i: u64) -> pb::Event {
     }
 }
 
+/// The requests client `c` cycles through. Built before the clock starts, so the generator
+/// measures the server rather than its own formatting; no ids, so nothing is deduplicated.
+fn request_pool(c: usize, batch: u64) -> Vec<AppendRequest> {
+    let base = c as u64 * 1_000_000_000;
+    (0..16u64)
+        .map(|k| AppendRequest {
+            events: (base + k * batch..base + (k + 1) * batch)
+                .map(event)
+                .collect(),
+        })
+        .collect()
+}
+
 struct Outcome {
     events: u64,
     secs: f64,
@@ -192,16 +205,7 @@ async fn drive(url: String, clients: usize, seconds: u64, batch: u64, in_flight:
             handles.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut n = 0u64;
-                // Requests are built before the clock starts, so the generator measures the server
-                // rather than its own formatting; they cycle (no ids, so nothing is deduplicated).
-                let base = c as u64 * 1_000_000_000;
-                let pool: Vec<AppendRequest> = (0..16u64)
-                    .map(|k| AppendRequest {
-                        events: (base + k * batch..base + (k + 1) * batch)
-                            .map(event)
-                            .collect(),
-                    })
-                    .collect();
+                let pool = request_pool(c, batch);
                 tokio::time::sleep_until(start.into()).await;
                 // Bounded: stops at the deadline or after 10M events per client.
                 while Instant::now() < deadline && n < 10_000_000 {
@@ -252,14 +256,7 @@ async fn drive_stream(
             .expect("connect")
             .max_encoding_message_size(64 << 20);
         handles.push(tokio::spawn(async move {
-            let base = c as u64 * 1_000_000_000;
-            let pool: Vec<AppendRequest> = (0..16u64)
-                .map(|k| AppendRequest {
-                    events: (base + k * batch..base + (k + 1) * batch)
-                        .map(event)
-                        .collect(),
-                })
-                .collect();
+            let pool = request_pool(c, batch);
             let (req_tx, req_rx) = tokio::sync::mpsc::channel::<AppendRequest>(in_flight);
             let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
             let window = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
