@@ -62,13 +62,7 @@ fn main() {
     {
         let s = Store::open(&dir, opts(false)).expect("open");
         let t = Instant::now();
-        let mut i = 0;
-        while i < n {
-            let k = 1000.min(n - i);
-            s.append(workload::batch(i, k)).expect("append");
-            i += k;
-        }
-        s.seal_active().expect("seal");
+        workload::load(&s, n);
         let st = s.stats().expect("stats");
         println!(
             "loaded {n} events in {:.1}s; {} segments, disk {} bytes ({:.3}x raw)",

@@ -50,3 +50,15 @@ pub fn event(i: u64) -> Event {
 pub fn batch(start: u64, n: u64) -> Vec<Event> {
     (start..start + n).map(event).collect()
 }
+
+/// Appends events 0..n in batches of 1000 and seals the active segment.
+#[allow(dead_code)] // not every bench or example that includes this module loads a store
+pub fn load(s: &echolog::Store, n: u64) {
+    let mut i = 0;
+    while i < n {
+        let k = 1000.min(n - i);
+        s.append(batch(i, k)).expect("append");
+        i += k;
+    }
+    s.seal_active().expect("seal");
+}
