@@ -106,17 +106,39 @@ pub(crate) fn purge(inner: &Inner, grace: Duration) -> Result<PurgeReport> {
     }
     let started = Instant::now();
     let mut written = 0u64;
+    let mut finished = true;
     for seg in view.sealed.iter() {
         if inner.compaction.closing() {
+            finished = false;
             break;
         }
-        let l = seg.load()?;
+        // A segment that cannot be read cannot be rewritten; the others still are, and the
+        // next pass tries it again.
+        let l = match seg.load() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(base_seq = seg.base_seq, error = %e, "purge skipped a segment it could not load");
+                finished = false;
+                continue;
+            }
+        };
         let ords = purgeable(&l, &view.tombstones, &old_enough)?;
         if ords.is_empty() {
             continue;
         }
         let n = ords.len();
-        let (before, after) = rewrite(inner, seg, &l, &ords, &mut report)?;
+        let (before, after) = match rewrite(inner, seg, &l, &ords, &mut report) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            // Damage in a block to rewrite: that segment keeps its events (and `verify`
+            // names the damage); the others are purged.
+            Err(e @ Error::Corruption { .. }) => {
+                tracing::warn!(base_seq = seg.base_seq, error = %e, "purge skipped a damaged segment");
+                finished = false;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         report.events_purged += n;
         report.segments_rewritten += 1;
         report.bytes_before += before;
@@ -140,7 +162,7 @@ pub(crate) fn purge(inner: &Inner, grace: Duration) -> Result<PurgeReport> {
     inner
         .purged_events
         .fetch_add(report.events_purged, Ordering::Relaxed);
-    if !inner.compaction.closing() {
+    if finished {
         state().last_finished = Some(key);
     }
     Ok(report)
@@ -209,14 +231,15 @@ fn purgeable(
 }
 
 /// Rewrites one segment without the records at `ords` (steps 1-5 of the module comment).
-/// Returns the bytes of segment and index before and after.
+/// Returns the bytes of segment and index before and after, or None when retention removed
+/// the segment meanwhile.
 fn rewrite(
     inner: &Inner,
     seg: &Arc<SealedSegment>,
     l: &LoadedSegment,
     ords: &RoaringBitmap,
     report: &mut PurgeReport,
-) -> Result<(u64, u64)> {
+) -> Result<Option<(u64, u64)>> {
     let (seg_path, idx_path) = (l.seg_path.clone(), l.idx_path.clone());
     let (seg_tmp, idx_tmp) = (temp_path(&seg_path), temp_path(&idx_path));
     // 1. Both new files durable under temp names. The segment is written block by block and
@@ -244,7 +267,7 @@ fn rewrite(
         // Retention removed it meanwhile.
         let _ = inner.storage.remove(&seg_tmp);
         let _ = inner.storage.remove(&idx_tmp);
-        return Ok((0, 0));
+        return Ok(None);
     }
     // 3-5. Old index out, new segment in, new index in; each step durable before the next.
     inner.storage.remove(&idx_path)?;
@@ -262,7 +285,7 @@ fn rewrite(
     publish_segment(inner, seg, new);
     debug_assert_eq!(seg_path, inner.dir.join(segment_name(seg.base_seq)));
     debug_assert_eq!(idx_path, inner.dir.join(index_name(seg.base_seq)));
-    Ok((before, after))
+    Ok(Some((before, after)))
 }
 
 /// Writes the segment with the records at `ords` turned into `$purged` records to `path`,

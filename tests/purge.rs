@@ -367,3 +367,23 @@ fn a_pass_with_nothing_new_to_erase_makes_no_file_call() {
     let r = s.purge_now(Some(Duration::ZERO)).unwrap();
     assert_eq!(r.events_purged, 60 + 4, "{r:?}");
 }
+
+#[test]
+fn a_damaged_block_keeps_its_segment_out_of_the_pass_and_the_rest_is_purged() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), small()).unwrap();
+    let purged = seeded(&s);
+    drop(s);
+    // Flip a byte inside the body of the first block of the first segment (it holds seq 2,
+    // an e1 event to erase).
+    let first = d.path().join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[SEGMENT_HEADER_LEN + 60] ^= 0x40;
+    std::fs::write(&first, &bytes).unwrap();
+    let s = Store::open(d.path(), small()).unwrap();
+    let r = s.purge_now(Some(Duration::ZERO)).unwrap();
+    assert!(r.events_purged > 0, "{r:?}");
+    assert!(r.events_purged < purged.len() as u64, "{r:?}");
+    // The damaged segment was left as it was.
+    assert_eq!(std::fs::read(&first).unwrap(), bytes);
+}
