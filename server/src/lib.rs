@@ -203,8 +203,8 @@ impl Submitted {
 }
 
 /// Appends of one AppendStream queued and not yet answered: a client may send this many
-/// before the first answer, and they share group commits (the stream stops reading when the
-/// pipeline is full).
+/// (and at most `--stream-bytes-max` of them) before the first answer, and they share group
+/// commits (the stream stops reading while the pipeline is full).
 pub const APPEND_STREAM_PIPELINE_MAX: usize = 1024;
 
 fn to_engine(e: pb::Event) -> echolog::Event {
@@ -328,12 +328,28 @@ impl EventStore for Service {
         // commits instead of waiting one commit each. The first request refused (bad input,
         // no slot) ends the reading; what was queued before it is still answered, then the
         // error, then the end of the stream.
+        // Bounded in requests (APPEND_STREAM_PIPELINE_MAX) and in bytes (--stream-bytes-max of
+        // requests queued and not answered), so one stream cannot hold more than a fair share
+        // of the appends in flight.
         let (pipe_tx, mut pipe_rx) = tokio::sync::mpsc::channel(APPEND_STREAM_PIPELINE_MAX);
+        let bytes_max = u32::try_from(self.stream_bytes_max.max(1)).unwrap_or(u32::MAX);
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(bytes_max as usize));
         let svc = self.clone();
         tokio::spawn(async move {
             while let Some(msg) = input.message().await.transpose() {
                 let queued = match msg {
-                    Ok(r) => svc.submit(r).await,
+                    Ok(r) => {
+                        use prost::Message;
+                        let need = u32::try_from(r.encoded_len()).unwrap_or(u32::MAX);
+                        match budget
+                            .clone()
+                            .acquire_many_owned(need.clamp(1, bytes_max))
+                            .await
+                        {
+                            Ok(bytes) => svc.submit(r).await.map(|q| (q, bytes)),
+                            Err(_) => Err(Status::internal("append stream budget closed")),
+                        }
+                    }
                     Err(e) => Err(e),
                 };
                 let stop = queued.is_err();
@@ -345,7 +361,8 @@ impl EventStore for Service {
         tokio::spawn(async move {
             while let Some(queued) = pipe_rx.recv().await {
                 let res = match queued {
-                    Ok(q) => q.answer().await,
+                    // The bytes are released once the answer is known.
+                    Ok((q, _bytes)) => q.answer().await,
                     Err(e) => Err(e),
                 };
                 let stop = res.is_err();

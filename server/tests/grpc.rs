@@ -761,3 +761,31 @@ async fn append_stream_pipelines_requests_and_stops_at_the_first_refused_one() {
     );
     srv.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_stream_pipelining_is_bounded_in_bytes_and_still_answers_everything() {
+    let d = tempfile::tempdir().unwrap();
+    // 64 KiB of queued requests per stream: one ~40 KB request at a time.
+    let srv = Server::start_with(d.path(), &["--stream-bytes-max", "65536"]);
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    let big = |i: i64| pb::Event {
+        payload: vec![b'x'; 4000],
+        ..ev("big", "s", 1 + i, &[], "")
+    };
+    let reqs: Vec<AppendRequest> = (0..50)
+        .map(|k| AppendRequest {
+            events: (0..10).map(|i| big(k * 10 + i)).collect(),
+        })
+        .collect();
+    let mut out = c
+        .append_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(r) = out.message().await.unwrap() {
+        seqs.extend(r.seqs);
+    }
+    assert_eq!(seqs, (1..=500).collect::<Vec<u64>>());
+    srv.stop();
+}
