@@ -531,6 +531,10 @@ impl EventStore for Service {
             let mut next = r.from_seq.max(1);
             let mut batch_events = FIRST_PAGE_EVENTS;
             loop {
+                if r.to_seq.is_some_and(|to| next > to) {
+                    // Every seq up to `to_seq` was passed: the stream ends here, OK.
+                    return;
+                }
                 if *svc.closing.borrow() {
                     let status = Status::unavailable("server is shutting down");
                     let _ = tx.send(Err(status), 0).await;
@@ -572,6 +576,9 @@ impl EventStore for Service {
                 let read_bytes: usize = batch.iter().map(approx_bytes).sum();
                 let mut out = Batcher::new(svc.batch_bytes_max);
                 for e in batch {
+                    if r.to_seq.is_some_and(|to| e.seq > to) {
+                        break;
+                    }
                     next = e.seq + 1;
                     let ev = &e.event;
                     let matches = r.entity.as_ref().is_none_or(|x| *x == ev.entity)

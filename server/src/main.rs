@@ -847,6 +847,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                     entity,
                     kind,
                     tags,
+                    to_seq: None,
                 })
                 .await
                 .map_err(status_err)?
@@ -1123,9 +1124,11 @@ async fn export(
     let mut written = 0u64;
     if from_seq <= last {
         // Unfiltered, so that the stream itself shows when `last` is passed; filters apply here.
+        // The stream ends once `last` is passed, even when purge erased `last` itself.
         let mut s = c
             .tail(pb::TailRequest {
                 from_seq,
+                to_seq: Some(last),
                 ..Default::default()
             })
             .await

@@ -176,6 +176,32 @@ async fn purge_needs_admin_erases_old_deletes_and_tail_and_history_step_over_the
         .unwrap();
     assert_eq!(e.seq, live);
 
+    // A tail with an end stops once it is passed, even when its last seq was erased; so does
+    // an export up to it.
+    let erased_last = e1_before[..100].last().copied().unwrap();
+    assert!(!e1_after.contains(&erased_last));
+    let bounded = c
+        .tail(with(
+            "r",
+            pb::TailRequest {
+                from_seq: erased_last - 20,
+                to_seq: Some(erased_last),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = tokio::time::timeout(Duration::from_secs(10), Events::new(bounded).collect())
+        .await
+        .expect("a tail with to_seq ends");
+    assert!(!got.is_empty() && got.iter().all(|e| e.seq < erased_last));
+    let to = erased_last.to_string();
+    let (ok, out, err) = srv.cli(&["--token", "r", "export", "--to-seq", &to]);
+    assert!(ok, "{err}");
+    // Seqs 1..=erased_last hold 100 erased e1 events and nothing else erased.
+    assert_eq!(out.lines().count() as u64, erased_last - 100);
+
     // The CLI: --now is required; a second pass finds nothing left.
     let (ok, _, err) = srv.cli(&["--token", "boss", "purge"]);
     assert!(!ok && err.contains("--now"), "{err}");
