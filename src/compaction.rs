@@ -279,11 +279,8 @@ pub(crate) fn publish_clusters(
         files.extend(add);
         files.sort_by_key(|c| c.base_seq);
         *view = Arc::new(View {
-            sealed: view.sealed.clone(),
-            active: view.active.clone(),
-            active_len: view.active_len,
-            tombstones: view.tombstones.clone(),
             clusters: Arc::new(files),
+            ..View::clone(&view)
         });
     }
 }

@@ -436,10 +436,7 @@ fn publish_segment(inner: &Inner, old: &Arc<SealedSegment>, new: Arc<SealedSegme
         .collect();
     *view = Arc::new(View {
         sealed: Arc::new(sealed),
-        active: view.active.clone(),
-        active_len: view.active_len,
-        tombstones: view.tombstones.clone(),
-        clusters: view.clusters.clone(),
+        ..View::clone(&view)
     });
     drop(view);
     inner

@@ -64,10 +64,7 @@ impl Inner {
             let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
             *v = Arc::new(View {
                 sealed: Arc::new(v.sealed[remove..].to_vec()),
-                active: v.active.clone(),
-                active_len: v.active_len,
-                tombstones: v.tombstones.clone(),
-                clusters: v.clusters.clone(),
+                ..View::clone(&v)
             });
         }
         for seg in &view.sealed[..remove] {

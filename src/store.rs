@@ -28,6 +28,7 @@ use crate::writer::{create_segment, now_ms, prepare_batch, AppendOutcome, Queue,
 /// segment is committed, and of the tombstone state, published together after every commit so
 /// that a reader sees a commit whole or not at all (a `$delete` record and the deletion it
 /// makes, say). Readers clone the Arc and never block the writer for longer than that clone.
+#[derive(Clone)]
 pub struct View {
     pub sealed: Arc<Vec<Arc<SealedSegment>>>,
     pub active: Arc<ActiveSegment>,
@@ -1053,11 +1054,9 @@ impl Inner {
             }
         }
         *view = Arc::new(View {
-            sealed: view.sealed.clone(),
-            active: view.active.clone(),
             active_len,
             tombstones: tomb,
-            clusters: view.clusters.clone(),
+            ..View::clone(&view)
         });
         drop(view);
         self.last_seq.store(last, Ordering::Release);
@@ -1323,11 +1322,8 @@ impl Inner {
         }
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         *view = Arc::new(View {
-            sealed: view.sealed.clone(),
-            active: view.active.clone(),
-            active_len: view.active_len,
             tombstones: Arc::new(state),
-            clusters: view.clusters.clone(),
+            ..View::clone(&view)
         });
         Ok(read)
     }

@@ -641,8 +641,7 @@ impl Inner {
                 sealed: Arc::new(sealed_list),
                 active: active.clone(),
                 active_len: 0,
-                tombstones: view.tombstones.clone(),
-                clusters: view.clusters.clone(),
+                ..View::clone(&view)
             });
         }
         self.compaction.notify();
