@@ -62,3 +62,51 @@ pub fn load(s: &echolog::Store, n: u64) {
     }
     s.seal_active().expect("seal");
 }
+
+/// The query lists of the scale and compare benchmarks, the same on every run and for every
+/// engine.
+#[allow(dead_code)] // used by the benches that time queries, not by every includer
+pub struct Lists {
+    /// Entities drawn uniformly over all keys: most have a few events.
+    pub random: Vec<String>,
+    /// Entities drawn by event frequency (the entity of a random event), for newest-50.
+    pub busy_newest: Vec<String>,
+    /// Entities drawn by event frequency, for whole histories.
+    pub busy: Vec<String>,
+    /// The hottest entity, a few times.
+    pub hottest: Vec<String>,
+}
+
+#[allow(dead_code)]
+pub fn lists() -> Lists {
+    let by_frequency = |k: u64| format!("product:{}", entity_of(mix(k * 7919 + 13)));
+    Lists {
+        random: (0..2000)
+            .map(|k| format!("product:{}", mix(k) % ENTITIES))
+            .collect(),
+        busy_newest: (0..2000).map(by_frequency).collect(),
+        busy: (10_000..10_040).map(by_frequency).collect(),
+        hottest: vec!["product:0".into(); 3],
+    }
+}
+
+/// The tenant of the count query class.
+#[allow(dead_code)]
+pub const COUNT_TENANT: &str = "tenant:t7";
+/// The count window: 30 days from the workload's first ts, half open.
+#[allow(dead_code)]
+pub const COUNT_FROM_TS: i64 = 1_700_000_000_000;
+#[allow(dead_code)]
+pub const COUNT_TO_TS: i64 = COUNT_FROM_TS + 30 * 86_400_000;
+
+/// Hourly counts of one tenant over 30 days of the workload's time line.
+#[allow(dead_code)]
+pub fn tenant_count() -> echolog::CountQuery {
+    echolog::CountQuery {
+        tags: vec![COUNT_TENANT.into()],
+        bucket: echolog::Bucket::Hour,
+        from_ts: Some(COUNT_FROM_TS),
+        to_ts: Some(COUNT_TO_TS),
+        ..Default::default()
+    }
+}

@@ -14,9 +14,10 @@ mod workload;
 
 use std::time::{Duration, Instant};
 
-use echolog::{Bucket, CountQuery, HistoryQuery, Options, Store};
+use echolog::{HistoryQuery, Options, Store};
 use echolog_server::pb::event_store_client::EventStoreClient;
 use echolog_server::pb::{self, AppendRequest};
+use workload::{lists, tenant_count, Lists};
 
 const APPENDERS: u64 = 4;
 const BATCH: u64 = 1000;
@@ -61,47 +62,11 @@ fn load(s: &Store, from: u64, to: u64) {
     });
 }
 
-struct Lists {
-    random: Vec<String>,
-    busy_newest: Vec<String>,
-    busy: Vec<String>,
-    hottest: Vec<String>,
-}
-
-fn lists() -> Lists {
-    // Busy entities are drawn by event frequency: the entity of a random event.
-    let by_frequency = |k: u64| {
-        format!(
-            "product:{}",
-            workload::entity_of(workload::mix(k * 7919 + 13))
-        )
-    };
-    Lists {
-        random: (0..2000)
-            .map(|k| format!("product:{}", workload::mix(k) % workload::ENTITIES))
-            .collect(),
-        busy_newest: (0..2000).map(by_frequency).collect(),
-        busy: (10_000..10_040).map(by_frequency).collect(),
-        hottest: vec!["product:0".into(); 3],
-    }
-}
-
 fn hq(entity: &str, reverse: bool, limit: u32) -> HistoryQuery {
     HistoryQuery {
         entity: entity.into(),
         reverse,
         limit,
-        ..Default::default()
-    }
-}
-
-/// 30 days of the workload's time line, for the tenant count.
-fn tenant_count() -> CountQuery {
-    CountQuery {
-        tags: vec!["tenant:t7".into()],
-        bucket: Bucket::Hour,
-        from_ts: Some(1_700_000_000_000),
-        to_ts: Some(1_700_000_000_000 + 30 * 86_400_000),
         ..Default::default()
     }
 }

@@ -1,0 +1,330 @@
+//! The echolog half of `benches/compare/run` (the one command that compares echolog with
+//! PostgreSQL, DuckDB and ClickHouse on the same events and the same query lists).
+//!
+//! - `prepare N WORK`: writes `WORK/events.csv` (seq, entity, kind, ts, tenant, payload: the
+//!   first N events of the seed workload with the seqs echolog gives them) and
+//!   `WORK/queries.json` (the query lists every engine runs).
+//! - `echolog N WORK`: loads the same N events into a fresh store in `WORK/echolog` through
+//!   the library (one thread, batches of 1000, so seq i+1 is event i; default options, so
+//!   compaction runs), waits until compaction is idle, then starts the `echolog` server binary
+//!   on 127.0.0.1 and times every query list through a tonic client, one query at a time, every
+//!   event received. Writes `WORK/results-echolog.jsonl`, one JSON object per line, in the
+//!   format `benches/compare/engines.py` writes for the other engines.
+
+#[path = "../../benches/workload/mod.rs"]
+mod workload;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use echolog::{Options, Store};
+use echolog_server::pb::event_store_client::EventStoreClient;
+use echolog_server::pb::{self};
+use serde_json::json;
+
+type Error = Box<dyn std::error::Error>;
+
+const BATCH: u64 = 1000;
+/// How long the server may take to answer its first call after starting.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Untimed queries before each timed list (connection set-up, first page-ins).
+const WARMUP_QUERIES: usize = 20;
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let usage = "usage: compare prepare|echolog N WORK";
+    let mode = args.first().ok_or(usage)?;
+    let n: u64 = args.get(1).ok_or(usage)?.parse()?;
+    let work = PathBuf::from(args.get(2).ok_or(usage)?);
+    std::fs::create_dir_all(&work)?;
+    match mode.as_str() {
+        "prepare" => prepare(n, &work),
+        "echolog" => run_echolog(n, &work),
+        _ => Err(usage.into()),
+    }
+}
+
+fn prepare(n: u64, work: &Path) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(work.join("events.csv"))?);
+    for i in 0..n {
+        let e = workload::event(i);
+        let tenant = e.tags.first().ok_or("a workload event has no tag")?;
+        let payload = String::from_utf8(e.payload)?.replace('"', "\"\"");
+        writeln!(
+            out,
+            "{},{},{},{},{},\"{}\"",
+            i + 1,
+            e.entity,
+            e.kind,
+            e.ts,
+            tenant.trim_start_matches("tenant:"),
+            payload
+        )?;
+    }
+    out.flush()?;
+    let l = workload::lists();
+    let queries = json!({
+        "random": l.random,
+        "busy_newest": l.busy_newest,
+        "busy": l.busy,
+        "hottest": l.hottest,
+        "count": {
+            "tenant": workload::COUNT_TENANT.trim_start_matches("tenant:"),
+            "from_ts": workload::COUNT_FROM_TS,
+            "to_ts": workload::COUNT_TO_TS,
+            "bucket_ms": 3_600_000,
+            "runs": 200,
+        },
+    });
+    std::fs::write(
+        work.join("queries.json"),
+        serde_json::to_vec_pretty(&queries)?,
+    )?;
+    println!(
+        "compare prepare: {n} events and the query lists in {} ({:.1} s)",
+        work.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One line of a results file.
+struct Results {
+    out: std::fs::File,
+}
+
+impl Results {
+    fn write(&mut self, v: serde_json::Value) -> Result<(), Error> {
+        writeln!(self.out, "{v}")?;
+        println!("echolog: {v}");
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len().saturating_sub(1)) as f64 * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
+fn timing(
+    class: &str,
+    mut us: Vec<f64>,
+    rows: u64,
+    seq_sum: u64,
+    seconds: f64,
+) -> serde_json::Value {
+    us.sort_by(f64::total_cmp);
+    json!({
+        "engine": "echolog",
+        "class": class,
+        "queries": us.len(),
+        "p50_us": percentile(&us, 0.5),
+        "p99_us": percentile(&us, 0.99),
+        "rows": rows,
+        "check": seq_sum,
+        "seconds": seconds,
+    })
+}
+
+fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
+    let dir = work.join("echolog");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (load_seconds, stats) = load(n, &dir)?;
+    let mut results = Results {
+        out: std::fs::File::create(work.join("results-echolog.jsonl"))?,
+    };
+    results.write(json!({
+        "engine": "echolog", "class": "load", "events": n, "seconds": load_seconds,
+    }))?;
+    results.write(json!({
+        "engine": "echolog", "class": "disk", "bytes": stats.disk_bytes,
+        "raw_bytes": stats.raw_bytes,
+    }))?;
+    let mut server = Server::start(&dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let timed = rt.block_on(queries(&server.url, &mut results));
+    let rss = server.rss_anon();
+    server.stop();
+    timed?;
+    results.write(json!({
+        "engine": "echolog", "class": "server memory", "rss_anon": rss,
+    }))?;
+    Ok(())
+}
+
+/// Loads events 0..n in order and waits for compaction; returns the seconds until idle.
+fn load(n: u64, dir: &Path) -> Result<(f64, echolog::Stats), Error> {
+    let started = Instant::now();
+    let s = Store::open(dir, Options::default())?;
+    let mut i = 0;
+    while i < n {
+        let k = BATCH.min(n - i);
+        s.append(workload::batch(i, k))?;
+        i += k;
+    }
+    let appended = started.elapsed().as_secs_f64();
+    loop {
+        let st = s.stats()?;
+        if st.compaction_idle {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = s.stats()?;
+    println!(
+        "echolog: loaded {n} events in {appended:.1} s, compaction idle at {:.1} s ({} cluster files)",
+        started.elapsed().as_secs_f64(),
+        st.cluster_files
+    );
+    Ok((started.elapsed().as_secs_f64(), st))
+}
+
+/// The `echolog serve` binary on the store, on a free port of 127.0.0.1.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Result<Server, Error> {
+        // A port the kernel just handed out and let go: free unless something races for it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_echolog"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", "none"])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > SERVER_START_TIMEOUT {
+                return Err(
+                    format!("the server did not listen within {SERVER_START_TIMEOUT:?}").into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// The server's anonymous resident memory, as /proc says it (`RssAnon:` line).
+    fn rss_anon(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("RssAnon:"))
+                    .map(|l| l.trim_start_matches("RssAnon:").trim().to_owned())
+            })
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type Client = EventStoreClient<tonic::transport::Channel>;
+
+/// Runs one History call to the end; returns (rows, sum of their seqs).
+async fn history(
+    c: &mut Client,
+    entity: &str,
+    reverse: bool,
+    limit: u32,
+) -> Result<(u64, u64), Error> {
+    let req = pb::HistoryRequest {
+        entity: entity.into(),
+        reverse,
+        limit,
+        ..Default::default()
+    };
+    let mut stream = c.history(req).await?.into_inner();
+    let (mut rows, mut seq_sum) = (0u64, 0u64);
+    while let Some(b) = stream.message().await? {
+        rows += b.events.len() as u64;
+        seq_sum += b.events.iter().map(|e| e.seq).sum::<u64>();
+    }
+    Ok((rows, seq_sum))
+}
+
+async fn queries(url: &str, results: &mut Results) -> Result<(), Error> {
+    let mut c = EventStoreClient::connect(url.to_owned())
+        .await?
+        .max_decoding_message_size(64 << 20);
+    let l = workload::lists();
+    let classes: [(&str, &[String], bool, u32); 4] = [
+        ("random product", &l.random, false, 0),
+        ("newest 50 of a busy entity", &l.busy_newest, true, 50),
+        ("whole history of a busy entity", &l.busy, false, 0),
+        ("whole history of the hottest entity", &l.hottest, false, 0),
+    ];
+    for (class, list, reverse, limit) in classes {
+        for e in l.random.iter().take(WARMUP_QUERIES) {
+            history(&mut c, e, reverse, limit).await?;
+        }
+        let mut us = Vec::with_capacity(list.len());
+        let (mut rows, mut seq_sum) = (0, 0);
+        let started = Instant::now();
+        for e in list {
+            let t = Instant::now();
+            let (r, s) = history(&mut c, e, reverse, limit).await?;
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+            rows += r;
+            seq_sum += s;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        results.write(timing(class, us, rows, seq_sum, seconds))?;
+    }
+    let req = pb::CountRequest {
+        tags: vec![workload::COUNT_TENANT.into()],
+        bucket: pb::Bucket::Hour as i32,
+        from_ts: Some(workload::COUNT_FROM_TS),
+        to_ts: Some(workload::COUNT_TO_TS),
+        ..Default::default()
+    };
+    for _ in 0..WARMUP_QUERIES {
+        c.count(req.clone()).await?;
+    }
+    let mut us = Vec::new();
+    let (mut buckets, mut total) = (0, 0);
+    let started = Instant::now();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let r = c.count(req.clone()).await?.into_inner();
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+        buckets = r.buckets.iter().filter(|b| b.count > 0).count() as u64;
+        total = r.buckets.iter().map(|b| b.count).sum();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    results.write(timing(
+        "hourly counts of one tenant",
+        us,
+        buckets,
+        total,
+        seconds,
+    ))
+}
