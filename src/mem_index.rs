@@ -5,13 +5,16 @@
 //! a roaring insert into one of 100k bitmaps. They become roaring bitmaps once, at seal time.
 
 use echolog_format::index::{
-    encode_block_table, encode_dict, encode_ids, minute_key, BlockEntry, IndexHeader, IndexWriter,
-    SECTION_BLOCKS, SECTION_ENTITIES, SECTION_IDS, SECTION_KINDS, SECTION_MINUTES, SECTION_TAGS,
-    SECTION_TS,
+    encode_block_table, encode_dict, encode_hour_counts, encode_ids, minute_key, BlockEntry,
+    IndexHeader, IndexWriter, HOUR_MS, SECTION_BLOCKS, SECTION_ENTITIES, SECTION_IDS,
+    SECTION_KINDS, SECTION_MINUTES, SECTION_TAGS, SECTION_TAG_HOURS, SECTION_TS,
 };
+use echolog_format::limits::TAGS_COUNT_MAX;
 use echolog_format::record::RecordRef;
 use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
+
+use crate::tombstones::UNCOUNTED_KINDS;
 
 /// Width of the finest time bucket kept in indexes, ms.
 pub const MINUTE_MS: i64 = 60_000;
@@ -191,8 +194,71 @@ impl MemIndex {
             echolog_format::index::SECTION_SUMMARY,
             self.raw_bytes.to_le_bytes().to_vec(),
         );
+        w.add_section(SECTION_TAG_HOURS, self.tag_hours());
         w.finish()
     }
+
+    /// The per-tag hourly counts of the counted records (`SECTION_TAG_HOURS`), from the tag
+    /// postings and the ts column at seal time, so appends pay nothing for them.
+    fn tag_hours(&self) -> Vec<u8> {
+        let mut uncounted: Vec<u32> = UNCOUNTED_KINDS
+            .iter()
+            .filter_map(|k| self.kinds.get(*k))
+            .flatten()
+            .copied()
+            .collect();
+        uncounted.sort_unstable();
+        let mut keys: Vec<(&Box<str>, &Vec<u32>)> = self.tags.iter().collect();
+        keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut posted = 0u64;
+        let mut counted = 0u64;
+        let dict = encode_dict(keys.into_iter().filter_map(|(k, ords)| {
+            posted += ords.len() as u64;
+            let hours = hour_counts(ords, &self.ts, &uncounted);
+            counted += hours.iter().map(|(_, c)| u64::from(*c)).sum::<u64>();
+            (!hours.is_empty()).then(|| (k.as_bytes(), encode_hour_counts(&hours)))
+        }));
+        // Every posting is counted once, unless its record is of a reserved kind.
+        debug_assert!(
+            counted <= posted && posted - counted <= uncounted.len() as u64 * TAGS_COUNT_MAX as u64
+        );
+        dict
+    }
+}
+
+/// `(hour number, count)` of the ordinals `ords` (ascending) that are not in `uncounted`
+/// (ascending), hours ascending.
+fn hour_counts(ords: &[u32], ts: &[i64], uncounted: &[u32]) -> Vec<(i64, u32)> {
+    let mut out: Vec<(i64, u32)> = Vec::new();
+    let mut in_order = true;
+    for &o in ords {
+        if uncounted.binary_search(&o).is_ok() {
+            continue;
+        }
+        let Some(t) = ts.get(o as usize) else {
+            continue;
+        };
+        let hour = t.div_euclid(HOUR_MS);
+        match out.last_mut() {
+            Some((h, c)) if *h == hour => *c += 1,
+            last => {
+                in_order &= last.is_none_or(|(h, _)| *h < hour);
+                out.push((hour, 1));
+            }
+        }
+    }
+    if !in_order {
+        // Late events: runs of one hour may repeat out of order; sort and merge them.
+        out.sort_unstable_by_key(|(h, _)| *h);
+        out.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 += next.1;
+            }
+            same
+        });
+    }
+    out
 }
 
 /// Serialized roaring bitmap of sorted ordinals.

@@ -72,6 +72,11 @@ pub struct Options {
     /// the bitmap path.
     #[doc(hidden)]
     pub count_events_per_minute_bitmap: u64,
+    /// `count` planner: answer one-tag counts over whole hours from the per-tag hourly counts
+    /// of sealed segments (index section 9). Both paths are exact; benchmarks set false to
+    /// time the bitmap path on the same store.
+    #[doc(hidden)]
+    pub count_tag_hours: bool,
     /// Where files live: `None` is the operating system's file system. Tests put a
     /// [`crate::storage::sim::SimDisk`] here to fail calls or simulate a power loss.
     pub backend: Option<crate::storage::Backend>,
@@ -109,6 +114,7 @@ impl Default for Options {
             retention_age: None,
             retention_bytes: None,
             count_events_per_minute_bitmap: 64,
+            count_tag_hours: true,
             backend: None,
             observer: None,
             compaction: true,

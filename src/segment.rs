@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
 use echolog_format::block::{BlockHeader, BLOCK_HEADER_LEN};
 use echolog_format::index::{
-    decode_block_table, BlockEntry, DictView, IdsView, IndexHeader, IndexView, SECTION_BLOCKS,
-    SECTION_IDS, SECTION_TS,
+    decode_block_table, BlockEntry, DictView, HourCounts, IdsView, IndexHeader, IndexView,
+    SECTION_BLOCKS, SECTION_IDS, SECTION_TAG_HOURS, SECTION_TS,
 };
 use echolog_format::segment_header::SegmentHeader;
 use echolog_format::FormatError;
@@ -164,6 +164,22 @@ impl LoadedSegment {
                         reason: e.to_string(),
                     })
                 }),
+        }
+    }
+
+    pub fn has_section(&self, id: u32) -> bool {
+        self.sections.iter().any(|(i, _)| *i == id)
+    }
+
+    /// The hourly counts of `tag` (`SECTION_TAG_HOURS`, checked); None when the tag has no
+    /// counted record here. Only for an index that has the section (version 5 and later).
+    pub fn tag_hours(&self, tag: &[u8]) -> Result<Option<HourCounts<'_>>> {
+        let dict = self.dict(SECTION_TAG_HOURS)?;
+        match dict.get(tag).map_err(|e| self.idx_corrupt(e))? {
+            None => Ok(None),
+            Some(v) => HourCounts::parse(v, &self.header)
+                .map(Some)
+                .map_err(|e| self.idx_corrupt(e)),
         }
     }
 

@@ -226,6 +226,9 @@ fn write_fixture_with_this_build() {
     s.commit_cursor("billing-sync", 57).unwrap();
     s.commit_cursor("audit", 101).unwrap();
     s.compact_now().unwrap();
+    // Since version 4: the deleted events of the sealed segments erased (`$purged` records).
+    s.purge_now(Some(std::time::Duration::ZERO)).unwrap();
+    s.compact_now().unwrap();
     let rows: Vec<String> = rows_escaped(&s).iter().map(|r| r.join("	")).collect();
     drop(s);
     std::fs::remove_file(out.join("LOCK")).unwrap();
@@ -267,4 +270,74 @@ fn a_version_3_store_reads_back_through_its_cluster_files_and_keeps_appending() 
         ..Default::default()
     };
     assert_eq!(s.append(vec![e]).unwrap().seqs, vec![125]);
+}
+
+/// Hourly counts of each tenant as the records say: counted kinds, live events only.
+fn hourly_by_tag(rows: &[Vec<String>], tag: &str) -> Vec<(i64, u64)> {
+    let mut m = std::collections::BTreeMap::<i64, u64>::new();
+    for r in rows {
+        let tagged = r[4].split(',').any(|t| t == tag);
+        if tagged && !r[2].starts_with('$') && r[7] == "0" {
+            let ts: i64 = r[3].parse().unwrap();
+            *m.entry(ts.div_euclid(3_600_000) * 3_600_000).or_default() += 1;
+        }
+    }
+    m.into_iter().collect()
+}
+
+fn hourly(s: &Store, tag: &str) -> Vec<(i64, u64)> {
+    let q = CountQuery {
+        tags: vec![tag.into()],
+        bucket: echolog::Bucket::Hour,
+        ..Default::default()
+    };
+    let r = s.count(&q).unwrap();
+    r.buckets.iter().map(|b| (b.start_ts, b.count)).collect()
+}
+
+fn has_tag_hours(idx: &Path) -> bool {
+    let bytes = std::fs::read(idx).unwrap();
+    let v = echolog_format::index::IndexView::parse(&bytes).unwrap();
+    v.has_section(echolog_format::index::SECTION_TAG_HOURS)
+}
+
+#[test]
+fn a_version_4_store_with_purged_records_reads_back_counts_and_keeps_appending() {
+    let (d, expected) = fixture_named("v4-store");
+    let opts = Options {
+        compaction: false,
+        ..Default::default()
+    };
+    let s = Store::open(d.path(), opts).unwrap();
+    assert_eq!(rows_escaped(&s), expected);
+    let st = s.stats().unwrap();
+    assert_eq!((st.last_seq, st.segments, st.cluster_files), (124, 4, 3));
+    // Purge erased 19 events (seqs 2 and 9, and product:5's): reads step over them.
+    assert_eq!(expected.len(), 124 - 19);
+    assert!(!expected.iter().any(|r| r[0] == "2" || r[0] == "9"));
+    // Its indexes predate the per-tag hourly counts: counted from bitmaps and timestamps.
+    assert!(!has_tag_hours(&d.path().join("00000000000000000001.idx")));
+    for t in 0..5 {
+        let tag = format!("tenant:t{t}");
+        assert_eq!(hourly(&s, &tag), hourly_by_tag(&expected, &tag), "{tag}");
+    }
+    // New segments are version 5, with hourly counts; old and new count together.
+    let more: Vec<Event> = (0..40)
+        .map(|i| Event {
+            entity: format!("product:{}", i % 7),
+            kind: "price_changed".into(),
+            ts: 1_763_769_600_000 + i * 600_000,
+            tags: vec![format!("tenant:t{}", i % 5)],
+            ..Default::default()
+        })
+        .collect();
+    s.append(more).unwrap();
+    s.seal_active().unwrap();
+    assert!(has_tag_hours(&d.path().join("00000000000000000124.idx")));
+    let all = rows_escaped(&s);
+    assert_eq!(all.len(), expected.len() + 40);
+    for t in 0..5 {
+        let tag = format!("tenant:t{t}");
+        assert_eq!(hourly(&s, &tag), hourly_by_tag(&all, &tag), "{tag}");
+    }
 }

@@ -93,6 +93,15 @@ fn ts_bound() -> impl Strategy<Value = Option<i64>> {
     proptest::option::of(-300_000i64..400_000)
 }
 
+/// A count's range edge: anywhere, or on an hour boundary (whole hours are answered from the
+/// per-tag hourly counts of sealed segments; the events span hours -1 and 0).
+fn count_bound() -> impl Strategy<Value = Option<i64>> {
+    prop_oneof![
+        3 => ts_bound(),
+        1 => prop_oneof![Just(-3_600_000i64), Just(0), Just(3_600_000)].prop_map(Some),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => proptest::collection::vec(gen_event(), 1..12).prop_map(Op::Append),
@@ -101,7 +110,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(Op::Restore),
         3 => (0..4usize, any::<bool>(), any::<u16>(), 0..6u8, ts_bound(), ts_bound(), any::<bool>())
             .prop_map(|(entity, reverse, after, limit, from, to, deleted)| Op::History { entity, reverse, after, limit, from, to, deleted }),
-        3 => (proptest::option::of(0..4usize), proptest::option::of(0..2usize), proptest::collection::vec(0..3usize, 0..2), ts_bound(), ts_bound(), 0..4u8, any::<bool>(), proptest::bool::weighted(0.1))
+        3 => (proptest::option::of(0..4usize), proptest::option::of(0..2usize), proptest::collection::vec(0..3usize, 0..2), count_bound(), count_bound(), 0..4u8, any::<bool>(), proptest::bool::weighted(0.1))
             .prop_map(|(entity, kind, tags, from, to, bucket, deleted, reserved)| Op::Count { entity, kind, tags, from, to, bucket, deleted, reserved }),
         1 => (any::<u16>(), 0..8u8).prop_map(|(from, limit)| Op::Read { from, limit }),
         1 => Just(Op::Reopen),

@@ -23,6 +23,17 @@ pub const SECTION_IDS: u32 = 7;
 /// Version 3: 8 bytes, u64 decompressed bytes of the segment's records, so `Stats` can total
 /// a store without mapping every index.
 pub const SECTION_SUMMARY: u32 = 8;
+/// Version 5: per tag, how many counted records (every kind but the reserved `$` kinds of
+/// deletes, restores and purges) fall in each UTC hour, so an hourly or daily count of one tag
+/// reads a few entries per segment instead of one timestamp per event. A dictionary keyed like
+/// [`SECTION_TAGS`] (a tag with no counted record has no key); each value is a list of
+/// [`HOUR_COUNT_ENTRY_LEN`]-byte entries, see [`encode_hour_counts`].
+pub const SECTION_TAG_HOURS: u32 = 9;
+/// Width of a pre-aggregated bucket, ms.
+pub const HOUR_MS: i64 = 3_600_000;
+/// One (hour, count) entry of [`SECTION_TAG_HOURS`]: i64 hour number (`ts.div_euclid(HOUR_MS)`)
+/// and u32 count, little endian.
+pub const HOUR_COUNT_ENTRY_LEN: usize = 12;
 
 pub const BLOCK_ENTRY_LEN: usize = 32;
 pub const ID_ENTRY_LEN: usize = 12;
@@ -440,6 +451,79 @@ impl<'a> DictView<'a> {
     }
 }
 
+/// A [`SECTION_TAG_HOURS`] value: `(hour number, count)` entries, hours strictly increasing,
+/// counts at least 1.
+pub fn encode_hour_counts(entries: &[(i64, u32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * HOUR_COUNT_ENTRY_LEN);
+    let mut prev: Option<i64> = None;
+    for &(hour, count) in entries {
+        assert!(
+            prev.is_none_or(|p| p < hour),
+            "hour counts must be in strictly increasing hours"
+        );
+        assert!(count > 0, "an hour count is at least 1");
+        prev = Some(hour);
+        out.extend_from_slice(&hour.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out
+}
+
+/// A checked [`SECTION_TAG_HOURS`] value: whole entries, hours strictly increasing, no zero
+/// count, and no hour outside the segment's `[min_ts, max_ts]`.
+#[derive(Debug, Clone, Copy)]
+pub struct HourCounts<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> HourCounts<'a> {
+    pub fn parse(bytes: &'a [u8], header: &IndexHeader) -> Result<Self, FormatError> {
+        const WHAT: &str = "tag hour counts";
+        if !bytes.len().is_multiple_of(HOUR_COUNT_ENTRY_LEN) {
+            return Err(FormatError::invalid(WHAT, "not a whole number of entries"));
+        }
+        let v = HourCounts { bytes };
+        let (lo, hi) = (
+            header.min_ts.div_euclid(HOUR_MS),
+            header.max_ts.div_euclid(HOUR_MS),
+        );
+        let mut prev: Option<i64> = None;
+        let mut total = 0u64;
+        for (hour, count) in v.iter() {
+            if prev.is_some_and(|p| p >= hour) {
+                return Err(FormatError::invalid(WHAT, "hours not strictly increasing"));
+            }
+            if count == 0 || hour < lo || hour > hi {
+                return Err(FormatError::invalid(
+                    WHAT,
+                    format!("entry (hour {hour}, count {count}) outside the segment"),
+                ));
+            }
+            prev = Some(hour);
+            total += u64::from(count);
+        }
+        if total > u64::from(header.record_count) {
+            return Err(FormatError::LimitExceeded {
+                what: WHAT,
+                value: total,
+                max: u64::from(header.record_count),
+            });
+        }
+        Ok(v)
+    }
+
+    /// The `(hour number, count)` entries, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, u32)> + 'a {
+        self.bytes.chunks_exact(HOUR_COUNT_ENTRY_LEN).map(|e| {
+            let mut hour = [0u8; 8];
+            let mut count = [0u8; 4];
+            hour.copy_from_slice(&e[..8]);
+            count.copy_from_slice(&e[8..]);
+            (i64::from_le_bytes(hour), u32::from_le_bytes(count))
+        })
+    }
+}
+
 /// Dictionary key for a minute bucket: the bucket's start ts with the sign bit flipped, big
 /// endian, so that byte order equals numeric order.
 pub fn minute_key(start_ts: i64) -> [u8; 8] {
@@ -603,5 +687,35 @@ mod tests {
         v.sort();
         let back: Vec<i64> = keys.iter().map(|k| minute_from_key(k).unwrap()).collect();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn hour_counts_round_trip_and_bad_values_are_refused() {
+        let h = IndexHeader {
+            record_count: 10,
+            min_ts: -HOUR_MS,
+            max_ts: 3 * HOUR_MS - 1,
+            ..header()
+        };
+        let good = encode_hour_counts(&[(-1, 2), (0, 3), (2, 5)]);
+        let v = HourCounts::parse(&good, &h).unwrap();
+        assert_eq!(v.iter().collect::<Vec<_>>(), vec![(-1, 2), (0, 3), (2, 5)]);
+        assert_eq!(HourCounts::parse(&[], &h).unwrap().iter().count(), 0);
+        let bad = [
+            good[..good.len() - 1].to_vec(),       // a torn entry
+            encode_hour_counts(&[(0, 3), (1, 8)]), // more than record_count
+            encode_hour_counts(&[(3, 1)]),         // after max_ts
+            encode_hour_counts(&[(-2, 1)]),        // before min_ts
+            [encode_hour_counts(&[(1, 1)]), encode_hour_counts(&[(0, 1)])].concat(), // order
+            [encode_hour_counts(&[(1, 1)]), encode_hour_counts(&[(1, 1)])].concat(), // repeat
+            {
+                let mut z = encode_hour_counts(&[(1, 1)]);
+                z[8] = 0; // a zero count
+                z
+            },
+        ];
+        for (i, b) in bad.iter().enumerate() {
+            assert!(HourCounts::parse(b, &h).is_err(), "bad value {i}");
+        }
     }
 }

@@ -29,8 +29,10 @@ pub use error::FormatError;
 /// (`cluster`); segment, index, tombstone and cursor files are as in version 2. Version 4 added
 /// purge: a segment may hold `$purged` records (empty entity, no tags or payload) where purge
 /// erased an event; every byte layout is as in version 3, and a version 3 reader would show
-/// such records as events, so it must refuse these files.
-pub const FORMAT_VERSION: u32 = 4;
+/// such records as events, so it must refuse these files. Version 5 added the index section
+/// `SECTION_TAG_HOURS` (per-tag hourly counts); an index without it (versions 1 to 4) is
+/// counted from its bitmaps and timestamps as before.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Oldest version this build reads.
 pub const FORMAT_VERSION_READ_MIN: u32 = 1;

@@ -2,7 +2,8 @@
 //! An index file from arbitrary bytes, and its sections driven directly.
 
 use echolog_format::index::{
-    decode_block_table, DictView, IdsView, IndexView, SECTION_BLOCKS, SECTION_ENTITIES,
+    decode_block_table, DictView, HourCounts, IdsView, IndexHeader, IndexView, SECTION_BLOCKS,
+    SECTION_ENTITIES, SECTION_TAG_HOURS,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -18,6 +19,32 @@ fuzz_target!(|data: &[u8]| {
             let _ = d.entry(i);
         }
         let _ = d.get(data.get(..4).unwrap_or(b""));
+    }
+    if let Ok(v) = IndexView::parse(data) {
+        if let Ok(d) = DictView::parse(v.section(SECTION_TAG_HOURS)) {
+            for i in 0..d.len().min(256) {
+                if let Ok((_, value)) = d.entry(i) {
+                    if let Ok(h) = HourCounts::parse(value, &v.header) {
+                        let _ = h.iter().count();
+                    }
+                }
+            }
+        }
+    }
+    // Hour counts from arbitrary bytes against a header over all time.
+    let wide = IndexHeader {
+        base_seq: 1,
+        record_count: u32::MAX,
+        block_count: 0,
+        segment_len: 0,
+        min_ts: i64::MIN,
+        max_ts: i64::MAX,
+    };
+    if let Ok(h) = HourCounts::parse(data, &wide) {
+        let _ = h
+            .iter()
+            .map(|(hour, n)| hour.wrapping_add(i64::from(n)))
+            .sum::<i64>();
     }
     if let Ok(ids) = IdsView::parse(data) {
         let _ = ids.lookup(u64::from(data.len() as u32));

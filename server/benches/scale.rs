@@ -101,16 +101,22 @@ fn in_process(s: &Store, l: &Lists) {
         "in process: the hottest entity streamed at {:.0} events/s",
         rows as f64 / t.elapsed().as_secs_f64()
     );
+    time_count(s, "hourly counts of one tenant over 30 days");
+}
+
+fn time_count(s: &Store, label: &str) {
     let q = tenant_count();
     let mut us = Vec::new();
     let mut buckets = 0;
+    let mut total = 0;
     for _ in 0..200 {
         let t = Instant::now();
-        buckets = s.count(&q).expect("count").buckets.len();
+        let r = s.count(&q).expect("count");
         us.push(t.elapsed().as_secs_f64() * 1e6);
+        (buckets, total) = (r.buckets.len(), r.total);
     }
     println!(
-        "in process: hourly counts of one tenant over 30 days: {} ({buckets} buckets)",
+        "in process: {label}: {} ({buckets} buckets, {total} events)",
         summary(&mut us)
     );
 }
@@ -363,6 +369,14 @@ fn main() {
         status("RssAnon:"),
         status("RssFile:")
     );
+    drop(s);
+    // The baseline in the same run: the same counts from bitmaps and timestamps only.
+    let opts = Options {
+        count_tag_hours: false,
+        ..Options::default()
+    };
+    let s = Store::open(&dir, opts).expect("open");
+    time_count(&s, "hourly counts, bitmaps and timestamps only (baseline)");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
