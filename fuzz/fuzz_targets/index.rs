@@ -41,10 +41,9 @@ fuzz_target!(|data: &[u8]| {
         max_ts: i64::MAX,
     };
     if let Ok(h) = HourCounts::parse(data, &wide) {
-        let _ = h
-            .iter()
-            .map(|(hour, n)| hour.wrapping_add(i64::from(n)))
-            .sum::<i64>();
+        let _ = h.iter().fold(0i64, |a, (hour, n)| {
+            a.wrapping_add(hour).wrapping_add(i64::from(n))
+        });
     }
     if let Ok(ids) = IdsView::parse(data) {
         let _ = ids.lookup(u64::from(data.len() as u32));
