@@ -24,6 +24,8 @@ CLASSES = [
     ("whole history of the hottest entity", "hottest", False, None),
 ]
 COUNT_CLASS = "hourly counts of one tenant"
+ROUND_TRIP_CLASS = "round trip of a no-op call"  # the transport's floor: SELECT 1, Health/Check
+ROUND_TRIPS = 2000
 WARMUP_QUERIES = 20  # untimed queries before each timed list, as the echolog half does
 COLUMNS = "seq, entity, kind, ts, tenant, payload"
 
@@ -58,8 +60,18 @@ class Results:
         )
 
 
-def run_lists(results, queries, history, count):
-    """history(entity, reverse, limit) -> (rows, sum of seqs); count() -> [(hour, n)]."""
+def run_lists(results, queries, history, count, noop):
+    """history(entity, reverse, limit) -> (rows, sum of seqs); count() -> [(hour, n)];
+    noop() runs a query that does nothing."""
+    for _ in range(WARMUP_QUERIES):
+        noop()
+    us = []
+    started = time.perf_counter()
+    for _ in range(ROUND_TRIPS):
+        t = time.perf_counter()
+        noop()
+        us.append((time.perf_counter() - t) * 1e6)
+    results.timing(ROUND_TRIP_CLASS, us, 0, 0, time.perf_counter() - started)
     for cls, key, reverse, limit in CLASSES:
         for e in queries["random"][:WARMUP_QUERIES]:
             history(e, reverse, limit)
@@ -143,7 +155,11 @@ def postgres(work, socket_dir, port):
         cur.execute(csql, (c["tenant"], c["from_ts"], c["to_ts"]))
         return cur.fetchall()
 
-    run_lists(results, queries, history, count)
+    def noop():
+        cur.execute("SELECT 1")
+        cur.fetchall()
+
+    run_lists(results, queries, history, count, noop)
     conn.close()
 
 
@@ -181,7 +197,7 @@ def duckdb_engine(work):
     def count():
         return con.execute(csql, [c["tenant"], c["from_ts"], c["to_ts"]]).fetchall()
 
-    run_lists(results, queries, history, count)
+    run_lists(results, queries, history, count, lambda: con.sql("SELECT 1").fetchall())
     con.close()
 
 
@@ -236,7 +252,7 @@ def clickhouse(work):
         out = q(csql, "CSV").bytes().decode()
         return [tuple(line.split(",")) for line in out.splitlines() if line]
 
-    run_lists(results, queries, history, count)
+    run_lists(results, queries, history, count, lambda: q("SELECT 1"))
 
 
 # The targets of the history-at-scale work, as (check, description) per class.
@@ -274,7 +290,8 @@ def report(work, n):
     print("| class | " + " | ".join(engines) + " | echolog vs best other | target | met |")
     print("|---" * (len(engines) + 4) + "|")
     disagree = []
-    for cls, _, _, _ in CLASSES + [(COUNT_CLASS, None, None, None)]:
+    for cls, _, _, _ in [(ROUND_TRIP_CLASS, None, None, None)] + CLASSES + \
+            [(COUNT_CLASS, None, None, None)]:
         got = rows.get(cls, {})
         answers = {(r["rows"], r["check"]) for r in got.values()}
         if len(answers) > 1:
@@ -304,7 +321,8 @@ def report(work, n):
             met = met and e["seconds"] < got["clickhouse"]["seconds"]
         rcount = next(iter(got.values()))["rows"] if got else 0
         unit = "buckets" if cls == COUNT_CLASS else "rows in all"
-        print(f"| {cls} ({rcount} {unit}) | " + " | ".join(cells) +
+        label = cls if cls == ROUND_TRIP_CLASS else f"{cls} ({rcount} {unit})"
+        print(f"| {label} | " + " | ".join(cells) +
               f" | {ratio} | {target} | {'yes' if met else 'no' if met is not None else '-'} |")
     disk = rows.get("disk", {})
     if raw:

@@ -31,6 +31,9 @@ const BATCH: u64 = 1000;
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Untimed queries before each timed list (connection set-up, first page-ins).
 const WARMUP_QUERIES: usize = 20;
+/// Calls that do nothing, timed for the transport's floor.
+const ROUND_TRIPS: usize = 2000;
+const ROUND_TRIP_CLASS: &str = "round trip of a no-op call";
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args()
@@ -275,6 +278,27 @@ async fn queries(url: &str, results: &mut Results) -> Result<(), Error> {
     let mut c = EventStoreClient::connect(url.to_owned())
         .await?
         .max_decoding_message_size(64 << 20);
+    // The transport's floor: a call that does nothing (Health/Check), through the same client.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(url.to_owned())?
+            .connect()
+            .await?,
+    );
+    let check = || tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    for _ in 0..WARMUP_QUERIES {
+        health.check(check()).await?;
+    }
+    let mut us = Vec::with_capacity(ROUND_TRIPS);
+    let started = Instant::now();
+    for _ in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        health.check(check()).await?;
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    results.write(timing(ROUND_TRIP_CLASS, us, 0, 0, seconds))?;
     let l = workload::lists();
     let classes: [(&str, &[String], bool, u32); 4] = [
         ("random product", &l.random, false, 0),
