@@ -285,6 +285,15 @@ fn approx_bytes(e: &echolog::StoredEvent) -> usize {
 }
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
+
+/// Whether a History page is the last one: it was not cut by a bound (the count asked of it,
+/// or its bytes), or it used up what the call asked for (`left` events).
+fn is_last_page(events: &[echolog::StoredEvent], left: u64, page_bytes: u64) -> bool {
+    let asked = left.min(u64::from(HISTORY_PAGE_EVENTS));
+    let held: u64 = events.iter().map(echolog::StoredEvent::size_bytes).sum();
+    let cut = events.len() as u64 == asked || held >= page_bytes;
+    !cut || events.len() as u64 >= left
+}
 type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
 
 /// The transport accepts messages up to this many times `message_bytes_max`, so that requests
@@ -413,16 +422,24 @@ impl EventStore for Service {
         };
         let first_q = page(&q, left);
         let first = self.run(move |s| s.history(&first_q)).await?;
+        if is_last_page(&first, left, page_bytes) {
+            // The whole answer is in hand (most histories): send it without a task and a
+            // channel between the engine and the transport. It is at most one page.
+            let mut batch = Batcher::new(self.batch_bytes_max);
+            let mut batches = Vec::new();
+            for e in first {
+                batches.extend(batch.push(to_pb(e)).map(|(b, _)| Ok(b)));
+            }
+            batches.extend(batch.finish().map(|(b, _)| Ok(b)));
+            return Ok(Response::new(Box::pin(tokio_stream::iter(batches))));
+        }
         let (tx, rx) = limits::bounded(bytes_max);
         let svc = self.clone();
         tokio::spawn(async move {
             let mut events = first;
             let mut q = q;
             loop {
-                let asked = left.min(u64::from(HISTORY_PAGE_EVENTS));
-                // Cut by a bound, so more may follow: the count, or the bytes.
-                let held: u64 = events.iter().map(echolog::StoredEvent::size_bytes).sum();
-                let full = events.len() as u64 == asked || held >= page_bytes;
+                let last_page = is_last_page(&events, left, page_bytes);
                 left -= events.len() as u64;
                 let last = events.last().map(|e| e.seq);
                 let mut batch = Batcher::new(svc.batch_bytes_max);
@@ -439,7 +456,7 @@ impl EventStore for Service {
                         return;
                     }
                 }
-                let Some(last) = last.filter(|_| full && left > 0) else {
+                let Some(last) = last.filter(|_| !last_page) else {
                     return;
                 };
                 q.after_seq = last;
