@@ -10,6 +10,8 @@
 //!   on 127.0.0.1 and times every query list through a tonic client, one query at a time, every
 //!   event received. Writes `WORK/results-echolog.jsonl`, one JSON object per line, in the
 //!   format `benches/compare/engines.py` writes for the other engines.
+//! - `queries URL`: the same query lists against a server already running at URL (to compare
+//!   two builds of the server on one store), printed only.
 
 #[path = "../../benches/workload/mod.rs"]
 mod workload;
@@ -40,8 +42,12 @@ fn main() -> Result<(), Error> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let usage = "usage: compare prepare|echolog N WORK";
+    let usage = "usage: compare prepare|echolog N WORK, or compare queries URL";
     let mode = args.first().ok_or(usage)?;
+    if mode == "queries" {
+        let url = args.get(1).ok_or(usage)?;
+        return query_running_server(url);
+    }
     let n: u64 = args.get(1).ok_or(usage)?.parse()?;
     let work = PathBuf::from(args.get(2).ok_or(usage)?);
     std::fs::create_dir_all(&work)?;
@@ -97,14 +103,16 @@ fn prepare(n: u64, work: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// One line of a results file.
+/// The results file (one JSON object per line), if any; every line is printed too.
 struct Results {
-    out: std::fs::File,
+    out: Option<std::fs::File>,
 }
 
 impl Results {
     fn write(&mut self, v: serde_json::Value) -> Result<(), Error> {
-        writeln!(self.out, "{v}")?;
+        if let Some(out) = &mut self.out {
+            writeln!(out, "{v}")?;
+        }
         println!("echolog: {v}");
         Ok(())
     }
@@ -140,7 +148,7 @@ fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
     let _ = std::fs::remove_dir_all(&dir);
     let (load_seconds, stats) = load(n, &dir)?;
     let mut results = Results {
-        out: std::fs::File::create(work.join("results-echolog.jsonl"))?,
+        out: Some(std::fs::File::create(work.join("results-echolog.jsonl"))?),
     };
     results.write(json!({
         "engine": "echolog", "class": "load", "events": n, "seconds": load_seconds,
@@ -161,6 +169,16 @@ fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
         "engine": "echolog", "class": "server memory", "rss_anon": rss,
     }))?;
     Ok(())
+}
+
+/// The query lists against a server already running at `url` (to compare builds of the
+/// server on one store); results go to stdout only.
+fn query_running_server(url: &str) -> Result<(), Error> {
+    let mut results = Results { out: None };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(queries(url, &mut results))
 }
 
 /// Loads events 0..n in order and waits for compaction; returns the seconds until idle.
