@@ -286,6 +286,8 @@ fn approx_bytes(e: &echolog::StoredEvent) -> usize {
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
 
+type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
+
 /// Whether a History page is the last one: it was not cut by a bound (the count asked of it,
 /// or its bytes), or it used up what the call asked for (`left` events).
 fn is_last_page(events: &[echolog::StoredEvent], left: u64, page_bytes: u64) -> bool {
@@ -294,7 +296,6 @@ fn is_last_page(events: &[echolog::StoredEvent], left: u64, page_bytes: u64) -> 
     let cut = events.len() as u64 == asked || held >= page_bytes;
     !cut || events.len() as u64 >= left
 }
-type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
 
 /// The transport accepts messages up to this many times `message_bytes_max`, so that requests
 /// a little over the limit get a clear RESOURCE_EXHAUSTED from the service.
