@@ -139,6 +139,18 @@ impl MemIndex {
         out
     }
 
+    /// Ordinals of the records of any of `kinds`, ascending.
+    pub fn ordinals_of_kinds(&self, kinds: &[&str]) -> Vec<u32> {
+        let mut v: Vec<u32> = kinds
+            .iter()
+            .filter_map(|k| self.kinds.get(*k))
+            .flatten()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Index of the block holding `ord`.
     pub fn block_of(&self, ord: u32) -> Option<usize> {
         let i = self
@@ -201,13 +213,7 @@ impl MemIndex {
     /// The per-tag hourly counts of the counted records (`SECTION_TAG_HOURS`), from the tag
     /// postings and the ts column at seal time, so appends pay nothing for them.
     fn tag_hours(&self) -> Vec<u8> {
-        let mut uncounted: Vec<u32> = UNCOUNTED_KINDS
-            .iter()
-            .filter_map(|k| self.kinds.get(*k))
-            .flatten()
-            .copied()
-            .collect();
-        uncounted.sort_unstable();
+        let uncounted = self.ordinals_of_kinds(&UNCOUNTED_KINDS);
         let mut keys: Vec<(&Box<str>, &Vec<u32>)> = self.tags.iter().collect();
         keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut posted = 0u64;

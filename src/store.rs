@@ -1278,17 +1278,7 @@ impl Inner {
                 }
             }
         }
-        let ords: Vec<u32> = {
-            let idx = view.active.index();
-            let mut v: Vec<u32> = RESERVED_KINDS
-                .iter()
-                .filter_map(|k| idx.kinds.get(*k))
-                .flatten()
-                .copied()
-                .collect();
-            v.sort_unstable();
-            v
-        };
+        let ords = view.active.index().ordinals_of_kinds(&RESERVED_KINDS);
         for ord in ords {
             found.push(self.active_event(&view.active, ord, &empty, &mut None)?);
         }

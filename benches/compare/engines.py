@@ -256,7 +256,7 @@ def clickhouse(work):
 
 
 # The targets of the history-at-scale work, as (check, description) per class.
-def targets(cls, e, best, raw_bytes):
+def targets(cls, e, best):
     if cls == "random product":
         ok = e["p50_us"] <= 150 and e["p99_us"] <= 1000 and best and best["p50_us"] >= 3 * e["p50_us"]
         return ok, "p50 <= 150 us, p99 <= 1 ms, >= 3x the best other"
@@ -316,7 +316,7 @@ def report(work, n):
         else:
             ratio = f"{best['p50_us'] / e['p50_us']:.2f}x ({best['engine']}, p50)" \
                 if e and best and e["p50_us"] else "-"
-        met, target = targets(cls, e, best, raw) if e else (None, "")
+        met, target = targets(cls, e, best) if e else (None, "")
         if cls.startswith("whole history") and e and "clickhouse" in got:
             met = met and e["seconds"] < got["clickhouse"]["seconds"]
         rcount = next(iter(got.values()))["rows"] if got else 0
