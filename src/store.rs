@@ -177,10 +177,19 @@ impl Drop for Closer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        let mut joined = true;
         for h in compactor.into_iter().chain(handle) {
             // The last handle may be dropped by a callback running on the committer itself.
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
+            } else {
+                joined = false;
+            }
+        }
+        // Only once nothing else writes: the committer and the compactor have stopped.
+        if joined {
+            if let Err(e) = self.inner.seal_at_close() {
+                tracing::warn!(error = %e, "could not seal the active segment at close; the next open rebuilds its index");
             }
         }
     }
@@ -720,6 +729,13 @@ impl Store {
             return Ok(());
         }
         self.inner.roll(&mut w)
+    }
+
+    /// Seals the active segment now if it holds at least `seal_at_close_bytes_min` bytes, as
+    /// closing the store does; a server calls it on shutdown to report a failure. Returns
+    /// whether it sealed.
+    pub fn seal_for_close(&self) -> Result<bool> {
+        self.inner.seal_at_close()
     }
 
     /// The oldest seq still stored: reads and tails from before it start there.

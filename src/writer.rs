@@ -292,6 +292,31 @@ impl Inner {
         }
     }
 
+    /// At close: seals the active segment when it holds at least `seal_at_close_bytes_min`
+    /// bytes, so the next open need not rebuild its index. The seal is the same roll as a
+    /// full segment's, with the same crash analysis. Returns whether it sealed.
+    pub(crate) fn seal_at_close(&self) -> Result<bool> {
+        let Some(bytes_min) = self.opts.seal_at_close_bytes_min else {
+            return Ok(false);
+        };
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.poisoned().is_some() || w.active.index().record_count() == 0 {
+            return Ok(false);
+        }
+        if w.len < bytes_min {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let bytes = w.len;
+        self.roll(&mut w)?;
+        tracing::info!(
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "sealed the active segment at close, so the next open has no index to rebuild"
+        );
+        Ok(true)
+    }
+
     /// Seals the active segment when it is full: by size, or before ordinals (u32, at most
     /// SEGMENT_RECORDS_MAX) could run out, since very compressible events could pack more
     /// records than that into a segment. A seal that failed cleanly (a passing EMFILE) leaves

@@ -51,6 +51,68 @@ fn open_cost_does_not_grow_with_sealed_segments() {
     );
 }
 
+/// Options whose active segment is sealed at close once it holds `bytes_min` bytes.
+fn seal_at_close(bytes_min: u64) -> Options {
+    Options {
+        segment_size_bytes_max: 1 << 20,
+        seal_at_close_bytes_min: Some(bytes_min),
+        ..small()
+    }
+}
+
+#[test]
+fn closing_seals_a_large_active_segment_so_the_next_open_rebuilds_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = seal_at_close(16 * 1024);
+    let s = Store::open(d.path(), opts.clone()).unwrap();
+    for i in 0..400 {
+        s.append(vec![ev(&format!("e{}", i % 7), i)]).unwrap();
+    }
+    let active_bytes = s.stats().unwrap().disk_bytes;
+    assert!(active_bytes > 16 * 1024, "{active_bytes}");
+    drop(s);
+    let s = Store::open(d.path(), opts.clone()).unwrap();
+    let r = s.open_report().clone();
+    assert_eq!(r.sealed_segments, 1, "{r:?}");
+    assert_eq!(r.indexes_rebuilt, 0, "{r:?}");
+    assert!(
+        r.bytes_read < 1024,
+        "open read {} bytes after the seal at close",
+        r.bytes_read
+    );
+    assert_eq!(s.read(1, 0).unwrap().len(), 400);
+    assert_eq!(s.last_seq(), 400);
+    // Below the bound the active segment stays active: no tiny segment per short open.
+    s.append(vec![ev("small", 1)]).unwrap();
+    drop(s);
+    let s = Store::open(d.path(), opts).unwrap();
+    let r = s.open_report().clone();
+    assert_eq!(r.sealed_segments, 1, "{r:?}");
+    assert!(r.bytes_read > 0, "{r:?}");
+    assert_eq!(s.read(1, 0).unwrap().len(), 401);
+    assert!(
+        !s.seal_for_close().unwrap(),
+        "one small event is below the bound"
+    );
+}
+
+#[test]
+fn a_store_opened_without_seal_at_close_rebuilds_the_active_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        seal_at_close_bytes_min: None,
+        ..seal_at_close(1)
+    };
+    let s = Store::open(d.path(), opts.clone()).unwrap();
+    for i in 0..100 {
+        s.append(vec![ev("e", i)]).unwrap();
+    }
+    drop(s);
+    let s = Store::open(d.path(), opts).unwrap();
+    assert_eq!(s.open_report().sealed_segments, 0);
+    assert_eq!(s.read(1, 0).unwrap().len(), 100);
+}
+
 #[test]
 fn concurrent_writers_get_dense_unique_seqs_and_readers_see_prefixes() {
     let d = tempfile::tempdir().unwrap();

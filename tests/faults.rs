@@ -82,6 +82,40 @@ fn seal_fails(rule: FaultRule, expect_read_only: bool) {
     }
 }
 
+/// Closing the store seals its active segment (any size here): a power cut at every call of
+/// that seal, then a power loss, leaves every acknowledged event exactly once.
+#[test]
+fn a_power_cut_at_any_step_of_the_seal_at_close_loses_and_doubles_nothing() {
+    let setup = |seed: u64| {
+        let (disk, dir, opts) = sim_store_opts();
+        let opts = Options {
+            segment_size_bytes_max: 1 << 20,
+            seal_at_close_bytes_min: Some(1),
+            ..opts
+        };
+        let s = Store::open(&dir, opts.clone()).unwrap();
+        let acked = fill(&s, 5 + seed);
+        (disk, dir, opts, s, acked)
+    };
+    // How many calls the seal at close makes when nothing fails.
+    let (disk, _, _, s, _) = setup(0);
+    let before = disk.calls();
+    drop(s);
+    let seal_calls = disk.calls() - before;
+    assert!(seal_calls >= 6, "the seal at close made {seal_calls} calls");
+    for cut in 0..=seal_calls {
+        for seed in [1u64, 2, 5] {
+            let (disk, dir, opts, s, acked) = setup(seed);
+            disk.power_off_after(cut);
+            drop(s);
+            disk.power_loss(seed + cut);
+            let s = check(&dir, &opts, &acked);
+            let out = s.append(vec![with_id("later", 200)]).unwrap();
+            assert_eq!(out.seqs, vec![acked.len() as u64 + 1], "cut after {cut}");
+        }
+    }
+}
+
 #[test]
 fn a_directory_fsync_failing_after_the_new_segment_is_renamed_makes_the_store_read_only() {
     // The seal's third directory fsync follows the new segment's rename.

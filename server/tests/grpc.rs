@@ -583,6 +583,61 @@ async fn graceful_shutdown_ends_open_tails() {
     stopper.join().unwrap();
 }
 
+/// Files of the data directory whose names end with `ext`, sorted.
+fn files_ending(dir: &std::path::Path, ext: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(ext))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_seals_the_active_segment_past_the_flag() {
+    let d = tempfile::tempdir().unwrap();
+    let srv = Server::start_with(d.path(), &["--seal-at-close-bytes-min", "1"]);
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    let events = (0..10).map(|i| ev("a", "k", 1 + i, &[], "")).collect();
+    c.append(AppendRequest { events }).await.unwrap();
+    assert!(files_ending(d.path(), ".idx").is_empty());
+    srv.stop();
+    // The first segment was sealed on the way out; appends go to a new one.
+    assert_eq!(
+        files_ending(d.path(), ".idx"),
+        vec!["00000000000000000001.idx"]
+    );
+    assert_eq!(
+        files_ending(d.path(), ".seg"),
+        vec!["00000000000000000001.seg", "00000000000000000011.seg"]
+    );
+    // With the default bound (2 MiB) one small event is left for the next open to rebuild.
+    let srv = Server::start(d.path());
+    let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
+    c.append(AppendRequest {
+        events: vec![ev("a", "k", 11, &[], "")],
+    })
+    .await
+    .unwrap();
+    let h = collect(
+        c.history(HistoryRequest {
+            entity: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    assert_eq!(
+        h.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
+    srv.stop();
+    assert_eq!(files_ending(d.path(), ".idx").len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_histories_stream_in_pages_in_both_directions() {
     let d = tempfile::tempdir().unwrap();
