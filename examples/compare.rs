@@ -70,10 +70,14 @@ fn main() {
         // `compare open _ DIR`: time opening an existing store.
         let t = Instant::now();
         let s = Store::open(&dir, Options::default()).expect("open");
+        let opened = t.elapsed();
+        let st = s.stats().expect("stats");
         println!(
-            "echolog open: {:.1} ms, last seq {}",
+            "echolog open: {:.1} ms, first Stats at {:.1} ms, last seq {}, {} segments",
+            opened.as_secs_f64() * 1e3,
             t.elapsed().as_secs_f64() * 1e3,
-            s.last_seq()
+            s.last_seq(),
+            st.segments
         );
         return;
     }

@@ -281,14 +281,7 @@ impl Store {
             if q.from_ts.is_some_and(|x| m_end <= x) || q.to_ts.is_some_and(|x| m >= x) {
                 continue;
             }
-            let mb = RoaringBitmap::deserialize_from(bytes).map_err(|e| Error::Corruption {
-                file: l.idx_path.clone(),
-                offset: 0,
-                source: echolog_format::FormatError::Invalid {
-                    what: "minute bitmap",
-                    reason: e.to_string(),
-                },
-            })?;
+            let mb = l.postings(bytes)?;
             let whole = q.from_ts.is_none_or(|x| m >= x) && q.to_ts.is_none_or(|x| m_end <= x);
             if whole {
                 acc.add(m, f.intersection_len(&mb));

@@ -10,7 +10,9 @@ use echolog_format::index::{
     SECTION_KINDS, SECTION_MINUTES, SECTION_TAGS, SECTION_TAG_HOURS, SECTION_TS,
 };
 use echolog_format::limits::TAGS_COUNT_MAX;
+use echolog_format::postings::{encode_roaring, encode_varints};
 use echolog_format::record::RecordRef;
+use echolog_format::ts_column::encode_ts_column;
 use roaring::RoaringBitmap;
 use rustc_hash::FxHashMap;
 
@@ -177,13 +179,14 @@ impl MemIndex {
             max_ts,
         };
         let mut w = IndexWriter::new(header);
+        // First, so that `Stats` finds it in the file's first page with the header and table.
+        w.add_section(
+            echolog_format::index::SECTION_SUMMARY,
+            self.raw_bytes.to_le_bytes().to_vec(),
+        );
         let entries: Vec<BlockEntry> = self.blocks.iter().map(|b| b.entry).collect();
         w.add_section(SECTION_BLOCKS, encode_block_table(&entries));
-        let mut ts = Vec::with_capacity(self.ts.len() * 8);
-        for t in &self.ts {
-            ts.extend_from_slice(&t.to_le_bytes());
-        }
-        w.add_section(SECTION_TS, ts);
+        w.add_section(SECTION_TS, encode_ts_column(&self.ts));
         w.add_section(SECTION_ENTITIES, str_dict(&self.entities));
         w.add_section(SECTION_KINDS, str_dict(&self.kinds));
         w.add_section(SECTION_TAGS, str_dict(&self.tags));
@@ -196,16 +199,12 @@ impl MemIndex {
             encode_dict(
                 keys.iter()
                     .zip(&minutes)
-                    .map(|(k, (_, v))| (&k[..], bitmap_bytes(v))),
+                    .map(|(k, (_, v))| (&k[..], posting_value(v))),
             ),
         );
         let mut ids: Vec<(u64, u32)> = self.ids.iter().map(|(h, o)| (*h, *o)).collect();
         ids.extend_from_slice(&self.id_collisions);
         w.add_section(SECTION_IDS, encode_ids(&mut ids));
-        w.add_section(
-            echolog_format::index::SECTION_SUMMARY,
-            self.raw_bytes.to_le_bytes().to_vec(),
-        );
         w.add_section(SECTION_TAG_HOURS, self.tag_hours());
         w.finish()
     }
@@ -268,7 +267,7 @@ fn hour_counts(ords: &[u32], ts: &[i64], uncounted: &[u32]) -> Vec<(i64, u32)> {
 }
 
 /// Serialized roaring bitmap of sorted ordinals.
-pub fn bitmap_bytes(sorted: &[u32]) -> Vec<u8> {
+fn bitmap_bytes(sorted: &[u32]) -> Vec<u8> {
     let bm = RoaringBitmap::from_sorted_iter(sorted.iter().copied())
         .unwrap_or_else(|_| sorted.iter().copied().collect());
     let mut out = Vec::with_capacity(bm.serialized_size());
@@ -277,11 +276,28 @@ pub fn bitmap_bytes(sorted: &[u32]) -> Vec<u8> {
     out
 }
 
+/// A dictionary value of a version 6 index: the varint list or the roaring bitmap of `sorted`
+/// (ascending, unique), whichever is smaller.
+pub fn posting_value(sorted: &[u32]) -> Vec<u8> {
+    let list = encode_varints(sorted);
+    // Up to 4,096 ordinals every roaring container is an array, and the bitmap takes at least
+    // 16 bytes plus 2 per ordinal: a list no longer than that wins without building it.
+    if sorted.len() <= 4096 && list.len() <= 1 + 16 + 2 * sorted.len() {
+        return list;
+    }
+    let roaring = encode_roaring(&bitmap_bytes(sorted));
+    if list.len() <= roaring.len() {
+        list
+    } else {
+        roaring
+    }
+}
+
 fn str_dict(map: &FxHashMap<Box<str>, Vec<u32>>) -> Vec<u8> {
     let mut keys: Vec<(&Box<str>, &Vec<u32>)> = map.iter().collect();
     keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     encode_dict(
         keys.into_iter()
-            .map(|(k, v)| (k.as_bytes(), bitmap_bytes(v))),
+            .map(|(k, v)| (k.as_bytes(), posting_value(v))),
     )
 }

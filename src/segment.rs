@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use echolog_format::block::{BlockHeader, BLOCK_HEADER_LEN};
 use echolog_format::index::{
     decode_block_table, BlockEntry, DictView, HourCounts, IdsView, IndexHeader, IndexView,
-    SECTION_BLOCKS, SECTION_IDS, SECTION_TAG_HOURS, SECTION_TS,
+    COMPACT_INDEX_VERSION_MIN, SECTION_BLOCKS, SECTION_IDS, SECTION_TAG_HOURS, SECTION_TS,
 };
+use echolog_format::postings::{decode_postings, Postings};
 use echolog_format::segment_header::SegmentHeader;
+use echolog_format::ts_column::TsColumn;
 use echolog_format::FormatError;
 use roaring::RoaringBitmap;
 
@@ -94,6 +96,10 @@ impl std::ops::Deref for IndexBytes {
     }
 }
 
+/// Bytes `read_summary` reads from the start of an index: a page holds the header, a table of
+/// up to 64 sections (1.5 KiB) and, in version 6 files, the summary section after it.
+const SUMMARY_READ_BYTES: u64 = 4096;
+
 /// A mapped sealed segment file.
 struct SegBytes(Mapped);
 
@@ -117,6 +123,9 @@ pub struct LoadedSegment {
     sections: Vec<(u32, Range<usize>)>,
     /// Where the ts column is in `idx` (looked up once: `ts` is on hot paths).
     ts_range: Range<usize>,
+    /// The index file's format version: since version 6 the ts column is packed and
+    /// dictionary values are tagged posting lists.
+    version: u32,
     raw_bytes: OnceLock<u64>,
 }
 
@@ -141,9 +150,15 @@ impl LoadedSegment {
         self.header.record_count
     }
 
-    /// Event time of the record at `ord` (checked at load: the column has one i64 per record).
+    /// Event time of the record at `ord` (the column was checked at load: one i64 per record
+    /// before version 6, whole frames since).
     pub fn ts(&self, ord: u32) -> i64 {
         let s = &self.idx[self.ts_range.clone()];
+        if self.version >= COMPACT_INDEX_VERSION_MIN {
+            return TsColumn::split(s, self.header.record_count)
+                .get(ord)
+                .unwrap_or(0);
+        }
         let at = ord as usize * 8;
         match s.get(at..at + 8) {
             Some(b) => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
@@ -156,15 +171,34 @@ impl LoadedSegment {
         let dict = DictView::parse(self.section(section)).map_err(|e| self.idx_corrupt(e))?;
         match dict.get(key).map_err(|e| self.idx_corrupt(e))? {
             None => Ok(None),
-            Some(bytes) => RoaringBitmap::deserialize_from(bytes)
-                .map(Some)
-                .map_err(|e| {
-                    self.idx_corrupt(FormatError::Invalid {
-                        what: "roaring bitmap",
-                        reason: e.to_string(),
-                    })
-                }),
+            Some(bytes) => self.postings(bytes).map(Some),
         }
+    }
+
+    /// Decodes one dictionary value of this index into a bitmap: a bare roaring bitmap before
+    /// version 6, a tagged list or bitmap since.
+    pub fn postings(&self, value: &[u8]) -> Result<RoaringBitmap> {
+        let roaring = if self.version >= COMPACT_INDEX_VERSION_MIN {
+            match decode_postings(value, self.header.record_count)
+                .map_err(|e| self.idx_corrupt(e))?
+            {
+                Postings::Roaring(bytes) => bytes,
+                Postings::Ordinals(ords) => {
+                    // Strictly increasing (checked by the decoder), so this cannot fail.
+                    return RoaringBitmap::from_sorted_iter(ords).map_err(|e| {
+                        self.idx_corrupt(FormatError::invalid("posting list", e.to_string()))
+                    });
+                }
+            }
+        } else {
+            value
+        };
+        RoaringBitmap::deserialize_from(roaring).map_err(|e| {
+            self.idx_corrupt(FormatError::Invalid {
+                what: "roaring bitmap",
+                reason: e.to_string(),
+            })
+        })
     }
 
     pub fn has_section(&self, id: u32) -> bool {
@@ -349,34 +383,45 @@ impl SealedSegment {
         };
         let idx = self.storage.open(&idx_path, false)?;
         let idx_len = idx.size_bytes().map_err(|e| Error::io(&idx_path, e))?;
-        let mut head = [0u8; INDEX_HEADER_LEN];
-        if idx_len < INDEX_HEADER_LEN as u64 {
+        // One read of the first page holds the header, the table and, since version 6 (which
+        // writes the summary first), the summary too: one disk read per segment when cold.
+        let mut head = vec![0u8; idx_len.min(SUMMARY_READ_BYTES) as usize];
+        if head.len() < INDEX_HEADER_LEN {
             return Ok(None);
         }
         self.storage.read_at(&*idx, &idx_path, &mut head, 0)?;
         let n = section_count(&head).map_err(corrupt)?;
         let table_len = n as usize * SECTION_ENTRY_LEN + 4;
-        if idx_len < (INDEX_HEADER_LEN + table_len) as u64 {
+        let Some(table) = head.get(INDEX_HEADER_LEN..INDEX_HEADER_LEN + table_len) else {
             return Ok(None);
-        }
-        let mut table = vec![0u8; table_len];
-        self.storage
-            .read_at(&*idx, &idx_path, &mut table, INDEX_HEADER_LEN as u64)?;
-        let rows = section_table(&table, n).map_err(corrupt)?;
+        };
+        let rows = section_table(table, n).map_err(corrupt)?;
         let Some(row) = rows.iter().find(|r| r.id == SECTION_SUMMARY && r.len == 8) else {
             return Ok(None);
         };
         if row.offset.checked_add(8).is_none_or(|end| end > idx_len) {
             return Ok(None);
         }
-        let mut raw = [0u8; 8];
-        self.storage
-            .read_at(&*idx, &idx_path, &mut raw, row.offset)?;
+        let at = row.offset as usize;
+        let raw: [u8; 8] = match head.get(at..at + 8) {
+            Some(b) => b.try_into().unwrap_or_default(),
+            None => {
+                let mut raw = [0u8; 8];
+                self.storage
+                    .read_at(&*idx, &idx_path, &mut raw, row.offset)?;
+                raw
+            }
+        };
         let raw_bytes = decode_summary(&raw, row).map_err(corrupt)?;
         let seg_path = self.seg_path();
         let seg = self.storage.open(&seg_path, false)?;
         let seg_len = seg.size_bytes().map_err(|e| Error::io(&seg_path, e))?;
         Ok(Some((seg_len + idx_len, raw_bytes)))
+    }
+
+    /// Whether `summary` would answer without reading a file.
+    pub fn summary_cached(&self) -> bool {
+        self.summary.get().is_some()
     }
 
     /// Maps the segment and its index, verifying every checksum of the index (once).
@@ -414,7 +459,7 @@ impl SealedSegment {
         })?;
         match self.storage.map(&idx_path) {
             Ok(m) => match self.check_index((*m).as_ref(), seg.len() as u64) {
-                Ok((header, blocks, sections)) => {
+                Ok((header, version, blocks, sections)) => {
                     return Ok(LoadedSegment {
                         seg_path,
                         idx_path,
@@ -424,6 +469,7 @@ impl SealedSegment {
                         header,
                         blocks,
                         ts_range: section_range(&sections, SECTION_TS),
+                        version,
                         sections,
                         raw_bytes: OnceLock::new(),
                     })
@@ -451,13 +497,13 @@ impl SealedSegment {
                 IndexBytes::Owned(bytes)
             }
         };
-        let (header, blocks, sections) =
-            self.check_index(&idx, seg.len() as u64)
-                .map_err(|source| Error::Corruption {
-                    file: idx_path.clone(),
-                    offset: 0,
-                    source,
-                })?;
+        let (header, version, blocks, sections) = self
+            .check_index(&idx, seg.len() as u64)
+            .map_err(|source| Error::Corruption {
+                file: idx_path.clone(),
+                offset: 0,
+                source,
+            })?;
         Ok(LoadedSegment {
             seg_path,
             idx_path,
@@ -467,6 +513,7 @@ impl SealedSegment {
             header,
             blocks,
             ts_range: section_range(&sections, SECTION_TS),
+            version,
             sections,
             raw_bytes: OnceLock::new(),
         })
@@ -510,7 +557,7 @@ impl SealedSegment {
         &self,
         bytes: &[u8],
         seg_len: u64,
-    ) -> Result<(IndexHeader, Vec<BlockEntry>, Vec<(u32, Range<usize>)>), FormatError> {
+    ) -> Result<(IndexHeader, u32, Vec<BlockEntry>, Vec<(u32, Range<usize>)>), FormatError> {
         let view = IndexView::parse(bytes)?;
         let h = view.header;
         let expect_count = self.end_seq - self.base_seq;
@@ -527,13 +574,16 @@ impl SealedSegment {
             });
         }
         let blocks = decode_block_table(view.section(SECTION_BLOCKS), &h)?;
-        if view.section(SECTION_TS).len() != h.record_count as usize * 8 {
+        let ts = view.section(SECTION_TS);
+        if view.version >= COMPACT_INDEX_VERSION_MIN {
+            TsColumn::parse(ts, h.record_count, h.min_ts, h.max_ts)?;
+        } else if ts.len() != h.record_count as usize * 8 {
             return Err(FormatError::Invalid {
                 what: "index ts column",
                 reason: "length does not match record_count".into(),
             });
         }
-        Ok((h, blocks, view.section_ranges().to_vec()))
+        Ok((h, view.version, blocks, view.section_ranges().to_vec()))
     }
 }
 

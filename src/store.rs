@@ -1,7 +1,7 @@
 //! The store: open and recovery, the public API, and the snapshot readers work on.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -212,6 +212,37 @@ pub struct HistoryQuery {
     /// with a memory bound gets one page per call whatever the events' sizes: the answer was
     /// cut by this bound exactly when its bytes reach it.
     pub bytes_max: u64,
+}
+
+/// Threads the first `Stats` after open reads segment summaries with.
+const SUMMARY_READERS_MAX: usize = 16;
+
+/// Reads the summaries `Stats` needs that are not cached yet, on up to
+/// `SUMMARY_READERS_MAX` threads: with a cold page cache each is a disk read of its index's
+/// first page, and a disk serves many at once far faster than one after another. Errors are
+/// left for the caller's own `summary` call to meet and report.
+fn prefetch_summaries(sealed: &[Arc<SealedSegment>]) {
+    let pending: Vec<&Arc<SealedSegment>> = sealed.iter().filter(|s| !s.summary_cached()).collect();
+    if pending.len() < 2 {
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        while let Some(seg) = pending.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let _ = seg.summary();
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..pending.len().min(SUMMARY_READERS_MAX) {
+            let spawned = std::thread::Builder::new()
+                .name("echolog-stats".into())
+                .spawn_scoped(scope, work);
+            // No thread to spare: the caller's loop reads what is left.
+            if spawned.is_err() {
+                break;
+            }
+        }
+    });
 }
 
 pub(crate) fn check_range(from_ts: Option<i64>, to_ts: Option<i64>) -> Result<()> {
@@ -760,6 +791,7 @@ impl Store {
             segments: view.sealed.len() as u32 + 1,
             ..Default::default()
         };
+        prefetch_summaries(&view.sealed);
         for seg in view.sealed.iter() {
             s.events += seg.end_seq - seg.base_seq;
             match seg.summary() {

@@ -321,7 +321,7 @@ fn a_version_4_store_with_purged_records_reads_back_counts_and_keeps_appending()
         let tag = format!("tenant:t{t}");
         assert_eq!(hourly(&s, &tag), hourly_by_tag(&expected, &tag), "{tag}");
     }
-    // New segments are version 5, with hourly counts; old and new count together.
+    // New segments have hourly counts (version 5 and later); old and new count together.
     let more: Vec<Event> = (0..40)
         .map(|i| Event {
             entity: format!("product:{}", i % 7),
@@ -339,5 +339,89 @@ fn a_version_4_store_with_purged_records_reads_back_counts_and_keeps_appending()
     for t in 0..5 {
         let tag = format!("tenant:t{t}");
         assert_eq!(hourly(&s, &tag), hourly_by_tag(&all, &tag), "{tag}");
+    }
+}
+
+fn index_version(idx: &Path) -> u32 {
+    let bytes = std::fs::read(idx).unwrap();
+    echolog_format::index::IndexView::parse(&bytes)
+        .unwrap()
+        .version
+}
+
+/// Live seqs of `entity` in the expected rows.
+fn live_seqs(rows: &[Vec<String>], entity: &str) -> Vec<u64> {
+    rows.iter()
+        .filter(|r| r[1] == entity && !r[2].starts_with('$') && r[7] == "0")
+        .map(|r| r[0].parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them() {
+    let (d, expected) = fixture_named("v5-store");
+    // History through the segments' indexes, not the cluster files: remove those (derived data).
+    for e in std::fs::read_dir(d.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "clu") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let old_idx = d.path().join("00000000000000000001.idx");
+    assert_eq!(index_version(&old_idx), 5);
+    // Every count from bitmaps and the plain ts column, none from the tag hours.
+    let opts = Options {
+        compaction: false,
+        count_tag_hours: false,
+        ..Default::default()
+    };
+    let s = Store::open(d.path(), opts).unwrap();
+    assert_eq!(rows_escaped(&s), expected);
+    for t in 0..5 {
+        let tag = format!("tenant:t{t}");
+        assert_eq!(hourly(&s, &tag), hourly_by_tag(&expected, &tag), "{tag}");
+    }
+    for p in 0..7 {
+        let entity = format!("product:{p}");
+        let q = HistoryQuery {
+            entity: entity.clone(),
+            ..Default::default()
+        };
+        let seqs: Vec<u64> = s.history(&q).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, live_seqs(&expected, &entity), "{entity}");
+    }
+    // New indexes are version 6: packed ts column, tagged postings. Both kinds count together.
+    let more: Vec<Event> = (0..300)
+        .map(|i| Event {
+            entity: format!("product:{}", i % 7),
+            kind: "price_changed".into(),
+            ts: 1_763_769_600_000 + i * 97_000,
+            tags: vec![format!("tenant:t{}", i % 5)],
+            ..Default::default()
+        })
+        .collect();
+    s.append(more).unwrap();
+    s.seal_active().unwrap();
+    let new_idx = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .max()
+        .unwrap();
+    assert_eq!(index_version(&new_idx), 6);
+    let all = rows_escaped(&s);
+    assert_eq!(all.len(), expected.len() + 300);
+    for t in 0..5 {
+        let tag = format!("tenant:t{t}");
+        assert_eq!(hourly(&s, &tag), hourly_by_tag(&all, &tag), "{tag}");
+    }
+    for p in 0..7 {
+        let entity = format!("product:{p}");
+        let q = HistoryQuery {
+            entity: entity.clone(),
+            ..Default::default()
+        };
+        let seqs: Vec<u64> = s.history(&q).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, live_seqs(&all, &entity), "{entity}");
     }
 }

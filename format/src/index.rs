@@ -29,6 +29,10 @@ pub const SECTION_SUMMARY: u32 = 8;
 /// [`SECTION_TAGS`] (a tag with no counted record has no key); each value is a list of
 /// [`HOUR_COUNT_ENTRY_LEN`]-byte entries, see [`encode_hour_counts`].
 pub const SECTION_TAG_HOURS: u32 = 9;
+/// First version whose ts column is a packed [`crate::ts_column`] and whose dictionary values
+/// are tagged [`crate::postings`]; older index files hold `record_count` plain i64s and bare
+/// roaring bitmaps.
+pub const COMPACT_INDEX_VERSION_MIN: u32 = 6;
 /// Width of a pre-aggregated bucket, ms.
 pub const HOUR_MS: i64 = 3_600_000;
 /// One (hour, count) entry of [`SECTION_TAG_HOURS`]: i64 hour number (`ts.div_euclid(HOUR_MS)`)
@@ -195,6 +199,9 @@ pub fn decode_summary(bytes: &[u8], entry: &SectionEntry) -> Result<u64, FormatE
 #[derive(Debug, Clone)]
 pub struct IndexView<'a> {
     pub header: IndexHeader,
+    /// The file's format version: since [`COMPACT_INDEX_VERSION_MIN`] the ts column is packed
+    /// and dictionary values are tagged posting lists.
+    pub version: u32,
     bytes: &'a [u8],
     sections: Vec<(u32, std::ops::Range<usize>)>,
 }
@@ -261,6 +268,7 @@ impl<'a> IndexView<'a> {
         }
         Ok(IndexView {
             header,
+            version,
             bytes,
             sections,
         })

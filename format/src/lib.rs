@@ -14,9 +14,11 @@ pub mod cursors_file;
 pub mod error;
 pub mod index;
 pub mod limits;
+pub mod postings;
 pub mod record;
 pub mod segment_header;
 pub mod tombstone_file;
+pub mod ts_column;
 
 pub use error::FormatError;
 
@@ -31,8 +33,12 @@ pub use error::FormatError;
 /// erased an event; every byte layout is as in version 3, and a version 3 reader would show
 /// such records as events, so it must refuse these files. Version 5 added the index section
 /// `SECTION_TAG_HOURS` (per-tag hourly counts); an index without it (versions 1 to 4) is
-/// counted from its bitmaps and timestamps as before.
-pub const FORMAT_VERSION: u32 = 5;
+/// counted from its bitmaps and timestamps as before. Version 6 made index files compact: the
+/// ts column (section 2) is packed in frames (`ts_column`), and every dictionary value of the
+/// entities, kinds, tags and minutes sections starts with a tag byte saying whether a roaring
+/// bitmap or a varint list follows (`postings`); indexes of versions 1 to 5 are read as they
+/// are. Segment, cluster, tombstone and cursor files are as in version 5.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Oldest version this build reads.
 pub const FORMAT_VERSION_READ_MIN: u32 = 1;

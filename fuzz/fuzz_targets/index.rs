@@ -3,17 +3,37 @@
 
 use echolog_format::index::{
     decode_block_table, DictView, HourCounts, IdsView, IndexHeader, IndexView, SECTION_BLOCKS,
-    SECTION_ENTITIES, SECTION_TAG_HOURS,
+    SECTION_ENTITIES, SECTION_TAG_HOURS, SECTION_TS,
 };
+use echolog_format::postings::decode_postings;
+use echolog_format::ts_column::TsColumn;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = IndexView::parse(data) {
         let _ = decode_block_table(v.section(SECTION_BLOCKS), &v.header);
         if let Ok(d) = DictView::parse(v.section(SECTION_ENTITIES)) {
-            let _ = d.get(b"product:1");
+            if let Ok(Some(value)) = d.get(b"product:1") {
+                let _ = decode_postings(value, v.header.record_count);
+            }
+        }
+        let h = v.header;
+        if let Ok(ts) = TsColumn::parse(v.section(SECTION_TS), h.record_count, h.min_ts, h.max_ts) {
+            for ord in (0..h.record_count.min(4096)).step_by(7) {
+                let _ = ts.get(ord);
+            }
         }
     }
+    // A ts column and a posting value from arbitrary bytes.
+    let count = data.first().map_or(0, |b| u32::from(*b) * 3);
+    if let Ok(ts) = TsColumn::parse(data, count, i64::MIN, i64::MAX) {
+        for ord in 0..=count {
+            let _ = ts.get(ord);
+        }
+    }
+    let split = TsColumn::split(data, count);
+    let _ = split.get(count / 2);
+    let _ = decode_postings(data, count);
     if let Ok(d) = DictView::parse(data) {
         for i in 0..d.len().min(256) {
             let _ = d.entry(i);

@@ -105,13 +105,16 @@ async fn a_full_disk_answers_resource_exhausted_and_appends_resume_when_space_re
         stats.last_seq, acked,
         "nothing of the failed append is visible"
     );
-    // Still full: still refused, still nothing half-visible.
+    // Still full: the same batch is still refused, still nothing half-visible. (A smaller one
+    // may fit in what the failed write left free.)
     let again = c
         .append(AppendRequest {
-            events: vec![event(n + 1)],
+            events: failed_batch.clone(),
         })
         .await;
     assert_eq!(again.unwrap_err().code(), Code::ResourceExhausted);
+    let stats = c.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.last_seq, acked);
     std::fs::remove_file(&filler).unwrap();
     let r = c
         .append(AppendRequest {
