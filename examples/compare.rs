@@ -81,9 +81,16 @@ fn main() {
         );
         return;
     }
-    if mode == "count" {
-        // `compare count _ DIR`: time the hourly tenant count on an existing store.
-        let s = Store::open(&dir, Options::default()).expect("open");
+    if mode == "count" || mode == "count-bitmaps" {
+        // `compare count _ DIR`: time the hourly tenant count on an existing store;
+        // `count-bitmaps` without the per-tag hourly counts (bitmaps and timestamps only).
+        let opts = Options {
+            count_tag_hours: mode == "count",
+            // No background merge competing with the timing.
+            compaction: false,
+            ..Options::default()
+        };
+        let s = Store::open(&dir, opts).expect("open");
         let q = CountQuery {
             tags: vec![TENANT.into()],
             bucket: Bucket::Hour,

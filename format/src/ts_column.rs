@@ -166,11 +166,18 @@ impl<'a> TsColumn<'a> {
         }
         let bit = i * usize::from(width);
         let start = offset + bit / 8;
-        // At most 7 + 64 bits: 9 bytes.
-        let mut word: u128 = 0;
-        for (k, b) in self.packed.get(start..)?.iter().take(9).enumerate() {
-            word |= u128::from(*b) << (8 * k);
-        }
+        // At most 7 + 64 bits: 9 bytes. One 16-byte load where the area has them (the bytes
+        // past this record's bits are masked off), else byte by byte near the end.
+        let word = match self.packed.get(start..start + 16) {
+            Some(b) => u128::from_le_bytes(b.try_into().ok()?),
+            None => {
+                let mut word: u128 = 0;
+                for (k, b) in self.packed.get(start..)?.iter().take(9).enumerate() {
+                    word |= u128::from(*b) << (8 * k);
+                }
+                word
+            }
+        };
         // Over 64 only in bytes `parse` refused (through `split`): garbage, but no panic.
         let mask = if width >= WIDTH_BITS_MAX {
             u64::MAX
