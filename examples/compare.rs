@@ -81,6 +81,28 @@ fn main() {
         );
         return;
     }
+    if mode == "history" {
+        // `compare history _ DIR`: time histories on an existing store through its segments'
+        // indexes (no compaction; remove cluster files first to keep them out).
+        let opts = Options {
+            compaction: false,
+            ..Options::default()
+        };
+        let s = Store::open(&dir, opts).expect("open");
+        let (mut i, mut rows) = (0u64, 0usize);
+        time_it("history of spread product ids", 4000, || {
+            i += 1;
+            let q = HistoryQuery {
+                entity: format!("product:{}", (i * 7919) % 500_000),
+                ..Default::default()
+            };
+            let n = s.history(&q).expect("history").len();
+            rows += n;
+            n
+        });
+        println!("({rows} rows in all)");
+        return;
+    }
     if mode == "count" || mode == "count-bitmaps" {
         // `compare count _ DIR`: time the hourly tenant count on an existing store;
         // `count-bitmaps` without the per-tag hourly counts (bitmaps and timestamps only).

@@ -255,7 +255,8 @@ impl Store {
         }
         let minutes = l.dict(SECTION_MINUTES)?;
         // A selective filter is cheaper to bucket by reading its matches' timestamps (one
-        // 8-byte load each) than by decoding every minute bitmap of the segment; both exact.
+        // load each, a frame entry too in a packed column) than by decoding every minute
+        // bitmap of the segment; both exact.
         // Default 64 (Options): a minute bitmap costs 1-2 us, a timestamp read ~10-20 ns.
         if f.len() <= minutes.len() as u64 * self.inner.opts.count_events_per_minute_bitmap {
             for ord in &f {

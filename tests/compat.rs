@@ -357,6 +357,19 @@ fn live_seqs(rows: &[Vec<String>], entity: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The history of every product entity is its live seqs in `rows`.
+fn assert_histories(s: &Store, rows: &[Vec<String>]) {
+    for p in 0..7 {
+        let entity = format!("product:{p}");
+        let q = HistoryQuery {
+            entity: entity.clone(),
+            ..Default::default()
+        };
+        let seqs: Vec<u64> = s.history(&q).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, live_seqs(rows, &entity), "{entity}");
+    }
+}
+
 #[test]
 fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them() {
     let (d, expected) = fixture_named("v5-store");
@@ -381,15 +394,7 @@ fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them
         let tag = format!("tenant:t{t}");
         assert_eq!(hourly(&s, &tag), hourly_by_tag(&expected, &tag), "{tag}");
     }
-    for p in 0..7 {
-        let entity = format!("product:{p}");
-        let q = HistoryQuery {
-            entity: entity.clone(),
-            ..Default::default()
-        };
-        let seqs: Vec<u64> = s.history(&q).unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, live_seqs(&expected, &entity), "{entity}");
-    }
+    assert_histories(&s, &expected);
     // New indexes are version 6: packed ts column, tagged postings. Both kinds count together.
     let more: Vec<Event> = (0..300)
         .map(|i| Event {
@@ -415,13 +420,5 @@ fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them
         let tag = format!("tenant:t{t}");
         assert_eq!(hourly(&s, &tag), hourly_by_tag(&all, &tag), "{tag}");
     }
-    for p in 0..7 {
-        let entity = format!("product:{p}");
-        let q = HistoryQuery {
-            entity: entity.clone(),
-            ..Default::default()
-        };
-        let seqs: Vec<u64> = s.history(&q).unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, live_seqs(&all, &entity), "{entity}");
-    }
+    assert_histories(&s, &all);
 }

@@ -105,7 +105,7 @@ enum Cmd {
         #[arg(long, env = "ECHOLOG_SEGMENT_SIZE_BYTES", default_value_t = Options::default().segment_size_bytes_max)]
         segment_size_bytes: u64,
         /// Shutdown seals the active segment once it holds this many bytes, so the next start
-        /// has no index to rebuild (about 25 ms per MiB); 0: never.
+        /// has no index to rebuild (25-50 ms per MiB); 0: never.
         #[arg(long, env = "ECHOLOG_SEAL_AT_CLOSE_BYTES_MIN", default_value_t = Options::default().seal_at_close_bytes_min.unwrap_or(0))]
         seal_at_close_bytes_min: u64,
         #[arg(long, env = "ECHOLOG_PAYLOAD_BYTES_MAX", default_value_t = Options::default().payload_bytes_max)]
