@@ -2,6 +2,8 @@
 //! PostgreSQL half, so both are measured in one run.
 //!
 //! `compare csv N` writes the first N events of the seed workload as CSV (for COPY).
+//! `compare crash-load N DIR` loads N events and closes without sealing (as after a crash);
+//! `compare open _ DIR` times an open (closing without the seal, so it repeats).
 //! `compare run N DIR` loads N events into a fresh store in DIR (batches of 1000, one thread,
 //! sync=always, 1 GiB block cache like PostgreSQL's shared_buffers), then times: history of a typical and of the hottest entity, and an hourly
 //! count for one tenant. Prints one line per figure.
@@ -66,10 +68,33 @@ fn main() {
         .get(3)
         .cloned()
         .unwrap_or_else(|| "./compare-data".into());
+    if mode == "crash-load" {
+        // `compare crash-load N DIR`: load N events into a fresh store and close it without the
+        // seal at close, as a crash would leave it: the active segment is rebuilt at open.
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = Options {
+            compaction: false,
+            seal_at_close_bytes_min: None,
+            ..Options::default()
+        };
+        let s = Store::open(&dir, opts).expect("open");
+        let mut i = 0;
+        while i < n {
+            let k = 1000.min(n - i);
+            s.append(workload::batch(i, k)).expect("append");
+            i += k;
+        }
+        return;
+    }
     if mode == "open" {
-        // `compare open _ DIR`: time opening an existing store.
+        // `compare open _ DIR`: time opening an existing store. Closing does not seal, so
+        // repeated opens of a store left by `crash-load` each rebuild its active segment.
+        let opts = Options {
+            seal_at_close_bytes_min: None,
+            ..Options::default()
+        };
         let t = Instant::now();
-        let s = Store::open(&dir, Options::default()).expect("open");
+        let s = Store::open(&dir, opts).expect("open");
         let opened = t.elapsed();
         let st = s.stats().expect("stats");
         println!(
@@ -124,7 +149,7 @@ fn main() {
         return;
     }
     if mode != "run" {
-        eprintln!("usage: compare csv N | compare run N DIR | compare open _ DIR");
+        eprintln!("usage: compare csv N | compare run N DIR | compare crash-load N DIR | compare open _ DIR");
         std::process::exit(2);
     }
     let _ = std::fs::remove_dir_all(&dir);

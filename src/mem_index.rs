@@ -14,8 +14,8 @@ use echolog_format::postings::{encode_roaring, encode_varints};
 use echolog_format::record::RecordRef;
 use echolog_format::ts_column::encode_ts_column;
 use roaring::RoaringBitmap;
-use rustc_hash::FxHashMap;
 
+use crate::key_map::KeyMap;
 use crate::tombstones::UNCOUNTED_KINDS;
 
 /// Width of the finest time bucket kept in indexes, ms.
@@ -42,13 +42,13 @@ pub struct MemIndex {
     pub base_seq: u64,
     pub blocks: Vec<MemBlock>,
     pub ts: Vec<i64>,
-    pub entities: FxHashMap<Box<str>, Vec<u32>>,
-    pub kinds: FxHashMap<Box<str>, Vec<u32>>,
-    pub tags: FxHashMap<Box<str>, Vec<u32>>,
-    pub minutes: FxHashMap<i64, Vec<u32>>,
+    pub entities: KeyMap<Box<str>, Vec<u32>>,
+    pub kinds: KeyMap<Box<str>, Vec<u32>>,
+    pub tags: KeyMap<Box<str>, Vec<u32>>,
+    pub minutes: KeyMap<i64, Vec<u32>>,
     /// id hash -> first ordinal with that hash; later ordinals with the same hash (a hash
     /// collision between different ids) go to `id_collisions`.
-    pub ids: FxHashMap<u64, u32>,
+    pub ids: KeyMap<u64, u32>,
     pub id_collisions: Vec<(u64, u32)>,
     pub min_ts: i64,
     pub max_ts: i64,
@@ -58,7 +58,7 @@ pub struct MemIndex {
     pub raw_bytes: u64,
 }
 
-fn push(map: &mut FxHashMap<Box<str>, Vec<u32>>, key: &str, ord: u32) {
+fn push(map: &mut KeyMap<Box<str>, Vec<u32>>, key: &str, ord: u32) {
     if let Some(v) = map.get_mut(key) {
         v.push(ord);
     } else {
@@ -297,7 +297,7 @@ pub fn posting_value(sorted: &[u32]) -> Vec<u8> {
     }
 }
 
-fn str_dict(map: &FxHashMap<Box<str>, Vec<u32>>) -> Vec<u8> {
+fn str_dict(map: &KeyMap<Box<str>, Vec<u32>>) -> Vec<u8> {
     let mut keys: Vec<(&Box<str>, &Vec<u32>)> = map.iter().collect();
     keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     encode_dict(

@@ -10,6 +10,8 @@ use echolog_format::tombstone_file::{
 };
 use rustc_hash::FxHashMap;
 
+use crate::key_map::KeyMap;
+
 pub const TOMBSTONES_FILE: &str = "TOMBSTONES";
 
 pub const KIND_DELETE: &str = "$delete";
@@ -60,7 +62,8 @@ impl EntityState {
 #[derive(Debug, Default, Clone)]
 pub struct Tombstones {
     entries: Vec<TombstoneEntry>,
-    entities: FxHashMap<String, EntityState>,
+    /// Keyed by entity names a client sent, so seeded (`key_map`).
+    entities: KeyMap<String, EntityState>,
     seqs: FxHashMap<u64, u64>,
     reasons: FxHashMap<u64, String>,
     /// Bumped on every change, so cached derived sets know when to recompute.
