@@ -285,8 +285,16 @@ async fn deadlines_are_honored_from_the_client_and_the_server_maximum() {
     let d = tempfile::tempdir().unwrap();
     let srv = Server::start_with(d.path(), &["--call-timeout-ms", "20000"]);
     let mut c = EventStoreClient::new(channel(&srv.url).await);
-    for b in 0..40 {
-        let events = (0..1000).map(|i| event(b * 1000 + i, 50)).collect();
+    for b in 0..80 {
+        // One event a minute: a count per minute answers 40k buckets, which takes well over
+        // 1 ms even in a release build (events a millisecond apart fall into one bucket,
+        // answered in microseconds). Batches of 500 stay under the 64 KiB message bound.
+        let events = (0..500)
+            .map(|i| pb::Event {
+                ts: (b * 500 + i) as i64 * 60_000,
+                ..event(b * 500 + i, 50)
+            })
+            .collect();
         c.append(AppendRequest { events }).await.unwrap();
     }
     // The client's grpc-timeout, far shorter than a count over 40k events takes.
