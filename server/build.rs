@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("echolog_descriptor.bin"))
+        // Encoded straight from the engine's records (src/event_batch.rs).
+        .extern_path(".echolog.v1.EventBatch", "crate::event_batch::EventBatch")
         .compile_protos(&["proto/echolog/v1/echolog.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/echolog/v1/echolog.proto");
     Ok(())

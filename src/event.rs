@@ -62,6 +62,84 @@ impl StoredEvent {
     }
 }
 
+/// A stored event borrowed from its decoded block, as [`crate::Store::history_into`] hands it
+/// to a [`crate::HistorySink`]: a caller that re-encodes events (the gRPC server) copies each
+/// field once, where a [`StoredEvent`] allocates every string first.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    pub seq: u64,
+    record: RecordRef<'a>,
+    /// Seq of the tombstone that deleted this event, 0 when live.
+    pub deleted_by: u64,
+    /// With `include_deleted`, the reason of the tombstone that deleted this event. History
+    /// returns it as the event's last tag, [`crate::REASON_TAG_PREFIX`] then the reason.
+    pub reason: Option<&'a str>,
+}
+
+impl<'a> EventRef<'a> {
+    pub(crate) fn new(
+        seq: u64,
+        record: RecordRef<'a>,
+        deleted_by: u64,
+        reason: Option<&'a str>,
+    ) -> Self {
+        EventRef {
+            seq,
+            record,
+            deleted_by,
+            reason,
+        }
+    }
+
+    pub fn entity(&self) -> &'a str {
+        self.record.entity
+    }
+
+    pub fn kind(&self) -> &'a str {
+        self.record.kind
+    }
+
+    pub fn ts(&self) -> i64 {
+        self.record.ts
+    }
+
+    /// The tags as appended, in order (without the reason tag).
+    pub fn tags(&self) -> impl Iterator<Item = &'a str> {
+        self.record.tags()
+    }
+
+    pub fn payload(&self) -> &'a [u8] {
+        self.record.payload
+    }
+
+    /// The idempotency key; empty when the event has none.
+    pub fn id(&self) -> &'a str {
+        self.record.id
+    }
+
+    /// [`StoredEvent::size_bytes`] of [`EventRef::to_stored`], without building it.
+    pub fn size_bytes(&self) -> u64 {
+        let r = &self.record;
+        let tags: usize = self.tags().map(str::len).sum::<usize>()
+            + self
+                .reason
+                .map_or(0, |why| crate::REASON_TAG_PREFIX.len() + why.len());
+        (r.entity.len() + r.kind.len() + tags + r.payload.len() + r.id.len() + 32) as u64
+    }
+
+    /// The owned event, the reason (if any) appended as a last tag.
+    pub fn to_stored(&self) -> StoredEvent {
+        let mut ev = StoredEvent::from_record(self.seq, &self.record);
+        ev.deleted_by = self.deleted_by;
+        if let Some(why) = self.reason {
+            ev.event
+                .tags
+                .push(format!("{}{why}", crate::REASON_TAG_PREFIX));
+        }
+        ev
+    }
+}
+
 /// Largest |ts| accepted, ms (about 36 million years): keeps every bucket boundary
 /// (`floor(ts / width) * width`) representable in an i64.
 pub const TS_ABS_MAX_MS: i64 = 1 << 60;

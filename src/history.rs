@@ -8,15 +8,16 @@
 //! contiguous run of blocks.
 
 use echolog_format::index::SECTION_ENTITIES;
+use echolog_format::record::RecordRef;
 
 use std::sync::Arc;
 
 use crate::cluster::ClusterFile;
 use crate::error::Result;
-use crate::event::StoredEvent;
+use crate::event::{EventRef, StoredEvent};
 use crate::segment::SealedSegment;
 use crate::store::{in_range, HistoryQuery, Store, View};
-use crate::tombstones::{Tombstones, REASON_TAG_PREFIX};
+use crate::tombstones::Tombstones;
 
 /// Where the sealed part of a snapshot is read from, in seq order: a cluster file for every
 /// run of segments one covers, the segment itself otherwise.
@@ -44,28 +45,59 @@ fn sources(view: &View) -> Vec<Source<'_>> {
     out
 }
 
-/// What to do with one stored event given the query; None drops it.
-pub(crate) fn present(
-    mut ev: StoredEvent,
-    include_deleted: bool,
-    tomb: &Tombstones,
-) -> Option<StoredEvent> {
-    let reserved = ev
-        .event
-        .kind
-        .starts_with(crate::event::RESERVED_KIND_PREFIX);
-    if !include_deleted {
-        return (!reserved && ev.deleted_by == 0).then_some(ev);
-    }
-    if ev.deleted_by != 0 {
-        if let Some(reason) = tomb.reason(ev.deleted_by) {
-            ev.event.tags.push(format!("{REASON_TAG_PREFIX}{reason}"));
-        }
-    }
-    Some(ev)
+/// Receives the events of a history answer, one at a time, borrowed from their blocks.
+pub trait HistorySink {
+    /// Takes the next event of the answer.
+    fn push(&mut self, ev: &EventRef<'_>);
+    /// Keeps only the first `n` events taken (a damaged cluster file's events are dropped
+    /// and read again from its segments).
+    fn truncate(&mut self, n: usize);
 }
 
-pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent>> {
+/// The sink behind [`Store::history`]: owned events.
+#[derive(Default)]
+pub(crate) struct Collect(pub Vec<StoredEvent>);
+
+impl HistorySink for Collect {
+    fn push(&mut self, ev: &EventRef<'_>) {
+        let stored = ev.to_stored();
+        debug_assert_eq!(stored.size_bytes(), ev.size_bytes());
+        self.0.push(stored);
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.0.truncate(n);
+    }
+}
+
+/// Offers record `r` at `seq` to the answer: sets who deleted it, drops what the query does
+/// not show (deleted events and tombstones themselves, unless `include_deleted`) and attaches
+/// the tombstone's reason to what it shows. Reserved-kind records are never deleted.
+fn offer(
+    out: &mut Answer<'_>,
+    seq: u64,
+    r: &RecordRef<'_>,
+    include_deleted: bool,
+    tomb: &Tombstones,
+) {
+    let reserved = r.kind.starts_with(crate::event::RESERVED_KIND_PREFIX);
+    let deleted_by = if reserved {
+        0
+    } else {
+        tomb.deleted_by(r.entity, seq)
+    };
+    if !include_deleted && (reserved || deleted_by != 0) {
+        return;
+    }
+    let reason = if include_deleted && deleted_by != 0 {
+        tomb.reason(deleted_by)
+    } else {
+        None
+    };
+    out.push(&EventRef::new(seq, *r, deleted_by, reason));
+}
+
+pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn HistorySink) -> Result<()> {
     let view = store.view();
     let inner = &store.inner;
     let want = if q.limit == 0 {
@@ -74,8 +106,8 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         q.limit as usize
     };
     let mut out = Answer {
-        events: Vec::new(),
-        bytes: 0,
+        sink,
+        ends: Vec::new(),
         want,
         bytes_max: q.bytes_max,
     };
@@ -112,13 +144,8 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         };
         let mut hint = None;
         let mut push = |ord: u32| -> Result<bool> {
-            if let Some(ev) = present(
-                inner.active_event(a, ord, &tomb, &mut hint)?,
-                q.include_deleted,
-                &tomb,
-            ) {
-                out.push(ev);
-            }
+            let (seq, r) = inner.active_record(a, ord, &mut hint)?;
+            offer(out, seq, &r, q.include_deleted, &tomb);
             Ok(out.full())
         };
         if q.reverse {
@@ -157,13 +184,8 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
         let keep = |o: &u32| seq_ok(base + u64::from(*o)) && in_range(l.ts(*o), q.from_ts, q.to_ts);
         let mut hint = None;
         let mut push = |ord: u32| -> Result<bool> {
-            if let Some(ev) = present(
-                inner.sealed_event(&l, ord, &tomb, &mut hint)?,
-                q.include_deleted,
-                &tomb,
-            ) {
-                out.push(ev);
-            }
+            let (seq, r) = inner.sealed_record(&l, ord, &mut hint)?;
+            offer(out, seq, &r, q.include_deleted, &tomb);
             Ok(out.full())
         };
         if q.reverse {
@@ -201,10 +223,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
                 if seq < floor || !seq_ok(seq) || !in_range(r.ts, q.from_ts, q.to_ts) {
                     return Ok(true);
                 }
-                let ev = inner.decorate(StoredEvent::from_record(seq, r), &tomb);
-                if let Some(ev) = present(ev, q.include_deleted, &tomb) {
-                    out.push(ev);
-                }
+                offer(out, seq, r, q.include_deleted, &tomb);
                 Ok(!out.full())
             },
         )
@@ -263,34 +282,39 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredEvent
             active_part(&mut out)?;
         }
     }
-    out.truncate(want);
-    Ok(out.events)
+    Ok(())
 }
 
-/// The events found so far, and whether the count or byte bound is reached.
-struct Answer {
-    events: Vec<StoredEvent>,
-    bytes: u64,
+/// The answer so far: what the sink took, and whether the count or byte bound is reached.
+struct Answer<'s> {
+    sink: &'s mut dyn HistorySink,
+    /// Bytes (`EventRef::size_bytes`) of the events taken, cumulative: `ends[i]` covers 0..=i.
+    ends: Vec<u64>,
     want: usize,
     bytes_max: u64,
 }
 
-impl Answer {
-    fn push(&mut self, ev: StoredEvent) {
-        self.bytes += ev.size_bytes();
-        self.events.push(ev);
+impl Answer<'_> {
+    fn push(&mut self, ev: &EventRef<'_>) {
+        debug_assert!(!self.full(), "history took an event past its bound");
+        self.ends.push(self.bytes() + ev.size_bytes());
+        self.sink.push(ev);
+    }
+
+    fn bytes(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
     }
 
     fn full(&self) -> bool {
-        self.events.len() >= self.want || (self.bytes_max > 0 && self.bytes >= self.bytes_max)
+        self.ends.len() >= self.want || (self.bytes_max > 0 && self.bytes() >= self.bytes_max)
     }
 
     fn len(&self) -> usize {
-        self.events.len()
+        self.ends.len()
     }
 
     fn truncate(&mut self, n: usize) {
-        self.events.truncate(n);
-        self.bytes = self.events.iter().map(StoredEvent::size_bytes).sum();
+        self.ends.truncate(n);
+        self.sink.truncate(n);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use echolog_format::record::RecordRef;
 use echolog_format::segment_header::SEGMENT_HEADER_LEN;
 use echolog_format::tombstone_file::{
     decode_tombstones, encode_tombstones, TombstoneEntry, REASON_BYTES_MAX, TOMBSTONE_SEQS_MAX,
@@ -15,6 +16,7 @@ use crate::block_cache::{BlockCache, DecodedBlock};
 use crate::dir::{self, index_name, write_atomic, DirLock};
 use crate::error::{Error, Result};
 use crate::event::{encoded_len_max, validate_event, Event, StoredEvent};
+use crate::history::HistorySink;
 use crate::options::{Options, SyncPolicy};
 use crate::scan::scan_segment;
 use crate::segment::{ActiveSegment, LoadedSegment, SealedSegment};
@@ -928,9 +930,17 @@ impl Store {
 
     /// The history of one entity; see [`HistoryQuery`].
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredEvent>> {
+        let mut events = crate::history::Collect::default();
+        self.history_into(q, &mut events)?;
+        Ok(events.0)
+    }
+
+    /// [`Store::history`], handing each event to `sink` borrowed from its block instead of
+    /// collecting owned events: the same events, in the same order, within the same bounds.
+    pub fn history_into(&self, q: &HistoryQuery, sink: &mut dyn HistorySink) -> Result<()> {
         check_entity(&q.entity)?;
         check_range(q.from_ts, q.to_ts)?;
-        crate::history::history(self, q)
+        crate::history::history(self, q, sink)
     }
 }
 
@@ -1145,6 +1155,18 @@ impl Inner {
         tomb: &Tombstones,
         hint: &mut BlockHint,
     ) -> Result<StoredEvent> {
+        let (seq, r) = self.sealed_record(l, ord, hint)?;
+        Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
+    }
+
+    /// The seq and record of ordinal `ord` of a sealed segment, borrowed from its block,
+    /// which `hint` keeps (and reuses when the next ordinal is in the same block).
+    pub(crate) fn sealed_record<'h>(
+        &self,
+        l: &LoadedSegment,
+        ord: u32,
+        hint: &'h mut BlockHint,
+    ) -> Result<(u64, RecordRef<'h>)> {
         let in_hint = hint.as_ref().is_some_and(|(i, _)| {
             let e = &l.blocks[*i];
             ord >= e.first_ordinal && ord - e.first_ordinal < e.count
@@ -1165,7 +1187,7 @@ impl Inner {
             offset: l.blocks[*block].offset,
             source,
         })?;
-        Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
+        Ok((seq, r))
     }
 
     pub(crate) fn active_event(
@@ -1175,6 +1197,17 @@ impl Inner {
         tomb: &Tombstones,
         hint: &mut BlockHint,
     ) -> Result<StoredEvent> {
+        let (seq, r) = self.active_record(a, ord, hint)?;
+        Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
+    }
+
+    /// [`Inner::sealed_record`] for the active segment.
+    pub(crate) fn active_record<'h>(
+        &self,
+        a: &ActiveSegment,
+        ord: u32,
+        hint: &'h mut BlockHint,
+    ) -> Result<(u64, RecordRef<'h>)> {
         let seq = a.base_seq + u64::from(ord);
         let in_hint = hint
             .as_ref()
@@ -1197,7 +1230,7 @@ impl Inner {
             offset: 0,
             source,
         })?;
-        Ok(self.decorate(StoredEvent::from_record(seq, &r), tomb))
+        Ok((seq, r))
     }
 
     /// The record with `seq` in `view` (purged or not), if the view holds it.

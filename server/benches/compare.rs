@@ -10,8 +10,9 @@
 //!   on 127.0.0.1 and times every query list through a tonic client, one query at a time, every
 //!   event received. Writes `WORK/results-echolog.jsonl`, one JSON object per line, in the
 //!   format `benches/compare/engines.py` writes for the other engines.
-//! - `queries URL`: the same query lists against a server already running at URL (to compare
-//!   two builds of the server on one store), printed only.
+//! - `queries URL [CLASS]`: the same query lists against a server already running at URL (to
+//!   compare two builds of the server on one store, or to profile it), printed only; with
+//!   CLASS, only the classes whose names start with it (`whole`: the two whole histories).
 
 #[path = "../../benches/workload/mod.rs"]
 mod workload;
@@ -42,11 +43,11 @@ fn main() -> Result<(), Error> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let usage = "usage: compare prepare|echolog N WORK, or compare queries URL";
+    let usage = "usage: compare prepare|echolog N WORK, or compare queries URL [CLASS]";
     let mode = args.first().ok_or(usage)?;
     if mode == "queries" {
         let url = args.get(1).ok_or(usage)?;
-        return query_running_server(url);
+        return query_running_server(url, args.get(2).map(String::as_str));
     }
     let n: u64 = args.get(1).ok_or(usage)?.parse()?;
     let work = PathBuf::from(args.get(2).ok_or(usage)?);
@@ -161,7 +162,7 @@ fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let timed = rt.block_on(queries(&server.url, &mut results));
+    let timed = rt.block_on(queries(&server.url, &mut results, None));
     let rss = server.rss_anon();
     server.stop();
     timed?;
@@ -173,12 +174,12 @@ fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
 
 /// The query lists against a server already running at `url` (to compare builds of the
 /// server on one store); results go to stdout only.
-fn query_running_server(url: &str) -> Result<(), Error> {
+fn query_running_server(url: &str, only: Option<&str>) -> Result<(), Error> {
     let mut results = Results { out: None };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(queries(url, &mut results))
+    rt.block_on(queries(url, &mut results, only))
 }
 
 /// Loads events 0..n in order and waits for compaction; returns the seconds until idle.
@@ -292,7 +293,9 @@ async fn history(
     Ok((rows, seq_sum))
 }
 
-async fn queries(url: &str, results: &mut Results) -> Result<(), Error> {
+/// Every class, or with `only` those whose names start with it.
+async fn queries(url: &str, results: &mut Results, only: Option<&str>) -> Result<(), Error> {
+    let wanted = |class: &str| only.is_none_or(|o| class.starts_with(o));
     let mut c = EventStoreClient::connect(url.to_owned())
         .await?
         .max_decoding_message_size(64 << 20);
@@ -310,13 +313,20 @@ async fn queries(url: &str, results: &mut Results) -> Result<(), Error> {
     }
     let mut us = Vec::with_capacity(ROUND_TRIPS);
     let started = Instant::now();
-    for _ in 0..ROUND_TRIPS {
+    let round_trips = if wanted(ROUND_TRIP_CLASS) {
+        ROUND_TRIPS
+    } else {
+        0
+    };
+    for _ in 0..round_trips {
         let t = Instant::now();
         health.check(check()).await?;
         us.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let seconds = started.elapsed().as_secs_f64();
-    results.write(timing(ROUND_TRIP_CLASS, us, 0, 0, seconds))?;
+    if round_trips > 0 {
+        results.write(timing(ROUND_TRIP_CLASS, us, 0, 0, seconds))?;
+    }
     let l = workload::lists();
     let classes: [(&str, &[String], bool, u32); 4] = [
         ("random product", &l.random, false, 0),
@@ -324,7 +334,7 @@ async fn queries(url: &str, results: &mut Results) -> Result<(), Error> {
         ("whole history of a busy entity", &l.busy, false, 0),
         ("whole history of the hottest entity", &l.hottest, false, 0),
     ];
-    for (class, list, reverse, limit) in classes {
+    for (class, list, reverse, limit) in classes.into_iter().filter(|c| wanted(c.0)) {
         for e in l.random.iter().take(WARMUP_QUERIES) {
             history(&mut c, e, reverse, limit).await?;
         }
@@ -348,6 +358,9 @@ async fn queries(url: &str, results: &mut Results) -> Result<(), Error> {
         to_ts: Some(workload::COUNT_TO_TS),
         ..Default::default()
     };
+    if !wanted("hourly counts of one tenant") {
+        return Ok(());
+    }
     for _ in 0..WARMUP_QUERIES {
         c.count(req.clone()).await?;
     }

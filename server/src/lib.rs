@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub mod pb {
     tonic::include_proto!("echolog.v1");
+    pub use crate::event_batch::EventBatch;
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("echolog_descriptor");
 }
@@ -17,6 +18,9 @@ pub mod pb {
 use pb::event_store_server::{EventStore, EventStoreServer};
 
 pub mod auth;
+pub mod event_batch;
+
+use event_batch::EncodedPage;
 pub mod console;
 pub mod http;
 pub mod limits;
@@ -270,7 +274,7 @@ impl Batcher {
         }
         let bytes = std::mem::take(&mut self.bytes);
         let events = std::mem::take(&mut self.events);
-        Some((pb::EventBatch { events }, bytes))
+        Some((pb::EventBatch::from_events(events), bytes))
     }
 
     fn finish(mut self) -> Option<(pb::EventBatch, usize)> {
@@ -290,11 +294,17 @@ type AppendStream = Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>
 
 /// Whether a History page is the last one: it was not cut by a bound (the count asked of it,
 /// or its bytes), or it used up what the call asked for (`left` events).
-fn is_last_page(events: &[echolog::StoredEvent], left: u64, page_bytes: u64) -> bool {
+fn is_last_page(page: &EncodedPage, left: u64, page_bytes: u64) -> bool {
     let asked = left.min(u64::from(HISTORY_PAGE_EVENTS));
-    let held: u64 = events.iter().map(echolog::StoredEvent::size_bytes).sum();
-    let cut = events.len() as u64 == asked || held >= page_bytes;
-    !cut || events.len() as u64 >= left
+    let cut = page.len() as u64 == asked || page.size_bytes() >= page_bytes;
+    !cut || page.len() as u64 >= left
+}
+
+/// One page of a history, encoded for the wire in the engine call's thread.
+fn history_page(s: &Store, q: &HistoryQuery) -> echolog::Result<EncodedPage> {
+    let mut page = EncodedPage::default();
+    s.history_into(q, &mut page)?;
+    Ok(page)
 }
 
 /// The transport accepts messages up to this many times `message_bytes_max`, so that requests
@@ -422,16 +432,15 @@ impl EventStore for Service {
             q
         };
         let first_q = page(&q, left);
-        let first = self.run(move |s| s.history(&first_q)).await?;
+        let first = self.run(move |s| history_page(s, &first_q)).await?;
         if is_last_page(&first, left, page_bytes) {
             // The whole answer is in hand (most histories): send it without a task and a
             // channel between the engine and the transport. It is at most one page.
-            let mut batch = Batcher::new(self.batch_bytes_max);
-            let mut batches = Vec::new();
-            for e in first {
-                batches.extend(batch.push(to_pb(e)).map(|(b, _)| Ok(b)));
-            }
-            batches.extend(batch.finish().map(|(b, _)| Ok(b)));
+            let batches: Vec<_> = first
+                .into_batches(BATCH_EVENTS_MAX, self.batch_bytes_max)
+                .into_iter()
+                .map(|(b, _)| Ok(b))
+                .collect();
             return Ok(Response::new(Box::pin(tokio_stream::iter(batches))));
         }
         let (tx, rx) = limits::bounded(bytes_max);
@@ -442,18 +451,9 @@ impl EventStore for Service {
             loop {
                 let last_page = is_last_page(&events, left, page_bytes);
                 left -= events.len() as u64;
-                let last = events.last().map(|e| e.seq);
-                let mut batch = Batcher::new(svc.batch_bytes_max);
-                for e in events {
-                    let e = to_pb(e);
-                    if let Some((full, len)) = batch.push(e) {
-                        if !tx.send(Ok(full), len).await {
-                            return;
-                        }
-                    }
-                }
-                if let Some((rest, len)) = batch.finish() {
-                    if !tx.send(Ok(rest), len).await {
+                let last = events.last_seq();
+                for (batch, len) in events.into_batches(BATCH_EVENTS_MAX, svc.batch_bytes_max) {
+                    if !tx.send(Ok(batch), len).await {
                         return;
                     }
                 }
@@ -462,7 +462,7 @@ impl EventStore for Service {
                 };
                 q.after_seq = last;
                 let next_q = page(&q, left);
-                events = match svc.run(move |s| s.history(&next_q)).await {
+                events = match svc.run(move |s| history_page(s, &next_q)).await {
                     Ok(e) => e,
                     Err(status) => {
                         let _ = tx.send(Err(status), 0).await;
