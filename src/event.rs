@@ -63,7 +63,7 @@ impl StoredEvent {
 }
 
 /// A stored event borrowed from its decoded block, as [`crate::Store::history_into`] hands it
-/// to a [`crate::HistorySink`]: a caller that re-encodes events (the gRPC server) copies each
+/// to a [`crate::EventSink`]: a caller that re-encodes events (the gRPC server) copies each
 /// field once, where a [`StoredEvent`] allocates every string first.
 #[derive(Debug, Clone, Copy)]
 pub struct EventRef<'a> {

@@ -46,7 +46,7 @@ fn sources(view: &View) -> Vec<Source<'_>> {
 }
 
 /// Receives the events of a history answer, one at a time, borrowed from their blocks.
-pub trait HistorySink {
+pub trait EventSink {
     /// Takes the next event of the answer.
     fn push(&mut self, ev: &EventRef<'_>);
     /// Keeps only the first `n` events taken (a damaged cluster file's events are dropped
@@ -58,7 +58,7 @@ pub trait HistorySink {
 #[derive(Default)]
 pub(crate) struct Collect(pub Vec<StoredEvent>);
 
-impl HistorySink for Collect {
+impl EventSink for Collect {
     fn push(&mut self, ev: &EventRef<'_>) {
         let stored = ev.to_stored();
         debug_assert_eq!(stored.size_bytes(), ev.size_bytes());
@@ -97,7 +97,7 @@ fn offer(
     out.push(&EventRef::new(seq, *r, deleted_by, reason));
 }
 
-pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn HistorySink) -> Result<()> {
+pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink) -> Result<()> {
     let view = store.view();
     let inner = &store.inner;
     let want = if q.limit == 0 {
@@ -287,7 +287,7 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn HistorySin
 
 /// The answer so far: what the sink took, and whether the count or byte bound is reached.
 struct Answer<'s> {
-    sink: &'s mut dyn HistorySink,
+    sink: &'s mut dyn EventSink,
     /// Bytes (`EventRef::size_bytes`) of the events taken, cumulative: `ends[i]` covers 0..=i.
     ends: Vec<u64>,
     want: usize,

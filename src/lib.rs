@@ -34,7 +34,7 @@ pub use cursors::CURSORS_FILE;
 pub use echolog_format::FormatError;
 pub use error::{Error, Result};
 pub use event::{Event, EventRef, StoredEvent, RESERVED_KIND_PREFIX};
-pub use history::HistorySink;
+pub use history::EventSink;
 pub use options::{Options, SyncPolicy};
 pub use purge::{PurgeReport, PURGE_PASS_INTERVAL};
 pub use segment::SharedError;

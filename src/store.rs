@@ -15,8 +15,8 @@ use echolog_format::tombstone_file::{
 use crate::block_cache::{BlockCache, DecodedBlock};
 use crate::dir::{self, index_name, write_atomic, DirLock};
 use crate::error::{Error, Result};
-use crate::event::{encoded_len_max, validate_event, Event, StoredEvent};
-use crate::history::HistorySink;
+use crate::event::{encoded_len_max, validate_event, Event, EventRef, StoredEvent};
+use crate::history::EventSink;
 use crate::options::{Options, SyncPolicy};
 use crate::scan::scan_segment;
 use crate::segment::{ActiveSegment, LoadedSegment, SealedSegment};
@@ -873,25 +873,65 @@ impl Store {
 
     /// [`Store::read`] of the records with seqs up to `last` (inclusive).
     fn read_until(&self, from_seq: u64, last: u64, limit: u32) -> Result<ReadPage> {
+        let mut events = crate::history::Collect::default();
+        let next_seq = self.read_until_into(from_seq, last, limit, &mut events)?;
+        Ok(ReadPage {
+            events: events.0,
+            next_seq,
+        })
+    }
+
+    /// [`Store::read_durable_page`], handing each event to `sink` borrowed from its block;
+    /// returns the page's `next_seq`.
+    pub fn read_durable_into(
+        &self,
+        from_seq: u64,
+        limit: u32,
+        sink: &mut dyn EventSink,
+    ) -> Result<u64> {
+        let end = self.durable_seq();
+        if from_seq.max(1) > end {
+            return Ok(from_seq.max(1));
+        }
+        self.read_until_into(from_seq, end, limit, sink)
+    }
+
+    /// The records from `from_seq` up to `last` (inclusive), at most `limit` (0: no bound)
+    /// of them given to `sink`, `$purged` placeholders skipped; returns the seq after the last
+    /// record passed. Events carry `deleted_by`; tombstones are never deleted.
+    fn read_until_into(
+        &self,
+        from_seq: u64,
+        last: u64,
+        limit: u32,
+        sink: &mut dyn EventSink,
+    ) -> Result<u64> {
         let view = self.view();
-        let mut out = Vec::new();
         let from_seq = from_seq.max(1);
         let mut next_seq = from_seq;
         let want = if limit == 0 {
-            usize::MAX
+            u64::MAX
         } else {
-            limit as usize
+            u64::from(limit)
         };
+        let mut taken = 0u64;
         let tomb = &view.tombstones;
-        let keep = |ev: StoredEvent, out: &mut Vec<StoredEvent>, next: &mut u64| -> bool {
-            if ev.seq > last {
+        // Passes record `r` at `seq`; false once the page is complete.
+        let mut keep = |seq: u64, r: &RecordRef<'_>| -> bool {
+            if seq > last {
                 return false;
             }
-            *next = ev.seq + 1;
-            if ev.event.kind != KIND_PURGED {
-                out.push(ev);
+            next_seq = seq + 1;
+            if r.kind != KIND_PURGED {
+                let deleted_by = if r.kind.starts_with(crate::event::RESERVED_KIND_PREFIX) {
+                    0
+                } else {
+                    tomb.deleted_by(r.entity, seq)
+                };
+                sink.push(&EventRef::new(seq, *r, deleted_by, None));
+                taken += 1;
             }
-            out.len() < want
+            taken < want
         };
         for seg in view.sealed.iter() {
             if seg.end_seq <= from_seq {
@@ -901,12 +941,9 @@ impl Store {
             let start = (from_seq.max(seg.base_seq) - seg.base_seq) as u32;
             let mut hint = None;
             for ord in start..l.record_count() {
-                let ev = self.inner.sealed_event(&l, ord, tomb, &mut hint)?;
-                if !keep(ev, &mut out, &mut next_seq) {
-                    return Ok(ReadPage {
-                        events: out,
-                        next_seq,
-                    });
+                let (seq, r) = self.inner.sealed_record(&l, ord, &mut hint)?;
+                if !keep(seq, &r) {
+                    return Ok(next_seq);
                 }
             }
         }
@@ -915,17 +952,12 @@ impl Store {
         let start = from_seq.max(active.base_seq) - active.base_seq;
         let mut hint = None;
         for ord in start..u64::from(count) {
-            let ev = self
-                .inner
-                .active_event(active, ord as u32, tomb, &mut hint)?;
-            if !keep(ev, &mut out, &mut next_seq) {
+            let (seq, r) = self.inner.active_record(active, ord as u32, &mut hint)?;
+            if !keep(seq, &r) {
                 break;
             }
         }
-        Ok(ReadPage {
-            events: out,
-            next_seq,
-        })
+        Ok(next_seq)
     }
 
     /// The history of one entity; see [`HistoryQuery`].
@@ -937,7 +969,7 @@ impl Store {
 
     /// [`Store::history`], handing each event to `sink` borrowed from its block instead of
     /// collecting owned events: the same events, in the same order, within the same bounds.
-    pub fn history_into(&self, q: &HistoryQuery, sink: &mut dyn HistorySink) -> Result<()> {
+    pub fn history_into(&self, q: &HistoryQuery, sink: &mut dyn EventSink) -> Result<()> {
         check_entity(&q.entity)?;
         check_range(q.from_ts, q.to_ts)?;
         crate::history::history(self, q, sink)

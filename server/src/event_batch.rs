@@ -2,7 +2,7 @@
 //!
 //! History streams most of what the server sends. Building a `pb::Event` per event allocates
 //! every string and the payload, only for prost to copy them into the message and drop them.
-//! [`EncodedPage`] is a [`HistorySink`] that writes each event's protobuf bytes as the engine
+//! [`EncodedPage`] is a [`EventSink`] that writes each event's protobuf bytes as the engine
 //! hands it over, borrowed from its decoded block; a page becomes messages by slicing that
 //! buffer, without a copy. [`EventBatch`] stands in for the generated type (`build.rs` maps
 //! `echolog.v1.EventBatch` here): decoded batches fill `events` as the generated type did, and
@@ -10,7 +10,7 @@
 //! encoding of the same `pb::Event` (a proptest below compares them byte for byte).
 
 use bytes::{BufMut, Bytes};
-use echolog::{EventRef, HistorySink, REASON_TAG_PREFIX};
+use echolog::{EventRef, EventSink, REASON_TAG_PREFIX};
 use prost::encoding::{self, encode_varint, encoded_len_varint, DecodeContext, WireType};
 
 use crate::pb;
@@ -172,7 +172,7 @@ struct Entry {
     size_bytes_end: u64,
 }
 
-impl HistorySink for EncodedPage {
+impl EventSink for EncodedPage {
     fn push(&mut self, ev: &EventRef<'_>) {
         put_event_entry(&mut self.buf, ev);
         let entry = Entry {
@@ -229,6 +229,64 @@ impl EncodedPage {
             out.push(batch(&buf, from, prev_end));
         }
         out
+    }
+}
+
+/// What a Tail passes on: events up to `to_seq` that match its entity, kind and tags.
+pub struct TailFilter {
+    pub entity: Option<String>,
+    pub kind: Option<String>,
+    pub tags: Vec<String>,
+    pub to_seq: Option<u64>,
+}
+
+/// One engine read of a Tail: every event read is offered, the matching ones are encoded.
+pub struct TailPage<'f> {
+    filter: &'f TailFilter,
+    pub matched: EncodedPage,
+    /// Events read up to `to_seq`, matching or not, and about the memory they took
+    /// (`approx_bytes`), to size the next read.
+    pub read: usize,
+    pub read_bytes: usize,
+}
+
+impl<'f> TailPage<'f> {
+    pub fn new(filter: &'f TailFilter) -> Self {
+        TailPage {
+            filter,
+            matched: EncodedPage::default(),
+            read: 0,
+            read_bytes: 0,
+        }
+    }
+}
+
+/// About the memory one event read takes, bytes (a decoded block's share and a page entry).
+pub fn approx_bytes(ev: &EventRef<'_>) -> usize {
+    let tags: usize = ev.tags().map(|t| t.len() + 24).sum();
+    ev.payload().len() + ev.entity().len() + ev.kind().len() + tags + 128
+}
+
+impl EventSink for TailPage<'_> {
+    fn push(&mut self, ev: &EventRef<'_>) {
+        let f = self.filter;
+        if f.to_seq.is_some_and(|to| ev.seq > to) {
+            return;
+        }
+        self.read += 1;
+        self.read_bytes += approx_bytes(ev);
+        let matches = f.entity.as_ref().is_none_or(|x| x == ev.entity())
+            && f.kind.as_ref().is_none_or(|k| k == ev.kind())
+            && f.tags.iter().all(|t| ev.tags().any(|x| x == t));
+        if matches {
+            self.matched.push(ev);
+        }
+    }
+
+    fn truncate(&mut self, _n: usize) {
+        // Positional reads never take back what they gave (only history's fallback from a
+        // damaged cluster file does).
+        debug_assert!(false, "a Tail read truncated");
     }
 }
 
@@ -336,6 +394,61 @@ mod tests {
                     prop_assert_eq!(got, want_events);
                 }
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// A Tail read encodes exactly the events of the same positional read that match its
+        /// filter and lie up to `to_seq`, and counts every event read up to `to_seq`.
+        #[test]
+        fn a_tail_page_encodes_the_matching_events_of_a_positional_read(
+            events in prop::collection::vec(arb_event(), 1..60),
+            from_seq in 1..70u64,
+            limit in 0..40u32,
+            entity in prop::option::of(0..3u8),
+            kind in prop::option::of(prop::sample::select(vec!["created", "k"])),
+            tag in prop::option::of("[a-z:é0-9]{1,2}"),
+            to_seq in prop::option::of(1..70u64),
+            deleted in prop::collection::vec(1..60u64, 0..4),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let s = Store::open(d.path(), Options::default()).unwrap();
+            let n = events.len() as u64;
+            s.append(events).unwrap();
+            let deleted: Vec<u64> = deleted.into_iter().filter(|q| *q <= n).collect();
+            if !deleted.is_empty() {
+                s.delete("", &deleted, "why").unwrap();
+            }
+            let filter = TailFilter {
+                entity: entity.map(|e| format!("product:{e}")),
+                kind: kind.map(str::to_owned),
+                tags: tag.into_iter().collect(),
+                to_seq,
+            };
+            let mut page = TailPage::new(&filter);
+            let next_seq = s.read_durable_into(from_seq, limit, &mut page).unwrap();
+            let want = s.read_durable_page(from_seq, limit).unwrap();
+            prop_assert_eq!(next_seq, want.next_seq);
+            let upto: Vec<_> = want
+                .events
+                .into_iter()
+                .filter(|e| filter.to_seq.is_none_or(|to| e.seq <= to))
+                .collect();
+            prop_assert_eq!(page.read, upto.len());
+            let matching: Vec<pb::Event> = upto
+                .into_iter()
+                .filter(|e| {
+                    filter.entity.as_ref().is_none_or(|x| *x == e.event.entity)
+                        && filter.kind.as_ref().is_none_or(|k| *k == e.event.kind)
+                        && filter.tags.iter().all(|t| e.event.tags.contains(t))
+                })
+                .map(crate::to_pb)
+                .collect();
+            let mut bytes = Vec::new();
+            encoding::message::encode_repeated(1, &matching, &mut bytes);
+            prop_assert_eq!(page.matched.buf, bytes);
         }
     }
 

@@ -20,7 +20,7 @@ use pb::event_store_server::{EventStore, EventStoreServer};
 pub mod auth;
 pub mod event_batch;
 
-use event_batch::EncodedPage;
+use event_batch::{EncodedPage, TailFilter, TailPage};
 pub mod console;
 pub mod http;
 pub mod limits;
@@ -239,54 +239,6 @@ pub fn to_pb(e: echolog::StoredEvent) -> pb::Event {
 pub const BATCH_EVENTS_MAX: usize = 4096;
 /// Bytes of one History/Tail message, at most (an event larger than that goes alone).
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
-
-/// Fills `EventBatch` messages up to a byte and a count bound.
-struct Batcher {
-    events: Vec<pb::Event>,
-    bytes: usize,
-    bytes_max: usize,
-}
-
-impl Batcher {
-    fn new(bytes_max: usize) -> Self {
-        Batcher {
-            events: Vec::new(),
-            bytes: 0,
-            bytes_max,
-        }
-    }
-
-    /// Adds `e`; returns a full batch (and its size) when `e` did not fit in the open one.
-    fn push(&mut self, e: pb::Event) -> Option<(pb::EventBatch, usize)> {
-        // Field tag and length prefix of each repeated entry: a few bytes.
-        let len = prost::Message::encoded_len(&e) + 6;
-        let full = !self.events.is_empty()
-            && (self.bytes + len > self.bytes_max || self.events.len() >= BATCH_EVENTS_MAX);
-        let out = full.then(|| self.take());
-        self.bytes += len;
-        self.events.push(e);
-        out.flatten()
-    }
-
-    fn take(&mut self) -> Option<(pb::EventBatch, usize)> {
-        if self.events.is_empty() {
-            return None;
-        }
-        let bytes = std::mem::take(&mut self.bytes);
-        let events = std::mem::take(&mut self.events);
-        Some((pb::EventBatch::from_events(events), bytes))
-    }
-
-    fn finish(mut self) -> Option<(pb::EventBatch, usize)> {
-        self.take()
-    }
-}
-
-/// About the memory one stored event takes, bytes.
-fn approx_bytes(e: &echolog::StoredEvent) -> usize {
-    let tags: usize = e.event.tags.iter().map(|t| t.len() + 24).sum();
-    e.event.payload.len() + e.event.entity.len() + e.event.kind.len() + tags + 128
-}
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::EventBatch, Status>> + Send>>;
 
@@ -545,11 +497,17 @@ impl EventStore for Service {
         let bytes_max = self.stream_bytes_max;
         let (tx, rx) = limits::bounded(bytes_max);
         let svc = self.clone();
+        let filter = std::sync::Arc::new(TailFilter {
+            entity: r.entity,
+            kind: r.kind,
+            tags: r.tags,
+            to_seq: r.to_seq,
+        });
         tokio::spawn(async move {
             let mut next = r.from_seq.max(1);
             let mut batch_events = FIRST_PAGE_EVENTS;
             loop {
-                if r.to_seq.is_some_and(|to| next > to) {
+                if filter.to_seq.is_some_and(|to| next > to) {
                     // Every seq up to `to_seq` was passed: the stream ends here, OK.
                     return;
                 }
@@ -560,20 +518,25 @@ impl EventStore for Service {
                 }
                 let from = next;
                 let want = batch_events;
-                let page = match svc.run(move |s| s.read_durable_page(from, want)).await {
+                let f = filter.clone();
+                let read = svc.run(move |s| {
+                    let mut page = TailPage::new(&f);
+                    let next_seq = s.read_durable_into(from, want, &mut page)?;
+                    Ok((page.matched, page.read, page.read_bytes, next_seq))
+                });
+                let (matched, n, read_bytes, next_seq) = match read.await {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(e), 0).await;
                         return;
                     }
                 };
-                let batch = page.events;
-                if batch.is_empty() && page.next_seq > next {
-                    // Only seqs purge removed: go on past them.
-                    next = page.next_seq;
+                if n == 0 && next_seq > next {
+                    // Only seqs purge removed, or past `to_seq`: go on past them.
+                    next = next_seq;
                     continue;
                 }
-                if batch.is_empty() {
+                if n == 0 {
                     if tx.is_closed() {
                         return;
                     }
@@ -588,36 +551,15 @@ impl EventStore for Service {
                     .await;
                     continue;
                 }
-                // Size the next read by what this one held (matching or not: all of it was in
-                // memory).
-                let n = batch.len();
-                let read_bytes: usize = batch.iter().map(approx_bytes).sum();
-                let mut out = Batcher::new(svc.batch_bytes_max);
-                for e in batch {
-                    if r.to_seq.is_some_and(|to| e.seq > to) {
-                        break;
-                    }
-                    next = e.seq + 1;
-                    let ev = &e.event;
-                    let matches = r.entity.as_ref().is_none_or(|x| *x == ev.entity)
-                        && r.kind.as_ref().is_none_or(|k| *k == ev.kind)
-                        && r.tags.iter().all(|t| ev.tags.contains(t));
-                    if !matches {
-                        continue;
-                    }
-                    if let Some((full, len)) = out.push(to_pb(e)) {
-                        if !tx.send(Ok(full), len).await {
-                            return;
-                        }
-                    }
-                }
                 // What is committed goes out now, batch full or not.
-                if let Some((rest, len)) = out.finish() {
-                    if !tx.send(Ok(rest), len).await {
+                for (batch, len) in matched.into_batches(BATCH_EVENTS_MAX, svc.batch_bytes_max) {
+                    if !tx.send(Ok(batch), len).await {
                         return;
                     }
                 }
-                next = next.max(page.next_seq);
+                next = next.max(next_seq);
+                // Size the next read by what this one held (matching or not: all of it was in
+                // memory).
                 let avg = read_bytes / n.max(1);
                 batch_events = limits::page_events(avg, bytes_max, TAIL_BATCH_EVENTS);
             }
