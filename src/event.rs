@@ -108,6 +108,11 @@ impl<'a> EventRef<'a> {
         self.record.tags()
     }
 
+    /// [`EventRef::tags`] as bytes, without checking their UTF-8 a second time.
+    pub fn tag_bytes(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.record.tag_bytes()
+    }
+
     pub fn payload(&self) -> &'a [u8] {
         self.record.payload
     }
@@ -120,7 +125,7 @@ impl<'a> EventRef<'a> {
     /// [`StoredEvent::size_bytes`] of [`EventRef::to_stored`], without building it.
     pub fn size_bytes(&self) -> u64 {
         let r = &self.record;
-        let tags: usize = self.tags().map(str::len).sum::<usize>()
+        let tags: usize = self.tag_bytes().map(<[u8]>::len).sum::<usize>()
             + self
                 .reason
                 .map_or(0, |why| crate::REASON_TAG_PREFIX.len() + why.len());

@@ -45,12 +45,14 @@ fn sources(view: &View) -> Vec<Source<'_>> {
     out
 }
 
-/// Receives the events of a history answer, one at a time, borrowed from their blocks.
+/// Receives the events of an answer one at a time, borrowed from their decoded blocks: a
+/// history ([`Store::history_into`]) or a positional read ([`Store::read_durable_into`]).
 pub trait EventSink {
     /// Takes the next event of the answer.
     fn push(&mut self, ev: &EventRef<'_>);
-    /// Keeps only the first `n` events taken (a damaged cluster file's events are dropped
-    /// and read again from its segments).
+    /// Keeps only the first `n` events taken: a history drops what it took from a damaged
+    /// cluster file and reads those events again from its segments. Positional reads never
+    /// call it.
     fn truncate(&mut self, n: usize);
 }
 

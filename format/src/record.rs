@@ -26,6 +26,27 @@ impl<'a> RecordRef<'a> {
             left: self.tags_count,
         }
     }
+
+    /// The tags' bytes, in order, without checking their UTF-8 again: decoding the record
+    /// checked every tag (for callers that only measure or copy them).
+    pub fn tag_bytes(&self) -> TagBytes<'a> {
+        TagBytes(self.tags())
+    }
+}
+
+/// Iterates the bytes of the tags of a record that already decoded successfully.
+pub struct TagBytes<'a>(TagIter<'a>);
+
+impl<'a> Iterator for TagBytes<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let it = &mut self.0;
+        if it.left == 0 {
+            return None;
+        }
+        it.left -= 1;
+        it.cursor.len_prefixed("tag", TAG_BYTES_MAX).ok()
+    }
 }
 
 /// Iterates the tags of a record that already decoded successfully (so tags are valid UTF-8).
@@ -164,6 +185,10 @@ mod tests {
             ("product:1", "price", -5, &b"{}"[..], "id-1")
         );
         assert_eq!(r.tags().collect::<Vec<_>>(), vec!["a:b", "c"]);
+        assert_eq!(
+            r.tag_bytes().collect::<Vec<_>>(),
+            vec![&b"a:b"[..], &b"c"[..]]
+        );
         let r = decode_record(&mut c).unwrap();
         assert_eq!((r.entity, r.ts, r.tags().count()), ("e", i64::MAX, 0));
         assert!(c.is_empty());

@@ -90,7 +90,10 @@ fn len_delimited_len(len: usize) -> usize {
 fn event_body_len(ev: &EventRef<'_>) -> usize {
     let varint = |v: u64| if v == 0 { 0 } else { 1 + encoded_len_varint(v) };
     let text = |s: usize| if s == 0 { 0 } else { len_delimited_len(s) };
-    let tags: usize = ev.tags().map(|t| len_delimited_len(t.len())).sum::<usize>()
+    let tags: usize = ev
+        .tag_bytes()
+        .map(|t| len_delimited_len(t.len()))
+        .sum::<usize>()
         + ev.reason.map_or(0, |why| {
             len_delimited_len(REASON_TAG_PREFIX.len() + why.len())
         });
@@ -138,8 +141,8 @@ pub fn put_event_entry(buf: &mut Vec<u8>, ev: &EventRef<'_>) {
     put_text_field(buf, field::ENTITY, ev.entity().as_bytes());
     put_text_field(buf, field::KIND, ev.kind().as_bytes());
     put_varint_field(buf, field::TS, ev.ts() as u64);
-    for t in ev.tags() {
-        put_bytes_field(buf, field::TAGS, &[t.as_bytes()]);
+    for t in ev.tag_bytes() {
+        put_bytes_field(buf, field::TAGS, &[t]);
     }
     if let Some(why) = ev.reason {
         put_bytes_field(
@@ -263,7 +266,7 @@ impl<'f> TailPage<'f> {
 
 /// About the memory one event read takes, bytes (a decoded block's share and a page entry).
 pub fn approx_bytes(ev: &EventRef<'_>) -> usize {
-    let tags: usize = ev.tags().map(|t| t.len() + 24).sum();
+    let tags: usize = ev.tag_bytes().map(|t| t.len() + 24).sum();
     ev.payload().len() + ev.entity().len() + ev.kind().len() + tags + 128
 }
 
@@ -277,7 +280,9 @@ impl EventSink for TailPage<'_> {
         self.read_bytes += approx_bytes(ev);
         let matches = f.entity.as_ref().is_none_or(|x| x == ev.entity())
             && f.kind.as_ref().is_none_or(|k| k == ev.kind())
-            && f.tags.iter().all(|t| ev.tags().any(|x| x == t));
+            && f.tags
+                .iter()
+                .all(|t| ev.tag_bytes().any(|x| x == t.as_bytes()));
         if matches {
             self.matched.push(ev);
         }

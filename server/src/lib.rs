@@ -18,13 +18,13 @@ pub mod pb {
 use pb::event_store_server::{EventStore, EventStoreServer};
 
 pub mod auth;
-pub mod event_batch;
-
-use event_batch::{EncodedPage, TailFilter, TailPage};
 pub mod console;
+pub mod event_batch;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+
+use event_batch::{EncodedPage, TailFilter, TailPage};
 
 /// PEM files for TLS: the server's certificate chain and key, and, for mutual TLS, the CA
 /// that client certificates must chain to.
