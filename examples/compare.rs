@@ -128,6 +128,42 @@ fn main() {
         println!("({rows} rows in all)");
         return;
     }
+    if mode == "hottest" {
+        // `compare hottest CACHE_MIB DIR`: the hottest entity's whole history, three times
+        // into flat columns (`history_into`) and three times as owned events (`history`),
+        // with a block cache of CACHE_MIB MiB (small: every block is decompressed).
+        let opts = Options {
+            compaction: false,
+            block_cache_bytes_max: n << 20,
+            ..Options::default()
+        };
+        let s = Store::open(&dir, opts).expect("open");
+        let q = HistoryQuery {
+            entity: HOT_ENTITY.into(),
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            let t = Instant::now();
+            let mut c = workload::Columns::default();
+            s.history_into(&q, &mut c).expect("history");
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "echolog hottest into columns: {} events in {secs:.3} s = {:.2}M events/s",
+                c.len(),
+                c.len() as f64 / secs / 1e6
+            );
+        }
+        for _ in 0..3 {
+            let t = Instant::now();
+            let n = s.history(&q).expect("history").len();
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "echolog hottest as owned events: {n} events in {secs:.3} s = {:.2}M events/s",
+                n as f64 / secs / 1e6
+            );
+        }
+        return;
+    }
     if mode == "count" || mode == "count-bitmaps" {
         // `compare count _ DIR`: time the hourly tenant count on an existing store;
         // `count-bitmaps` without the per-tag hourly counts (bitmaps and timestamps only).

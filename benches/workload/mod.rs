@@ -110,3 +110,64 @@ pub fn tenant_count() -> echolog::CountQuery {
         ..Default::default()
     }
 }
+
+/// A history sink that materializes events into flat columns, as an Arrow builder would
+/// (what DuckDB and ClickHouse hand back in process): every field's bytes copied into one
+/// buffer per column, no allocation per event.
+#[allow(dead_code)]
+#[derive(Default)]
+pub struct Columns {
+    pub seqs: Vec<u64>,
+    pub ts: Vec<i64>,
+    pub deleted_by: Vec<u64>,
+    /// Entity, kind, tags and id of every row, back to back; `string_ends` ends each one and
+    /// `row_ends` ends each row's strings in `string_ends`.
+    pub strings: Vec<u8>,
+    pub string_ends: Vec<usize>,
+    pub row_ends: Vec<usize>,
+    pub payloads: Vec<u8>,
+    pub payload_ends: Vec<usize>,
+}
+
+#[allow(dead_code)]
+impl Columns {
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    fn push_string(&mut self, s: &[u8]) {
+        self.strings.extend_from_slice(s);
+        self.string_ends.push(self.strings.len());
+    }
+}
+
+impl echolog::EventSink for Columns {
+    fn push(&mut self, ev: &echolog::EventRef<'_>) {
+        self.seqs.push(ev.seq);
+        self.ts.push(ev.ts());
+        self.deleted_by.push(ev.deleted_by);
+        self.push_string(ev.entity().as_bytes());
+        self.push_string(ev.kind().as_bytes());
+        self.push_string(ev.id().as_bytes());
+        for t in ev.tag_bytes() {
+            self.push_string(t);
+        }
+        self.row_ends.push(self.string_ends.len());
+        self.payloads.extend_from_slice(ev.payload());
+        self.payload_ends.push(self.payloads.len());
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.seqs.truncate(n);
+        self.ts.truncate(n);
+        self.deleted_by.truncate(n);
+        self.row_ends.truncate(n);
+        self.string_ends
+            .truncate(self.row_ends.last().copied().unwrap_or(0));
+        self.strings
+            .truncate(self.string_ends.last().copied().unwrap_or(0));
+        self.payload_ends.truncate(n);
+        self.payloads
+            .truncate(self.payload_ends.last().copied().unwrap_or(0));
+    }
+}

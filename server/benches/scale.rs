@@ -101,7 +101,25 @@ fn in_process(s: &Store, l: &Lists) {
         "in process: the hottest entity streamed at {:.0} events/s",
         rows as f64 / t.elapsed().as_secs_f64()
     );
+    into_columns(s, "busy entities", &l.busy);
+    into_columns(s, "the hottest entity", &l.hottest);
     time_count(s, "hourly counts of one tenant over 30 days");
+}
+
+/// Whole histories through `Store::history_into`, materialized into flat columns (as the
+/// in-process engines of `benches/compare` return Arrow columns) instead of owned events.
+fn into_columns(s: &Store, name: &str, list: &[String]) {
+    let t = Instant::now();
+    let mut rows = 0;
+    for e in list {
+        let mut c = workload::Columns::default();
+        s.history_into(&hq(e, false, 0), &mut c).expect("history");
+        rows += c.len();
+    }
+    println!(
+        "in process, into columns: {name} streamed at {:.0} events/s ({rows} rows)",
+        rows as f64 / t.elapsed().as_secs_f64()
+    );
 }
 
 fn time_count(s: &Store, label: &str) {
