@@ -1,10 +1,10 @@
 //! `EventBatch` messages encoded straight from the engine's records.
 //!
-//! History streams most of what the server sends. Building a `pb::Event` per event allocates
-//! every string and the payload, only for prost to copy them into the message and drop them.
-//! [`EncodedPage`] is a [`EventSink`] that writes each event's protobuf bytes as the engine
-//! hands it over, borrowed from its decoded block; a page becomes messages by slicing that
-//! buffer, without a copy. [`EventBatch`] stands in for the generated type (`build.rs` maps
+//! History and Tail stream most of what the server sends. Building a `pb::Event` per event
+//! allocates every string and the payload, only for prost to copy them into the message and
+//! drop them. [`EncodedPage`] is an [`EventSink`] that writes each event's protobuf bytes as
+//! the engine hands it over, borrowed from its decoded block; a page becomes messages by
+//! slicing that buffer, without a copy. [`TailPage`] filters a Tail's reads into one. [`EventBatch`] stands in for the generated type (`build.rs` maps
 //! `echolog.v1.EventBatch` here): decoded batches fill `events` as the generated type did, and
 //! `encoded` carries the pre-encoded events on the way out. The bytes are exactly prost's
 //! encoding of the same `pb::Event` (a proptest below compares them byte for byte).
@@ -18,19 +18,10 @@ use crate::pb;
 /// A History/Tail message: `repeated Event events = 1`.
 #[derive(Clone, PartialEq, Default, Debug)]
 pub struct EventBatch {
-    /// Events as decoded (a client's side), or to encode (Tail).
+    /// Events as decoded (a client's side), or built to send.
     pub events: Vec<pb::Event>,
     /// Further events, already encoded as entries of field 1, sent after `events`.
     pub encoded: Bytes,
-}
-
-impl EventBatch {
-    pub fn from_events(events: Vec<pb::Event>) -> Self {
-        EventBatch {
-            events,
-            encoded: Bytes::new(),
-        }
-    }
 }
 
 impl prost::Message for EventBatch {
