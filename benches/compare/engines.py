@@ -255,6 +255,10 @@ def clickhouse(work):
     run_lists(results, queries, history, count, lambda: q("SELECT 1"))
 
 
+# Suffix of echolog's whole-history classes read in process (server/benches/compare.rs).
+IN_PROCESS_SUFFIX = ", in process into columns"
+
+
 # The targets of the history-at-scale work, as (check, description) per class.
 def targets(cls, e, best):
     if cls == "random product":
@@ -336,6 +340,22 @@ def report(work, n):
     load = rows.get("load", {})
     cells = [f"{load[e]['seconds']:.1f} s" if e in load else "-" for e in engines]
     print("| load (echolog: until compaction is idle) | " + " | ".join(cells) + " | | | |")
+    # echolog's whole histories in process (into flat columns) beside the in-process engines.
+    for cls, _, _, _ in CLASSES:
+        if not cls.startswith("whole history"):
+            continue
+        e = rows.get(cls + IN_PROCESS_SUFFIX, {}).get("echolog")
+        got = rows.get(cls, {})
+        if not e or not e["seconds"]:
+            continue
+        if got and {(r["rows"], r["check"]) for r in got.values()} != {(e["rows"], e["check"])}:
+            disagree.append((cls + IN_PROCESS_SUFFIX, {"echolog": (e["rows"], e["check"])}))
+        line = f"echolog {cls}{IN_PROCESS_SUFFIX}: {e['rows'] / e['seconds'] / 1e6:.2f}M ev/s"
+        for o in ("duckdb", "clickhouse"):
+            if o in got and got[o]["seconds"]:
+                line += (f"; {o} in process {got[o]['rows'] / got[o]['seconds'] / 1e6:.2f}M ev/s"
+                         f" ({got[o]['seconds'] / e['seconds']:.2f}x its time)")
+        print(line)
     mem = rows.get("server memory", {}).get("echolog")
     if mem:
         print(f"\necholog server anonymous RSS after the queries: {mem['rss_anon']}")

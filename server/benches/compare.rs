@@ -158,6 +158,7 @@ fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
         "engine": "echolog", "class": "disk", "bytes": stats.disk_bytes,
         "raw_bytes": stats.raw_bytes,
     }))?;
+    in_process_columns(&dir, &mut results)?;
     let mut server = Server::start(&dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -169,6 +170,45 @@ fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
     results.write(json!({
         "engine": "echolog", "class": "server memory", "rss_anon": rss,
     }))?;
+    Ok(())
+}
+
+/// Suffix of the whole-history classes read in process, into flat columns.
+const IN_PROCESS_SUFFIX: &str = ", in process into columns";
+
+/// The two whole-history lists in process (`Store::history_into` into flat columns, as
+/// DuckDB and ClickHouse return Arrow columns in process), before the server takes the store.
+fn in_process_columns(dir: &Path, results: &mut Results) -> Result<(), Error> {
+    let opts = Options {
+        compaction: false,
+        ..Options::default()
+    };
+    let s = Store::open(dir, opts)?;
+    let l = workload::lists();
+    let lists: [(&str, &[String]); 2] = [
+        ("whole history of a busy entity", &l.busy),
+        ("whole history of the hottest entity", &l.hottest),
+    ];
+    for (class, list) in lists {
+        let mut us = Vec::with_capacity(list.len());
+        let (mut rows, mut seq_sum) = (0u64, 0u64);
+        let started = Instant::now();
+        for e in list {
+            let t = Instant::now();
+            let mut c = workload::Columns::default();
+            let q = echolog::HistoryQuery {
+                entity: e.clone(),
+                ..Default::default()
+            };
+            s.history_into(&q, &mut c)?;
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+            rows += c.len() as u64;
+            seq_sum += c.seqs.iter().sum::<u64>();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let class = format!("{class}{IN_PROCESS_SUFFIX}");
+        results.write(timing(&class, us, rows, seq_sum, seconds))?;
+    }
     Ok(())
 }
 
