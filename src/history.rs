@@ -83,11 +83,7 @@ fn offer(
     tomb: &Tombstones,
 ) {
     let reserved = r.kind.starts_with(crate::event::RESERVED_KIND_PREFIX);
-    let deleted_by = if reserved {
-        0
-    } else {
-        tomb.deleted_by(r.entity, seq)
-    };
+    let deleted_by = tomb.record_deleted_by(r.kind, r.entity, seq);
     if !include_deleted && (reserved || deleted_by != 0) {
         return;
     }

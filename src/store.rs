@@ -923,11 +923,7 @@ impl Store {
             }
             next_seq = seq + 1;
             if r.kind != KIND_PURGED {
-                let deleted_by = if r.kind.starts_with(crate::event::RESERVED_KIND_PREFIX) {
-                    0
-                } else {
-                    tomb.deleted_by(r.entity, seq)
-                };
+                let deleted_by = tomb.record_deleted_by(r.kind, r.entity, seq);
                 sink.push(&EventRef::new(seq, *r, deleted_by, None));
                 taken += 1;
             }
@@ -1168,15 +1164,9 @@ impl Inner {
         })
     }
 
-    /// Sets `deleted_by`. Reserved-kind records (tombstones themselves) are never deleted.
+    /// Sets `deleted_by` ([`Tombstones::record_deleted_by`]).
     pub(crate) fn decorate(&self, mut ev: StoredEvent, tomb: &Tombstones) -> StoredEvent {
-        if !ev
-            .event
-            .kind
-            .starts_with(crate::event::RESERVED_KIND_PREFIX)
-        {
-            ev.deleted_by = tomb.deleted_by(&ev.event.entity, ev.seq);
-        }
+        ev.deleted_by = tomb.record_deleted_by(&ev.event.kind, &ev.event.entity, ev.seq);
         ev
     }
 

@@ -119,6 +119,17 @@ impl Tombstones {
         }
     }
 
+    /// Seq of the tombstone deleting the record of `kind` at `seq` of `entity`, or 0 when it
+    /// is live. Reserved-kind records (tombstones and restores themselves) are never deleted:
+    /// the one place that rule is written, for every read path.
+    pub fn record_deleted_by(&self, kind: &str, entity: &str, seq: u64) -> u64 {
+        if kind.starts_with(crate::event::RESERVED_KIND_PREFIX) {
+            0
+        } else {
+            self.deleted_by(entity, seq)
+        }
+    }
+
     /// The entity tombstone deleting event `seq` of `entity` (0: none, or lifted by a restore).
     pub fn entity_deleted_by(&self, entity: &str, seq: u64) -> u64 {
         self.entities.get(entity).map_or(0, |s| s.deleted_by(seq))
@@ -249,6 +260,17 @@ mod tests {
             "a later delete covers everything below it again"
         );
         assert_eq!(t.deleted_entities().collect::<Vec<_>>(), vec![("a", 30)]);
+    }
+
+    #[test]
+    fn reserved_records_are_never_deleted() {
+        let mut t = Tombstones::default();
+        t.apply(entry(TYPE_DELETE_ENTITY, 10, "a", vec![]));
+        t.apply(entry(TYPE_DELETE_SEQS, 11, "", vec![4]));
+        assert_eq!(t.record_deleted_by("price", "a", 3), 10);
+        assert_eq!(t.record_deleted_by("$delete", "a", 3), 0);
+        assert_eq!(t.record_deleted_by("price", "b", 4), 11);
+        assert_eq!(t.record_deleted_by("$delete", "b", 4), 0);
     }
 
     #[test]
