@@ -124,6 +124,38 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(i).copied().unwrap_or(0.0)
 }
 
+/// Times the queries of one class: each query's latency, its rows and the sum of their seqs
+/// (the check every engine must agree on), and the wall time of the whole list.
+struct Timer {
+    us: Vec<f64>,
+    rows: u64,
+    seq_sum: u64,
+    started: Instant,
+}
+
+impl Timer {
+    fn start(queries: usize) -> Timer {
+        Timer {
+            us: Vec::with_capacity(queries),
+            rows: 0,
+            seq_sum: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// One query that began at `t` and returned `rows` rows whose seqs sum to `seq_sum`.
+    fn record(&mut self, t: Instant, rows: u64, seq_sum: u64) {
+        self.us.push(t.elapsed().as_secs_f64() * 1e6);
+        self.rows += rows;
+        self.seq_sum += seq_sum;
+    }
+
+    fn finish(self, class: &str) -> serde_json::Value {
+        let seconds = self.started.elapsed().as_secs_f64();
+        timing(class, self.us, self.rows, self.seq_sum, seconds)
+    }
+}
+
 fn timing(
     class: &str,
     mut us: Vec<f64>,
@@ -190,9 +222,7 @@ fn in_process_columns(dir: &Path, results: &mut Results) -> Result<(), Error> {
         ("whole history of the hottest entity", &l.hottest),
     ];
     for (class, list) in lists {
-        let mut us = Vec::with_capacity(list.len());
-        let (mut rows, mut seq_sum) = (0u64, 0u64);
-        let started = Instant::now();
+        let mut timer = Timer::start(list.len());
         for e in list {
             let t = Instant::now();
             let mut c = workload::Columns::default();
@@ -201,13 +231,9 @@ fn in_process_columns(dir: &Path, results: &mut Results) -> Result<(), Error> {
                 ..Default::default()
             };
             s.history_into(&q, &mut c)?;
-            us.push(t.elapsed().as_secs_f64() * 1e6);
-            rows += c.len() as u64;
-            seq_sum += c.seqs.iter().sum::<u64>();
+            timer.record(t, c.len() as u64, c.seqs.iter().sum::<u64>());
         }
-        let seconds = started.elapsed().as_secs_f64();
-        let class = format!("{class}{IN_PROCESS_SUFFIX}");
-        results.write(timing(&class, us, rows, seq_sum, seconds))?;
+        results.write(timer.finish(&format!("{class}{IN_PROCESS_SUFFIX}")))?;
     }
     Ok(())
 }
@@ -414,18 +440,13 @@ async fn queries(url: &str, results: &mut Results, only: Option<&str>) -> Result
         for e in l.random.iter().take(WARMUP_QUERIES) {
             history(&mut c, e, reverse, limit).await?;
         }
-        let mut us = Vec::with_capacity(list.len());
-        let (mut rows, mut seq_sum) = (0, 0);
-        let started = Instant::now();
+        let mut timer = Timer::start(list.len());
         for e in list {
             let t = Instant::now();
-            let (r, s) = history(&mut c, e, reverse, limit).await?;
-            us.push(t.elapsed().as_secs_f64() * 1e6);
-            rows += r;
-            seq_sum += s;
+            let (rows, seq_sum) = history(&mut c, e, reverse, limit).await?;
+            timer.record(t, rows, seq_sum);
         }
-        let seconds = started.elapsed().as_secs_f64();
-        results.write(timing(class, us, rows, seq_sum, seconds))?;
+        results.write(timer.finish(class))?;
     }
     let req = pb::CountRequest {
         tags: vec![workload::COUNT_TENANT.into()],
