@@ -413,21 +413,19 @@ async fn queries(url: &str, results: &mut Results, only: Option<&str>) -> Result
     for _ in 0..WARMUP_QUERIES {
         health.check(check()).await?;
     }
-    let mut us = Vec::with_capacity(ROUND_TRIPS);
-    let started = Instant::now();
     let round_trips = if wanted(ROUND_TRIP_CLASS) {
         ROUND_TRIPS
     } else {
         0
     };
+    let mut timer = Timer::start(round_trips);
     for _ in 0..round_trips {
         let t = Instant::now();
         health.check(check()).await?;
-        us.push(t.elapsed().as_secs_f64() * 1e6);
+        timer.record(t, 0, 0);
     }
-    let seconds = started.elapsed().as_secs_f64();
     if round_trips > 0 {
-        results.write(timing(ROUND_TRIP_CLASS, us, 0, 0, seconds))?;
+        results.write(timer.finish(ROUND_TRIP_CLASS))?;
     }
     let l = workload::lists();
     let classes: [(&str, &[String], bool, u32); 4] = [
