@@ -272,7 +272,7 @@ impl Inner {
         // A panic here would leave every appender waiting forever: turn it into errors for
         // this group and refuse writes until restart (the file's state is unknown).
         let results = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.commit_group(work)
+            self.commit_group(&work)
         })) {
             Ok(r) => r,
             Err(_) => {
@@ -290,6 +290,10 @@ impl Inner {
         for (done, r) in dones.into_iter().zip(results) {
             done.complete(r);
         }
+        // The group's events are freed only now, after every appender has its answer: the
+        // frees of their strings took about a tenth of the commit thread's time, and a woken
+        // appender prepares its next batch on the other core meanwhile.
+        drop(work);
     }
 
     /// At close: seals the active segment when it holds at least `seal_at_close_bytes_min`
@@ -353,11 +357,11 @@ impl Inner {
     }
 
     /// Commits the queued batches; returns one result per batch, in order.
-    fn commit_group(&self, work: Vec<Pending>) -> Vec<Result<AppendOutcome>> {
+    fn commit_group(&self, work: &[Pending]) -> Vec<Result<AppendOutcome>> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(msg) = self.poisoned() {
             return work
-                .into_iter()
+                .iter()
                 .map(|_| Err(Error::ReadOnly(msg.clone())))
                 .collect();
         }
@@ -372,7 +376,7 @@ impl Inner {
         let mut units: Vec<(std::ops::Range<usize>, Option<&[PreparedBlock]>)> = Vec::new();
         let mut group_ids: HashMap<&str, u64> = HashMap::new();
         let mut next_seq = w.next_seq;
-        for p in &work {
+        for p in work {
             let mut seqs = Vec::with_capacity(p.events.len());
             let mut duplicates = 0u32;
             let mut failed = None;
@@ -756,7 +760,7 @@ mod tests {
                 prepared: None,
             })
             .collect();
-        let results = store.inner.commit_group(work);
+        let results = store.inner.commit_group(&work);
         assert!(results.iter().all(|r| r.is_ok()), "{:?}", results[0]);
         assert!(!store.is_read_only());
         let view = store.view();
