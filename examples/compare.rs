@@ -4,6 +4,7 @@
 //! `compare csv N` writes the first N events of the seed workload as CSV (for COPY).
 //! `compare crash-load N DIR` loads N events and closes without sealing (as after a crash);
 //! `compare open _ DIR` times an open (closing without the seal, so it repeats).
+//! `compare compact _ DIR` compacts such a store on one thread and prints wall and CPU time.
 //! `compare run N DIR` loads N events into a fresh store in DIR (batches of 1000, one thread,
 //! sync=always, 1 GiB block cache like PostgreSQL's shared_buffers), then times: history of a typical and of the hottest entity, and an hourly
 //! count for one tenant. Prints one line per figure.
@@ -23,6 +24,16 @@ pub const TENANT: &str = "tenant:t7";
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// CPU time of this process (user and system) so far, from /proc/self/stat (Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn time_it(name: &str, runs: usize, mut f: impl FnMut() -> usize) {
@@ -106,6 +117,27 @@ fn main() {
         );
         return;
     }
+    if mode == "compact" {
+        // `compare compact _ DIR`: compact an existing store (one left by `crash-load`, so
+        // nothing is compacted yet) on this thread; prints wall and CPU time. It changes DIR:
+        // run it on a copy.
+        let opts = Options {
+            compaction: false,
+            seal_at_close_bytes_min: None,
+            ..Options::default()
+        };
+        let s = Store::open(&dir, opts).expect("open");
+        let (t, cpu) = (Instant::now(), cpu_seconds());
+        let steps = s.compact_now().expect("compact");
+        println!(
+            "echolog compact: {} steps in {:.2} s wall, {:.2} s CPU; {} cluster bytes",
+            steps.len(),
+            t.elapsed().as_secs_f64(),
+            cpu_seconds() - cpu,
+            s.stats().expect("stats").cluster_bytes
+        );
+        return;
+    }
     if mode == "history" {
         // `compare history _ DIR`: time histories on an existing store through its segments'
         // indexes (no compaction; remove cluster files first to keep them out).
@@ -185,7 +217,7 @@ fn main() {
         return;
     }
     if mode != "run" {
-        eprintln!("usage: compare csv N | compare run N DIR | compare crash-load N DIR | compare open _ DIR");
+        eprintln!("usage: compare csv N | compare run N DIR | compare crash-load N DIR | compare open _ DIR | compare compact _ DIR");
         std::process::exit(2);
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -138,7 +138,7 @@ impl LoadedSegment {
             .unwrap_or(&[])
     }
 
-    fn idx_corrupt(&self, source: FormatError) -> Error {
+    pub(crate) fn idx_corrupt(&self, source: FormatError) -> Error {
         Error::Corruption {
             file: self.idx_path.clone(),
             offset: 0,
