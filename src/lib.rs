@@ -14,6 +14,7 @@ mod dir;
 mod error;
 mod event;
 mod history;
+mod id_filter;
 mod key_map;
 mod mem_index;
 pub mod observe;

@@ -142,6 +142,10 @@ pub(crate) struct Inner {
     /// Events purge erased since open.
     pub purged_events: AtomicU64,
     pub purge_state: Mutex<crate::purge::PurgeState>,
+    /// The filter over the sealed segments' idempotency ids (`id_filter.rs`).
+    pub ids: Arc<Mutex<crate::id_filter::IdFilterState>>,
+    /// Dropped with the store: its weak references tell the id filter's builder to stop.
+    alive: Arc<()>,
 }
 
 /// A handle to an open store. Cheap to clone; all clones share one store.
@@ -378,6 +382,7 @@ impl Store {
         let active_len = active.index().record_count();
         let clusters =
             crate::compaction::choose_at_open(&storage, &dir, &listing.clusters, &sealed);
+        let ids = crate::id_filter::IdFilterState::at_open(&sealed, active_base);
         let inner = Arc::new(Inner {
             cache: BlockCache::new(opts.block_cache_bytes_max),
             storage,
@@ -408,6 +413,8 @@ impl Store {
             sealed_files: Mutex::new(()),
             purged_events: AtomicU64::new(0),
             purge_state: Mutex::new(Default::default()),
+            ids: Arc::new(Mutex::new(ids)),
+            alive: Arc::new(()),
         });
         let tomb_bytes = inner.load_tombstones(active_base)?;
         report.bytes_read += tomb_bytes;
@@ -1287,6 +1294,15 @@ impl Inner {
         };
         let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
         let hash = crate::mem_index::id_hash(id);
+        // Sealed segments below `covered_end` need a search only inside the filter's "maybe"
+        // ranges; the first id after open starts the build over the segments found there.
+        let (covered_end, maybe) = {
+            let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            if st.needs_builder() {
+                crate::id_filter::spawn_builder(&self.ids, &mut st, Arc::downgrade(&self.alive));
+            }
+            (st.filters.covered_end(), st.filters.may_contain(hash))
+        };
         let empty = Tombstones::default();
         let candidates = view.active.index().id_candidates(hash);
         for ord in candidates {
@@ -1301,6 +1317,14 @@ impl Inner {
         for seg in view.sealed.iter().rev() {
             if seg.end_seq <= window_start {
                 break;
+            }
+            let covered = seg.end_seq <= covered_end;
+            if covered
+                && !maybe
+                    .iter()
+                    .any(|(b, e)| *b <= seg.base_seq && seg.end_seq <= *e)
+            {
+                continue;
             }
             let l = seg.load()?;
             let ords = l.ids()?.lookup(hash);

@@ -665,7 +665,7 @@ impl Inner {
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
             let mut sealed_list = Vec::with_capacity(view.sealed.len() + 1);
             sealed_list.extend(view.sealed.iter().cloned());
-            sealed_list.push(sealed);
+            sealed_list.push(sealed.clone());
             *view = Arc::new(View {
                 sealed: Arc::new(sealed_list),
                 active: active.clone(),
@@ -674,6 +674,15 @@ impl Inner {
             });
         }
         self.compaction.notify();
+        let hashes: Vec<u64> = {
+            let idx = old.index();
+            let collisions = idx.id_collisions.iter().map(|(h, _)| *h);
+            idx.ids.keys().copied().chain(collisions).collect()
+        };
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sealed(&sealed, hashes);
         w.file = file;
         w.active = active;
         w.len = SEGMENT_HEADER_LEN as u64;

@@ -348,3 +348,48 @@ fn the_idempotency_window_bounds_how_far_back_an_id_is_recognised() {
     let out = s.append(vec![with_id("a")]).unwrap();
     assert_eq!((out.seqs, out.duplicates), (vec![52], 1));
 }
+
+/// Retries are recognised in every sealed segment, by the id filter of the segments sealed
+/// while the store runs and, after a reopen, while and after its builder adds the segments
+/// found at open; ids never seen are taken as new.
+#[test]
+fn every_retried_id_is_a_duplicate_in_any_segment_before_and_after_a_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size_bytes_max: 4096,
+        block_raw_bytes_target: 512,
+        compaction: false,
+        ..Options::default()
+    };
+    let with_id = |i: u64| Event {
+        id: Some(format!("req-{i}")),
+        ..ev("x", "k", i as i64 + 1, &[])
+    };
+    let s = Store::open(d.path(), opts.clone()).unwrap();
+    let n = 3000u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        s.append(chunk.iter().map(|i| with_id(*i)).collect())
+            .unwrap();
+    }
+    assert!(
+        s.stats().unwrap().segments >= 8,
+        "ids in many sealed segments"
+    );
+    let retry_all = |s: &Store, step: u64| {
+        for i in (0..n).step_by(step as usize) {
+            let out = s.append(vec![with_id(i)]).unwrap();
+            assert_eq!((out.seqs, out.duplicates), (vec![i + 1], 1), "req-{i}");
+        }
+    };
+    retry_all(&s, 7);
+    drop(s);
+    for round in 0..2 {
+        let s = Store::open(d.path(), opts.clone()).unwrap();
+        // The first round starts right after open, while the builder runs; the second after
+        // the first has made it run to the end.
+        retry_all(&s, 1 + round);
+        let fresh = s.append(vec![with_id(n + 10 + round)]).unwrap();
+        assert_eq!(fresh.duplicates, 0);
+        assert_eq!(fresh.seqs, vec![s.last_seq()]);
+    }
+}

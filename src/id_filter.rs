@@ -1,0 +1,372 @@
+//! Is this idempotency id new? A filter over the ids of the sealed segments.
+//!
+//! Without it, an append with a new id (the common case) binary-searched the ids section of
+//! every sealed segment in the idempotency window: at 8M events with ids the append rate had
+//! fallen from 300k to 68k events/s, and it falls on with every segment (docs/benchmarks.md).
+//! The filter answers "certainly not in these segments" with one cache line per part, and the
+//! exact search runs only where it says "maybe" (about one id in a thousand that is new).
+//!
+//! Shape: split-block Bloom filters (256-bit blocks of eight 32-bit words, one bit set in each
+//! word, as Parquet's), `BITS_PER_ID` bits per id. A filter cannot grow, so the segments are
+//! covered by a chain of parts, each over a contiguous run of segments, each made with twice
+//! the capacity of the one before: the number of parts, and so of probes, grows with the log
+//! of the ids (1M ids: one or two parts; 10^10: about 15), never with the segments.
+//!
+//! It is an accelerator only. Every id of a covered segment is in its part (no false "no"),
+//! and whatever it does not cover yet is searched exactly, so the answers never depend on it:
+//! a store opened with no filter at all, or with half of one, answers the same.
+
+use std::sync::{Arc, Mutex};
+
+use crate::segment::SealedSegment;
+
+/// Bits of filter per id: about 0.1% false "maybe"s at full capacity.
+pub const BITS_PER_ID: u64 = 16;
+
+/// Ids the first part is made for (it is made larger when the first segment holds more).
+pub const PART_IDS_MIN: u64 = 64 * 1024;
+
+/// Most ids one part is made for (2 GiB of filter): past it parts stop doubling.
+pub const PART_IDS_MAX: u64 = 1 << 30;
+
+/// The odd multipliers that pick one bit in each word of a block (Parquet's).
+const SALT: [u32; 8] = [
+    0x47b6_137b,
+    0x4497_4d91,
+    0x8824_ad5b,
+    0xa2b7_289d,
+    0x7054_95c7,
+    0x2df1_424b,
+    0x9efc_4947,
+    0x5c6b_fb31,
+];
+
+/// One split-block Bloom filter.
+#[derive(Debug, Clone)]
+pub struct BlockBloom {
+    blocks: Vec<[u32; 8]>,
+}
+
+impl BlockBloom {
+    /// A filter for up to `ids` ids at about 0.1% false positives.
+    pub fn with_capacity(ids: u64) -> Self {
+        let blocks = (ids.max(1) * BITS_PER_ID).div_ceil(256);
+        let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
+        BlockBloom {
+            blocks: vec![[0u32; 8]; blocks.max(1)],
+        }
+    }
+
+    /// The block of `hash` (its high half, scaled to the block count) and the bit of each
+    /// word (its low half, through the salts).
+    fn place(&self, hash: u64) -> (usize, [u32; 8]) {
+        let block = (((hash >> 32) * self.blocks.len() as u64) >> 32) as usize;
+        let key = hash as u32;
+        let mut mask = [0u32; 8];
+        for (m, salt) in mask.iter_mut().zip(SALT) {
+            *m = 1 << (key.wrapping_mul(salt) >> 27);
+        }
+        (block, mask)
+    }
+
+    pub fn insert(&mut self, hash: u64) {
+        let (b, mask) = self.place(hash);
+        if let Some(block) = self.blocks.get_mut(b) {
+            for (w, m) in block.iter_mut().zip(mask) {
+                *w |= m;
+            }
+        }
+    }
+
+    pub fn may_contain(&self, hash: u64) -> bool {
+        let (b, mask) = self.place(hash);
+        self.blocks
+            .get(b)
+            .is_none_or(|block| block.iter().zip(mask).all(|(w, m)| w & m == m))
+    }
+}
+
+/// One part of the chain: the ids of the sealed segments with seqs in `base_seq..end_seq`.
+#[derive(Debug)]
+struct Part {
+    base_seq: u64,
+    end_seq: u64,
+    ids: u64,
+    capacity: u64,
+    bloom: BlockBloom,
+}
+
+/// The chain of filters over the sealed segments, oldest first. Covers every sealed segment
+/// below `covered_end` that was still in the store when it was added.
+#[derive(Debug, Default)]
+pub struct IdFilters {
+    parts: Vec<Part>,
+    covered_end: u64,
+}
+
+impl IdFilters {
+    /// Nothing covered yet: segments from `first_base_seq` on are to be added in order.
+    pub fn new(first_base_seq: u64) -> Self {
+        IdFilters {
+            parts: Vec::new(),
+            covered_end: first_base_seq,
+        }
+    }
+
+    /// Seq below which every sealed segment is covered.
+    pub fn covered_end(&self) -> u64 {
+        self.covered_end
+    }
+
+    /// Adds the ids (their hashes) of the sealed segment `base_seq..end_seq`, which must be
+    /// the next one (`base_seq == covered_end`); returns false, adding nothing, otherwise:
+    /// coverage never jumps over a segment.
+    pub fn add_segment(
+        &mut self,
+        base_seq: u64,
+        end_seq: u64,
+        hashes: impl ExactSizeIterator<Item = u64>,
+    ) -> bool {
+        if base_seq != self.covered_end || end_seq < base_seq {
+            return false;
+        }
+        let n = hashes.len() as u64;
+        let fits = self.parts.last().is_some_and(|p| p.ids + n <= p.capacity);
+        if !fits && n > 0 {
+            let capacity = self
+                .parts
+                .last()
+                .map_or(PART_IDS_MIN, |p| p.capacity.saturating_mul(2))
+                .min(PART_IDS_MAX)
+                .max(n);
+            self.parts.push(Part {
+                base_seq,
+                end_seq,
+                ids: 0,
+                capacity,
+                bloom: BlockBloom::with_capacity(capacity),
+            });
+        }
+        if let Some(p) = self.parts.last_mut() {
+            for h in hashes {
+                p.bloom.insert(h);
+            }
+            p.ids += n;
+            p.end_seq = end_seq;
+        }
+        self.covered_end = end_seq;
+        true
+    }
+
+    /// The seq ranges of the parts that may hold an id of `hash`, newest first: the only
+    /// covered segments an exact search needs to look at.
+    pub fn may_contain(&self, hash: u64) -> Vec<(u64, u64)> {
+        self.parts
+            .iter()
+            .rev()
+            .filter(|p| p.bloom.may_contain(hash))
+            .map(|p| (p.base_seq, p.end_seq))
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+}
+
+/// The store's filters and the sealed segments still to be added to them, in seq order.
+///
+/// Segments sealed while the store runs are added at their seal, from the index in memory.
+/// Those found at open are added by a background thread (`spawn_builder`) from their ids
+/// sections, so an open reads none of them; until it is through, the segments not covered are
+/// searched exactly. A segment whose index cannot be read stops the chain there for good
+/// (`stalled`): coverage never skips a segment that is still in the store.
+#[derive(Default)]
+pub struct IdFilterState {
+    pub filters: IdFilters,
+    pending: std::collections::VecDeque<Arc<SealedSegment>>,
+    building: bool,
+    stalled: bool,
+}
+
+impl IdFilterState {
+    /// State at open: nothing covered, every sealed segment pending.
+    pub fn at_open(sealed: &[Arc<SealedSegment>], active_base: u64) -> Self {
+        IdFilterState {
+            filters: IdFilters::new(sealed.first().map_or(active_base, |s| s.base_seq)),
+            pending: sealed.iter().cloned().collect(),
+            building: false,
+            stalled: false,
+        }
+    }
+
+    /// A segment was just sealed; `hashes` are its ids' hashes (from its in-memory index).
+    pub fn sealed(&mut self, seg: &Arc<SealedSegment>, mut hashes: Vec<u64>) {
+        if self.stalled {
+            return;
+        }
+        if self.building || !self.pending.is_empty() {
+            self.pending.push_back(seg.clone());
+            return;
+        }
+        // In hash order the inserts walk the filter's blocks front to back.
+        hashes.sort_unstable();
+        if !self
+            .filters
+            .add_segment(seg.base_seq, seg.end_seq, hashes.into_iter())
+        {
+            self.stalled = true;
+        }
+    }
+}
+
+impl IdFilterState {
+    /// Whether segments wait to be added with no thread adding them.
+    pub fn needs_builder(&self) -> bool {
+        !self.pending.is_empty() && !self.building && !self.stalled
+    }
+}
+
+/// Adds the pending segments on a thread of its own (`st` is `state`, locked by the caller);
+/// the thread stops when they are done, when one cannot be read, or when the store is gone
+/// (`alive` has no strong reference left). Started by the first id looked up after open, so
+/// a store whose events carry no ids never reads its ids sections.
+pub fn spawn_builder<T: Send + Sync + 'static>(
+    state: &Arc<Mutex<IdFilterState>>,
+    st: &mut IdFilterState,
+    alive: std::sync::Weak<T>,
+) {
+    st.building = true;
+    let for_thread = state.clone();
+    let spawned = std::thread::Builder::new()
+        .name("echolog-id-filter".into())
+        .spawn(move || build_pending(&for_thread, &alive));
+    if spawned.is_err() {
+        // No thread: the segments stay uncovered and are searched exactly.
+        st.building = false;
+        st.stalled = true;
+    }
+}
+
+fn build_pending<T>(state: &Mutex<IdFilterState>, alive: &std::sync::Weak<T>) {
+    let started = std::time::Instant::now();
+    let mut added = 0u64;
+    loop {
+        let next = {
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            match st.pending.pop_front() {
+                Some(seg) if alive.strong_count() > 0 => Some(seg),
+                _ => {
+                    st.building = false;
+                    None
+                }
+            }
+        };
+        let Some(seg) = next else { break };
+        let hashes = seg
+            .load()
+            .and_then(|l| Ok(l.ids()?.iter().map(|(h, _)| h).collect::<Vec<u64>>()));
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = match hashes {
+            Ok(h) => st
+                .filters
+                .add_segment(seg.base_seq, seg.end_seq, h.into_iter()),
+            Err(e) => {
+                tracing::warn!(base_seq = seg.base_seq, error = %e, "the id filter stops before a segment it cannot read; ids from there on are searched in each segment");
+                false
+            }
+        };
+        if !ok {
+            st.stalled = true;
+            st.building = false;
+            st.pending.clear();
+            return;
+        }
+        added += 1;
+    }
+    tracing::info!(
+        segments = added,
+        ms = started.elapsed().as_millis() as u64,
+        "id filter built over the sealed segments"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn h(i: u64) -> u64 {
+        crate::mem_index::id_hash(&format!("req-{i}"))
+    }
+
+    fn hs(r: std::ops::Range<u64>) -> std::vec::IntoIter<u64> {
+        r.map(h).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn false_maybes_stay_near_the_target_at_full_capacity() {
+        let n = 200_000u64;
+        let mut b = BlockBloom::with_capacity(n);
+        (0..n).for_each(|i| b.insert(h(i)));
+        let probes = 200_000u64;
+        let false_maybes = (n..n + probes).filter(|i| b.may_contain(h(*i))).count();
+        // 16 bits an id gives about 0.1%; 0.5% would mean the blocks are badly spread.
+        assert!(false_maybes < (probes / 200) as usize, "{false_maybes}");
+    }
+
+    #[test]
+    fn parts_double_so_their_number_grows_with_the_log_of_the_ids() {
+        let mut f = IdFilters::new(1);
+        let per_segment = 50_000u64;
+        for s in 0..64u64 {
+            let base = 1 + s * per_segment;
+            let hashes: Vec<u64> = (base..base + per_segment).map(h).collect();
+            assert!(f.add_segment(base, base + per_segment, hashes.into_iter()));
+        }
+        // 3.2M ids from parts of 64k, 128k, ...: 64k * (2^k - 1) >= 3.2M at k = 6.
+        assert_eq!(f.parts(), 6);
+        assert_eq!(f.covered_end(), 1 + 64 * per_segment);
+        // Every id is found, in a part whose range holds its segment.
+        for i in (1..1 + 64 * per_segment).step_by(997) {
+            let ranges = f.may_contain(h(i));
+            assert!(ranges.iter().any(|(b, e)| *b <= i && i < *e), "{i}");
+        }
+    }
+
+    #[test]
+    fn coverage_neither_repeats_nor_skips_a_segment() {
+        let mut f = IdFilters::new(1);
+        assert!(f.add_segment(1, 11, hs(1..11)));
+        assert!(!f.add_segment(1, 11, hs(1..11)), "added twice");
+        assert!(!f.add_segment(21, 31, hs(21..31)), "11..21 skipped");
+        assert_eq!(f.covered_end(), 11);
+        // A segment without ids advances the coverage and makes no part.
+        assert!(f.add_segment(11, 21, std::iter::empty()));
+        assert_eq!((f.covered_end(), f.parts()), (21, 1));
+    }
+
+    proptest! {
+        /// No false "no": every id added is reported as maybe in the part that holds it.
+        #[test]
+        fn every_added_id_may_be_there(
+            segments in proptest::collection::vec(
+                proptest::collection::vec(any::<u64>(), 0..300), 1..20),
+        ) {
+            let mut f = IdFilters::new(1);
+            let mut base = 1u64;
+            let mut added = Vec::new();
+            for seg in &segments {
+                let end = base + seg.len() as u64 + 1;
+                prop_assert!(f.add_segment(base, end, seg.iter().copied()));
+                added.extend(seg.iter().map(|h| (*h, base)));
+                base = end;
+            }
+            for (hash, seg_base) in added {
+                let ranges = f.may_contain(hash);
+                prop_assert!(ranges.iter().any(|(b, e)| *b <= seg_base && seg_base < *e));
+            }
+        }
+    }
+}
