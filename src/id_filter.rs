@@ -158,6 +158,16 @@ impl IdFilters {
         true
     }
 
+    /// Steps over the next segment, which retention removed before its ids were added: they
+    /// are nowhere in the store any more. False, changing nothing, if it is not the next one.
+    pub fn skip_removed(&mut self, base_seq: u64, end_seq: u64) -> bool {
+        if base_seq != self.covered_end || end_seq < base_seq {
+            return false;
+        }
+        self.covered_end = end_seq;
+        true
+    }
+
     /// The seq ranges of the parts that may hold an id of `hash`, newest first: the only
     /// covered segments an exact search needs to look at.
     pub fn may_contain(&self, hash: u64) -> Vec<(u64, u64)> {
@@ -180,14 +190,24 @@ impl IdFilters {
 /// Segments sealed while the store runs are added at their seal, from the index in memory.
 /// Those found at open are added by a background thread (`spawn_builder`) from their ids
 /// sections, so an open reads none of them; until it is through, the segments not covered are
-/// searched exactly. A segment whose index cannot be read stops the chain there for good
-/// (`stalled`): coverage never skips a segment that is still in the store.
+/// searched exactly. A segment whose index cannot be read stops the chain there (`stalled`)
+/// until retention removes that segment or the store is opened again: coverage never skips a
+/// segment that is still in the store.
 #[derive(Default)]
 pub struct IdFilterState {
     pub filters: IdFilters,
     pending: std::collections::VecDeque<Arc<SealedSegment>>,
     building: bool,
-    stalled: bool,
+    stalled: Option<Stall>,
+}
+
+/// Why the chain stopped growing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// The index of the segment with this base seq could not be read.
+    Unreadable(u64),
+    /// No thread could be started to add the segments found at open.
+    NoThread,
 }
 
 impl IdFilterState {
@@ -197,16 +217,25 @@ impl IdFilterState {
             filters: IdFilters::new(sealed.first().map_or(active_base, |s| s.base_seq)),
             pending: sealed.iter().cloned().collect(),
             building: false,
-            stalled: false,
+            stalled: None,
+        }
+    }
+
+    /// Retention removed these segments (oldest first): they leave the queue, and coverage
+    /// steps over the ones it had not reached. A chain stopped at one of them goes on.
+    pub fn removed(&mut self, segments: &[(u64, u64)]) {
+        for &(base_seq, end_seq) in segments {
+            self.pending.retain(|s| s.base_seq != base_seq);
+            self.filters.skip_removed(base_seq, end_seq);
+            if self.stalled == Some(Stall::Unreadable(base_seq)) {
+                self.stalled = None;
+            }
         }
     }
 
     /// A segment was just sealed; `hashes` are its ids' hashes (from its in-memory index).
     pub fn sealed(&mut self, seg: &Arc<SealedSegment>, mut hashes: Vec<u64>) {
-        if self.stalled {
-            return;
-        }
-        if self.building || !self.pending.is_empty() {
+        if self.building || !self.pending.is_empty() || self.stalled.is_some() {
             self.pending.push_back(seg.clone());
             return;
         }
@@ -216,7 +245,10 @@ impl IdFilterState {
             .filters
             .add_segment(seg.base_seq, seg.end_seq, hashes.into_iter())
         {
-            self.stalled = true;
+            // Not the next segment: never expected, so the chain stops growing rather than
+            // skip it.
+            self.pending.push_back(seg.clone());
+            self.stalled = Some(Stall::Unreadable(seg.base_seq));
         }
     }
 }
@@ -224,7 +256,7 @@ impl IdFilterState {
 impl IdFilterState {
     /// Whether segments wait to be added with no thread adding them.
     pub fn needs_builder(&self) -> bool {
-        !self.pending.is_empty() && !self.building && !self.stalled
+        !self.pending.is_empty() && !self.building && self.stalled.is_none()
     }
 }
 
@@ -245,7 +277,7 @@ pub fn spawn_builder<T: Send + Sync + 'static>(
     if spawned.is_err() {
         // No thread: the segments stay uncovered and are searched exactly.
         st.building = false;
-        st.stalled = true;
+        st.stalled = Some(Stall::NoThread);
     }
 }
 
@@ -268,6 +300,10 @@ fn build_pending<T>(state: &Mutex<IdFilterState>, alive: &std::sync::Weak<T>) {
             .load()
             .and_then(|l| Ok(l.ids()?.iter().map(|(h, _)| h).collect::<Vec<u64>>()));
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.filters.covered_end() > seg.base_seq {
+            // Retention removed it meanwhile and coverage stepped over it.
+            continue;
+        }
         let ok = match hashes {
             Ok(h) => st
                 .filters
@@ -278,9 +314,10 @@ fn build_pending<T>(state: &Mutex<IdFilterState>, alive: &std::sync::Weak<T>) {
             }
         };
         if !ok {
-            st.stalled = true;
+            // The rest waits: retention removing this segment lets the chain go on.
+            st.pending.push_front(seg.clone());
+            st.stalled = Some(Stall::Unreadable(seg.base_seq));
             st.building = false;
-            st.pending.clear();
             return;
         }
         added += 1;
@@ -345,6 +382,60 @@ mod tests {
         // A segment without ids advances the coverage and makes no part.
         assert!(f.add_segment(11, 21, std::iter::empty()));
         assert_eq!((f.covered_end(), f.parts()), (21, 1));
+    }
+
+    /// Segments in a directory that does not exist: every load fails, as an unreadable index.
+    fn missing_segments(ranges: &[(u64, u64)]) -> Vec<Arc<SealedSegment>> {
+        let storage = crate::storage::Storage::new(None, None);
+        let dir = std::path::Path::new("/nonexistent/echolog-id-filter-test");
+        ranges
+            .iter()
+            .map(|(b, e)| Arc::new(SealedSegment::new(dir, &storage, *b, *e)))
+            .collect()
+    }
+
+    #[test]
+    fn an_unreadable_segment_stops_the_chain_until_retention_removes_it() {
+        let segs = missing_segments(&[(1, 11), (11, 21), (21, 31)]);
+        let state = Mutex::new(IdFilterState::at_open(&segs[..2], 21));
+        let alive = Arc::new(());
+        assert!(state.lock().unwrap().needs_builder());
+        state.lock().unwrap().building = true;
+        build_pending(&state, &Arc::downgrade(&alive));
+        {
+            let mut st = state.lock().unwrap();
+            assert_eq!(st.stalled, Some(Stall::Unreadable(1)));
+            assert_eq!(st.filters.covered_end(), 1, "nothing skipped");
+            assert!(!st.needs_builder() && !st.building);
+            // A seal while stalled waits in line, in order.
+            st.sealed(&segs[2], vec![h(25)]);
+            assert_eq!(st.pending.len(), 3);
+            // Retention removes the first segment: coverage steps over it, the chain goes on.
+            st.removed(&[(1, 11)]);
+            assert_eq!(st.filters.covered_end(), 11);
+            assert_eq!(st.stalled, None);
+            assert!(st.needs_builder());
+            st.building = true;
+        }
+        build_pending(&state, &Arc::downgrade(&alive));
+        let st = state.lock().unwrap();
+        assert_eq!(st.stalled, Some(Stall::Unreadable(11)));
+        assert_eq!(st.filters.covered_end(), 11);
+        assert_eq!(st.pending.len(), 2);
+    }
+
+    #[test]
+    fn the_builder_stops_when_the_store_is_gone() {
+        let segs = missing_segments(&[(1, 11)]);
+        let state = Mutex::new(IdFilterState::at_open(&segs, 11));
+        let alive = Arc::new(());
+        let weak = Arc::downgrade(&alive);
+        drop(alive);
+        state.lock().unwrap().building = true;
+        build_pending(&state, &weak);
+        let st = state.lock().unwrap();
+        assert!(!st.building);
+        assert_eq!((st.stalled, st.filters.covered_end()), (None, 1));
     }
 
     proptest! {

@@ -67,6 +67,14 @@ impl Inner {
                 ..View::clone(&v)
             });
         }
+        let gone: Vec<(u64, u64)> = view.sealed[..remove]
+            .iter()
+            .map(|s| (s.base_seq, s.end_seq))
+            .collect();
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .removed(&gone);
         for seg in &view.sealed[..remove] {
             self.storage
                 .remove(&self.dir.join(segment_name(seg.base_seq)))?;
