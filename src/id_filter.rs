@@ -78,6 +78,10 @@ impl BlockBloom {
         }
     }
 
+    pub fn size_bytes(&self) -> usize {
+        self.blocks.len() * 32
+    }
+
     pub fn may_contain(&self, hash: u64) -> bool {
         let (b, mask) = self.place(hash);
         self.blocks
@@ -182,6 +186,10 @@ impl IdFilters {
     #[cfg(test)]
     pub fn parts(&self) -> usize {
         self.parts.len()
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.bloom.size_bytes()).sum()
     }
 }
 

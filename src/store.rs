@@ -93,6 +93,10 @@ pub struct Stats {
     pub compaction_idle: bool,
     /// Events purge erased since open.
     pub purged_events: u64,
+    /// Memory of the id filter over the sealed segments' idempotency ids.
+    pub id_filter_bytes: u64,
+    /// Sealed segments the id filter does not cover yet (an append with an id searches each).
+    pub id_filter_backlog_segments: u32,
 }
 
 /// One page of a positional read.
@@ -844,6 +848,16 @@ impl Store {
             .count() as u32;
         s.compaction_bytes_written = self.inner.compaction.bytes_written.load(Ordering::Relaxed);
         s.purged_events = self.inner.purged_events.load(Ordering::Relaxed);
+        let (filter_bytes, covered_end) = {
+            let st = self.inner.ids.lock().unwrap_or_else(|p| p.into_inner());
+            (st.filters.size_bytes(), st.filters.covered_end())
+        };
+        s.id_filter_bytes = filter_bytes as u64;
+        s.id_filter_backlog_segments = view
+            .sealed
+            .iter()
+            .filter(|seg| seg.end_seq > covered_end)
+            .count() as u32;
         let o = &self.inner.opts;
         s.compaction_idle =
             crate::compaction::idle(&view, o.compaction_fanout as usize, o.compaction_level_max);

@@ -371,10 +371,11 @@ fn every_retried_id_is_a_duplicate_in_any_segment_before_and_after_a_reopen() {
         s.append(chunk.iter().map(|i| with_id(*i)).collect())
             .unwrap();
     }
-    assert!(
-        s.stats().unwrap().segments >= 8,
-        "ids in many sealed segments"
-    );
+    let st = s.stats().unwrap();
+    assert!(st.segments >= 8, "ids in many sealed segments");
+    // Segments sealed while the store runs join the filter at their seal.
+    assert_eq!(st.id_filter_backlog_segments, 0);
+    assert!(st.id_filter_bytes > 0);
     let retry_all = |s: &Store, step: u64| {
         for i in (0..n).step_by(step as usize) {
             let out = s.append(vec![with_id(i)]).unwrap();
@@ -385,11 +386,27 @@ fn every_retried_id_is_a_duplicate_in_any_segment_before_and_after_a_reopen() {
     drop(s);
     for round in 0..2 {
         let s = Store::open(d.path(), opts.clone()).unwrap();
+        let st = s.stats().unwrap();
+        assert_eq!(
+            (st.id_filter_backlog_segments, st.id_filter_bytes),
+            (st.segments - 1, 0),
+            "after open every sealed segment waits for the first id"
+        );
         // The first round starts right after open, while the builder runs; the second after
         // the first has made it run to the end.
         retry_all(&s, 1 + round);
         let fresh = s.append(vec![with_id(n + 10 + round)]).unwrap();
         assert_eq!(fresh.duplicates, 0);
         assert_eq!(fresh.seqs, vec![s.last_seq()]);
+        // The builder the first id started covers every sealed segment in the end.
+        let started = std::time::Instant::now();
+        while s.stats().unwrap().id_filter_backlog_segments > 0 {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "the builder never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(s.stats().unwrap().id_filter_bytes > 0);
     }
 }

@@ -659,6 +659,8 @@ impl EventStore for Service {
             compaction_backlog_segments: s.compaction_backlog_segments,
             compaction_bytes_written: s.compaction_bytes_written,
             purged_events: s.purged_events,
+            id_filter_bytes: s.id_filter_bytes,
+            id_filter_backlog_segments: s.id_filter_backlog_segments,
         }))
     }
 }

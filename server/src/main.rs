@@ -1030,7 +1030,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 .await
                 .map_err(status_err)?
                 .into_inner();
-            println!("events      {}\nfirst_seq   {}\nlast_seq    {}\nsegments    {}\ndisk_bytes  {}\nraw_bytes   {}\ntombstones  {}\ncluster_files {}\ncompaction_backlog_segments {}\ncompaction_bytes_written {}\npurged_events {}", r.events, r.first_seq, r.last_seq, r.segments, r.disk_bytes, r.raw_bytes, r.tombstones, r.cluster_files, r.compaction_backlog_segments, r.compaction_bytes_written, r.purged_events);
+            println!("events      {}\nfirst_seq   {}\nlast_seq    {}\nsegments    {}\ndisk_bytes  {}\nraw_bytes   {}\ntombstones  {}\ncluster_files {}\ncompaction_backlog_segments {}\ncompaction_bytes_written {}\npurged_events {}\nid_filter_bytes {}\nid_filter_backlog_segments {}", r.events, r.first_seq, r.last_seq, r.segments, r.disk_bytes, r.raw_bytes, r.tombstones, r.cluster_files, r.compaction_backlog_segments, r.compaction_bytes_written, r.purged_events, r.id_filter_bytes, r.id_filter_backlog_segments);
             Ok(())
         }
     }

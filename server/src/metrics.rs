@@ -47,6 +47,8 @@ pub struct Metrics {
     compaction_backlog: IntGauge,
     compaction_bytes: IntCounter,
     purged_events: IntCounter,
+    id_filter_bytes: IntGauge,
+    id_filter_backlog: IntGauge,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -82,6 +84,8 @@ impl Metrics {
             compaction_backlog: reg(&r, gauge("echolog_compaction_backlog_segments", "sealed segments no cluster file covers yet (compaction's backlog)")?),
             compaction_bytes: reg(&r, counter("echolog_compaction_written_bytes_total", "bytes compaction wrote")?),
             purged_events: reg(&r, counter("echolog_purged_events_total", "events purge erased")?),
+            id_filter_bytes: reg(&r, gauge("echolog_id_filter_bytes", "memory of the filter over the sealed segments' idempotency ids")?),
+            id_filter_backlog: reg(&r, gauge("echolog_id_filter_backlog_segments", "sealed segments the id filter does not cover yet")?),
             registry: r,
         };
         Ok(Arc::new(m))
@@ -111,6 +115,11 @@ impl Metrics {
             );
             catch_up(&self.compaction_bytes, s.compaction_bytes_written);
             catch_up(&self.purged_events, s.purged_events);
+            g(&self.id_filter_bytes, s.id_filter_bytes);
+            g(
+                &self.id_filter_backlog,
+                u64::from(s.id_filter_backlog_segments),
+            );
         }
         self.read_only.set(i64::from(store.is_read_only()));
         let mut out = Vec::new();

@@ -98,5 +98,8 @@ async fn metrics_scrape_with_rpc_engine_and_store_figures() {
     assert_eq!(value(&text, "echolog_compaction_backlog_segments"), 0.0);
     assert_eq!(value(&text, "echolog_cluster_files"), 0.0);
     assert_eq!(value(&text, "echolog_compaction_written_bytes_total"), 0.0);
+    // Nothing sealed: the id filter has nothing to cover and holds no memory.
+    assert_eq!(value(&text, "echolog_id_filter_bytes"), 0.0);
+    assert_eq!(value(&text, "echolog_id_filter_backlog_segments"), 0.0);
     srv.stop();
 }
