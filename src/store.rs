@@ -1328,28 +1328,44 @@ impl Inner {
                 return Ok(Some(ev.seq));
             }
         }
-        for seg in view.sealed.iter().rev() {
-            if seg.end_seq <= window_start {
-                break;
+        // Which sealed segments to search, newest first: those the filter does not cover,
+        // then those inside its "maybe" ranges (disjoint, newest first). Found by binary
+        // search, so a new id costs nothing per segment the filter rules out.
+        let sealed = &view.sealed[..];
+        let below = |seq: u64| sealed.partition_point(|s| s.base_seq < seq);
+        let uncovered = below(covered_end)..sealed.len();
+        let maybes = maybe.iter().map(|(b, e)| below(*b)..below(*e));
+        for run in std::iter::once(uncovered).chain(maybes) {
+            for seg in sealed[run].iter().rev() {
+                if seg.end_seq <= window_start {
+                    break;
+                }
+                if let Some(seq) = self.find_id_in(seg, id, hash, window_start, &empty)? {
+                    return Ok(Some(seq));
+                }
             }
-            let covered = seg.end_seq <= covered_end;
-            if covered
-                && !maybe
-                    .iter()
-                    .any(|(b, e)| *b <= seg.base_seq && seg.end_seq <= *e)
-            {
+        }
+        Ok(None)
+    }
+
+    /// The seq of the record with idempotency key `id` (hashing to `hash`) in one sealed
+    /// segment, at or after `window_start`.
+    fn find_id_in(
+        &self,
+        seg: &SealedSegment,
+        id: &str,
+        hash: u64,
+        window_start: u64,
+        empty: &Tombstones,
+    ) -> Result<Option<u64>> {
+        let l = seg.load()?;
+        for ord in l.ids()?.lookup(hash) {
+            if seg.base_seq + u64::from(ord) < window_start {
                 continue;
             }
-            let l = seg.load()?;
-            let ords = l.ids()?.lookup(hash);
-            for ord in ords {
-                if seg.base_seq + u64::from(ord) < window_start {
-                    continue;
-                }
-                let ev = self.sealed_event(&l, ord, &empty, &mut None)?;
-                if ev.event.id.as_deref() == Some(id) {
-                    return Ok(Some(ev.seq));
-                }
+            let ev = self.sealed_event(&l, ord, empty, &mut None)?;
+            if ev.event.id.as_deref() == Some(id) {
+                return Ok(Some(ev.seq));
             }
         }
         Ok(None)
