@@ -410,3 +410,54 @@ fn every_retried_id_is_a_duplicate_in_any_segment_before_and_after_a_reopen() {
         assert!(s.stats().unwrap().id_filter_bytes > 0);
     }
 }
+
+/// Retention that removes segments the id filter has not reached yet (after a reopen, before
+/// the first id) tells the filter so: its builder steps over them instead of stopping at a
+/// file that is gone, and ends covering every sealed segment left.
+#[test]
+fn retention_of_segments_the_id_filter_has_not_reached_does_not_stop_it() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size_bytes_max: 4096,
+        block_raw_bytes_target: 512,
+        compaction: false,
+        ..Options::default()
+    };
+    let with_id = |i: u64| Event {
+        id: Some(format!("req-{i}")),
+        ..ev("x", "k", i as i64 + 1, &[])
+    };
+    let s = Store::open(d.path(), opts.clone()).unwrap();
+    for chunk in (0..2000u64).collect::<Vec<_>>().chunks(50) {
+        s.append(chunk.iter().map(|i| with_id(*i)).collect())
+            .unwrap();
+    }
+    let before = s.stats().unwrap();
+    drop(s);
+    let s = Store::open(
+        d.path(),
+        Options {
+            retention_bytes: Some(before.disk_bytes / 2),
+            ..opts
+        },
+    )
+    .unwrap();
+    // Events without ids: segments seal, retention removes the oldest, the filter waits.
+    let mut i = 0;
+    while s.stats().unwrap().first_seq == 1 {
+        s.append(vec![ev("y", "k", 10_000 + i, &[])]).unwrap();
+        i += 1;
+        assert!(i < 100_000, "retention never removed a segment");
+    }
+    assert!(s.stats().unwrap().id_filter_backlog_segments > 0);
+    // The first id starts the builder; it must get through.
+    s.append(vec![with_id(1_000_000)]).unwrap();
+    let started = std::time::Instant::now();
+    while s.stats().unwrap().id_filter_backlog_segments > 0 {
+        assert!(started.elapsed().as_secs() < 30, "the id filter stopped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The newest id of the first run is still stored: its retry is a duplicate.
+    let out = s.append(vec![with_id(1999)]).unwrap();
+    assert_eq!((out.seqs, out.duplicates), (vec![2000], 1));
+}
