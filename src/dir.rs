@@ -15,6 +15,7 @@ pub const STATE_FILES: &[&str] = &[
     LOCK_FILE,
     crate::tombstones::TOMBSTONES_FILE,
     crate::cursors::CURSORS_FILE,
+    crate::id_filter::persist::ID_FILTER_FILE,
 ];
 
 pub fn segment_name(base_seq: u64) -> String {

@@ -36,6 +36,7 @@ pub use echolog_format::FormatError;
 pub use error::{Error, Result};
 pub use event::{Event, EventRef, StoredEvent, RESERVED_KIND_PREFIX};
 pub use history::EventSink;
+pub use id_filter::persist::ID_FILTER_FILE;
 pub use options::{Options, SyncPolicy};
 pub use purge::{PurgeReport, PURGE_PASS_INTERVAL};
 pub use segment::SharedError;

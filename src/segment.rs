@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
 use echolog_format::block::{BlockHeader, BLOCK_HEADER_LEN};
 use echolog_format::index::{
-    decode_block_table, BlockEntry, DictView, HourCounts, IdsView, IndexHeader, IndexView,
-    COMPACT_INDEX_VERSION_MIN, SECTION_BLOCKS, SECTION_IDS, SECTION_TAG_HOURS, SECTION_TS,
+    decode_block_table, ids_section_signature, BlockEntry, DictView, HourCounts, IdsView,
+    IndexHeader, IndexView, COMPACT_INDEX_VERSION_MIN, SECTION_BLOCKS, SECTION_IDS,
+    SECTION_TAG_HOURS, SECTION_TS,
 };
 use echolog_format::postings::{decode_postings, Postings};
 use echolog_format::segment_header::SegmentHeader;
@@ -221,6 +222,11 @@ impl LoadedSegment {
         DictView::parse(self.section(section)).map_err(|e| self.idx_corrupt(e))
     }
 
+    /// Length and CRC32 of the ids section, as its index's section table states them.
+    pub fn ids_signature(&self) -> Result<(u64, u32)> {
+        ids_section_signature(&self.idx).map_err(|e| self.idx_corrupt(e))
+    }
+
     pub fn ids(&self) -> Result<IdsView<'_>> {
         IdsView::parse(self.section(SECTION_IDS)).map_err(|e| self.idx_corrupt(e))
     }
@@ -381,15 +387,10 @@ impl SealedSegment {
             offset: 0,
             source,
         };
-        let idx = self.storage.open(&idx_path, false)?;
-        let idx_len = idx.size_bytes().map_err(|e| Error::io(&idx_path, e))?;
-        // One read of the first page holds the header, the table and, since version 6 (which
-        // writes the summary first), the summary too: one disk read per segment when cold.
-        let mut head = vec![0u8; idx_len.min(SUMMARY_READ_BYTES) as usize];
+        let (idx, idx_len, head) = self.read_index_head()?;
         if head.len() < INDEX_HEADER_LEN {
             return Ok(None);
         }
-        self.storage.read_at(&*idx, &idx_path, &mut head, 0)?;
         let n = section_count(&head).map_err(corrupt)?;
         let table_len = n as usize * SECTION_ENTRY_LEN + 4;
         let Some(table) = head.get(INDEX_HEADER_LEN..INDEX_HEADER_LEN + table_len) else {
@@ -417,6 +418,29 @@ impl SealedSegment {
         let seg = self.storage.open(&seg_path, false)?;
         let seg_len = seg.size_bytes().map_err(|e| Error::io(&seg_path, e))?;
         Ok(Some((seg_len + idx_len, raw_bytes)))
+    }
+
+    /// The index file, its length and its first page. One read of that page holds the header,
+    /// the section table and, since version 6 (which writes the summary first), the summary
+    /// too: one disk read per segment when cold.
+    fn read_index_head(&self) -> Result<(Arc<dyn FileHandle>, u64, Vec<u8>)> {
+        let idx_path = self.idx_path();
+        let idx = self.storage.open(&idx_path, false)?;
+        let idx_len = idx.size_bytes().map_err(|e| Error::io(&idx_path, e))?;
+        let mut head = vec![0u8; idx_len.min(SUMMARY_READ_BYTES) as usize];
+        self.storage.read_at(&*idx, &idx_path, &mut head, 0)?;
+        Ok((idx, idx_len, head))
+    }
+
+    /// Length and CRC32 of the ids section, from the index's header and section table (one
+    /// small read; nothing is mapped): what the saved id filter is checked against.
+    pub fn ids_signature(&self) -> Result<(u64, u32)> {
+        let (_, _, head) = self.read_index_head()?;
+        ids_section_signature(&head).map_err(|source| Error::Corruption {
+            file: self.idx_path(),
+            offset: 0,
+            source,
+        })
     }
 
     /// Whether `summary` would answer without reading a file.

@@ -201,6 +201,13 @@ impl Drop for Closer {
             if let Err(e) = self.inner.seal_at_close() {
                 tracing::warn!(error = %e, "could not seal the active segment at close; the next open rebuilds its index");
             }
+            if self.inner.storage.poisoned().is_none() {
+                crate::id_filter::persist::save(
+                    &self.inner.storage,
+                    &self.inner.dir,
+                    &self.inner.ids,
+                );
+            }
         }
     }
 }
@@ -1310,6 +1317,17 @@ impl Inner {
         let hash = crate::mem_index::id_hash(id);
         // Sealed segments below `covered_end` need a search only inside the filter's "maybe"
         // ranges; the first id after open starts the build over the segments found there.
+        // The first lookup after open reads the saved filter before anything is added.
+        let unread = self
+            .ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_unread();
+        if unread {
+            let parts = crate::id_filter::persist::load(&self.storage, &self.dir, &view.sealed);
+            let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            st.adopt(parts);
+        }
         let (covered_end, maybe) = {
             let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());
             if st.needs_builder() {

@@ -679,10 +679,12 @@ impl Inner {
             let collisions = idx.id_collisions.iter().map(|(h, _)| *h);
             idx.ids.keys().copied().chain(collisions).collect()
         };
+        // The ids section as written, which the saved filter is checked against at open.
+        let ids = echolog_format::index::ids_section_signature(&bytes).unwrap_or((0, 0));
         self.ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .sealed(&sealed, hashes);
+            .sealed(&sealed, ids, hashes);
         w.file = file;
         w.active = active;
         w.len = SEGMENT_HEADER_LEN as u64;

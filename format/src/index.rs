@@ -188,6 +188,18 @@ pub fn section_table(table: &[u8], count: u32) -> Result<Vec<SectionEntry>, Form
         .collect()
 }
 
+/// The length and CRC32 of the ids section, read from the start of an index file (header and
+/// section table, both checked; no section is read). `(0, 0)` for an index without one.
+pub fn ids_section_signature(head: &[u8]) -> Result<(u64, u32), FormatError> {
+    let n = section_count(head)?;
+    let table = head.get(INDEX_HEADER_LEN..).unwrap_or_default();
+    let rows = section_table(table, n)?;
+    Ok(rows
+        .iter()
+        .find(|r| r.id == SECTION_IDS)
+        .map_or((0, 0), |r| (r.len, r.crc)))
+}
+
 /// The summary section's raw-bytes total, checked against its CRC32.
 pub fn decode_summary(bytes: &[u8], entry: &SectionEntry) -> Result<u64, FormatError> {
     verify_crc32("index summary", entry.crc, bytes)?;

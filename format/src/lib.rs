@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cursor;
 pub mod cursors_file;
 pub mod error;
+pub mod id_filter_file;
 pub mod index;
 pub mod limits;
 pub mod postings;

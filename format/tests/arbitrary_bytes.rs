@@ -6,6 +6,7 @@ use echolog_format::block::{
     decode_block, decompress_body, record_offsets, BlockHeader, CODEC_ZSTD,
 };
 use echolog_format::cursors_file::decode_cursors;
+use echolog_format::id_filter_file::decode_id_filter;
 use echolog_format::index::{decode_block_table, DictView, IdsView, IndexHeader, IndexView};
 use echolog_format::segment_header::SegmentHeader;
 use echolog_format::tombstone_file::decode_tombstones;
@@ -36,6 +37,7 @@ proptest! {
         let _ = decode_block_table(&bytes, &ih);
         let _ = decode_tombstones(&bytes);
         let _ = decode_cursors(&bytes);
+        let _ = decode_id_filter(&bytes);
     }
 }
 

@@ -20,7 +20,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use echolog_format::id_filter_file::{FilterPart, PartRef, SegmentIds};
+
 use crate::segment::SealedSegment;
+
+pub mod persist;
 
 /// Bits of filter per id: 0.14% false "maybe"s at full capacity (the unit test below: 276 of
 /// 200,000 ids never added).
@@ -44,26 +48,48 @@ const SALT: [u32; 8] = [
     0x5c6b_fb31,
 ];
 
-/// One split-block Bloom filter.
+/// One split-block Bloom filter. Its blocks are allocated by the first insert, so a part over
+/// segments without ids costs no memory and saves no bytes.
 #[derive(Debug, Clone)]
 pub struct BlockBloom {
+    block_count: usize,
+    /// Empty until the first insert, then `block_count` blocks.
     blocks: Vec<[u32; 8]>,
+}
+
+/// Blocks of a filter made for `ids` ids.
+pub fn block_count_for(ids: u64) -> usize {
+    let blocks = (ids.max(1).saturating_mul(BITS_PER_ID)).div_ceil(256);
+    usize::try_from(blocks).unwrap_or(usize::MAX).max(1)
 }
 
 impl BlockBloom {
     /// A filter for up to `ids` ids at about 0.14% false positives.
     pub fn with_capacity(ids: u64) -> Self {
-        let blocks = (ids.max(1) * BITS_PER_ID).div_ceil(256);
-        let blocks = usize::try_from(blocks).unwrap_or(usize::MAX);
         BlockBloom {
-            blocks: vec![[0u32; 8]; blocks.max(1)],
+            block_count: block_count_for(ids),
+            blocks: Vec::new(),
         }
+    }
+
+    /// A filter made for `ids` ids from saved blocks: `None` unless there are none (nothing
+    /// inserted) or exactly as many as such a filter has.
+    pub fn from_blocks(ids: u64, blocks: Vec<[u32; 8]>) -> Option<Self> {
+        let block_count = block_count_for(ids);
+        (blocks.is_empty() || blocks.len() == block_count).then_some(BlockBloom {
+            block_count,
+            blocks,
+        })
+    }
+
+    pub fn blocks(&self) -> &[[u32; 8]] {
+        &self.blocks
     }
 
     /// The block of `hash` (its high half, scaled to the block count) and the bit of each
     /// word (its low half, through the salts).
     fn place(&self, hash: u64) -> (usize, [u32; 8]) {
-        let block = (((hash >> 32) * self.blocks.len() as u64) >> 32) as usize;
+        let block = (((hash >> 32) * self.block_count as u64) >> 32) as usize;
         let key = hash as u32;
         let mut mask = [0u32; 8];
         for (m, salt) in mask.iter_mut().zip(SALT) {
@@ -73,6 +99,9 @@ impl BlockBloom {
     }
 
     pub fn insert(&mut self, hash: u64) {
+        if self.blocks.is_empty() {
+            self.blocks = vec![[0u32; 8]; self.block_count];
+        }
         let (b, mask) = self.place(hash);
         if let Some(block) = self.blocks.get_mut(b) {
             for (w, m) in block.iter_mut().zip(mask) {
@@ -86,6 +115,9 @@ impl BlockBloom {
     }
 
     pub fn may_contain(&self, hash: u64) -> bool {
+        if self.blocks.is_empty() {
+            return false;
+        }
         let (b, mask) = self.place(hash);
         self.blocks
             .get(b)
@@ -100,6 +132,9 @@ struct Part {
     end_seq: u64,
     ids: u64,
     capacity: u64,
+    /// The segments whose ids were added, with their ids sections' length and CRC32: what a
+    /// saved part is checked against at the next open.
+    segments: Vec<SegmentIds>,
     bloom: BlockBloom,
 }
 
@@ -125,21 +160,25 @@ impl IdFilters {
         self.covered_end
     }
 
-    /// Adds the ids (their hashes) of the sealed segment `base_seq..end_seq`, which must be
-    /// the next one (`base_seq == covered_end`); returns false, adding nothing, otherwise:
-    /// coverage never jumps over a segment.
+    /// Adds the ids (their hashes) of the sealed segment `seg`, which must be the next one
+    /// (`seg.base_seq == covered_end`); returns false, adding nothing, otherwise: coverage
+    /// never jumps over a segment.
     pub fn add_segment(
         &mut self,
-        base_seq: u64,
-        end_seq: u64,
+        seg: SegmentIds,
         hashes: impl ExactSizeIterator<Item = u64>,
     ) -> bool {
+        let SegmentIds {
+            base_seq, end_seq, ..
+        } = seg;
         if base_seq != self.covered_end || end_seq < base_seq {
             return false;
         }
         let n = hashes.len() as u64;
         let fits = self.parts.last().is_some_and(|p| p.ids + n <= p.capacity);
-        if !fits && n > 0 {
+        // The first segment always starts a part (its filter is allocated by its first id),
+        // so the parts cover every segment from the first: a saved chain has no gap in front.
+        if self.parts.is_empty() || (!fits && n > 0) {
             let capacity = self
                 .parts
                 .last()
@@ -151,6 +190,7 @@ impl IdFilters {
                 end_seq,
                 ids: 0,
                 capacity,
+                segments: Vec::new(),
                 bloom: BlockBloom::with_capacity(capacity),
             });
         }
@@ -160,6 +200,7 @@ impl IdFilters {
             }
             p.ids += n;
             p.end_seq = end_seq;
+            p.segments.push(seg);
         }
         self.covered_end = end_seq;
         true
@@ -170,6 +211,11 @@ impl IdFilters {
     pub fn skip_removed(&mut self, base_seq: u64, end_seq: u64) -> bool {
         if base_seq != self.covered_end || end_seq < base_seq {
             return false;
+        }
+        // The last part's range grows over it (no id of it is anywhere), so a saved chain
+        // reaches the next segment without a gap.
+        if let Some(p) = self.parts.last_mut() {
+            p.end_seq = end_seq;
         }
         self.covered_end = end_seq;
         true
@@ -194,6 +240,65 @@ impl IdFilters {
     pub fn size_bytes(&self) -> usize {
         self.parts.iter().map(|p| p.bloom.size_bytes()).sum()
     }
+
+    /// The parts as the IDFILTER file stores them, oldest first.
+    pub fn saved_parts(&self) -> Vec<PartRef<'_>> {
+        self.parts
+            .iter()
+            .map(|p| PartRef {
+                base_seq: p.base_seq,
+                end_seq: p.end_seq,
+                ids: p.ids,
+                capacity: p.capacity,
+                segments: &p.segments,
+                blocks: p.bloom.blocks(),
+            })
+            .collect()
+    }
+
+    /// Takes over saved parts that `persist::load` checked against the store's segments, in
+    /// order, while they continue the chain: a part wholly below the coverage (its segments
+    /// removed since) is dropped, a part past a gap ends the adoption. Returns how many were
+    /// taken.
+    pub fn adopt(&mut self, saved: Vec<FilterPart>) -> usize {
+        if !self.parts.is_empty() {
+            // Adoption comes before any segment is added; never expected otherwise.
+            return 0;
+        }
+        let mut taken = 0;
+        for p in saved {
+            if taken == 0 && p.end_seq <= self.covered_end {
+                // Every segment it covered is gone (retention removed them since).
+                continue;
+            }
+            let continues = if taken == 0 {
+                p.base_seq <= self.covered_end
+            } else {
+                p.base_seq == self.covered_end
+            };
+            if !continues {
+                break;
+            }
+            let Some(bloom) = BlockBloom::from_blocks(p.capacity, p.blocks) else {
+                tracing::warn!(
+                    base_seq = p.base_seq,
+                    "a saved id filter part has the wrong size for its capacity; rebuilding from there"
+                );
+                break;
+            };
+            self.covered_end = p.end_seq;
+            self.parts.push(Part {
+                base_seq: p.base_seq,
+                end_seq: p.end_seq,
+                ids: p.ids,
+                capacity: p.capacity,
+                segments: p.segments,
+                bloom,
+            });
+            taken += 1;
+        }
+        taken
+    }
 }
 
 /// The store's filters and the sealed segments still to be added to them, in seq order.
@@ -210,6 +315,18 @@ pub struct IdFilterState {
     pending: std::collections::VecDeque<Arc<SealedSegment>>,
     building: bool,
     stalled: Option<Stall>,
+    saved: Saved,
+}
+
+/// Where the chain stands with the IDFILTER file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Saved {
+    /// Not read yet: the first id lookup reads it, before any segment is added. Nothing is
+    /// saved in this state, so a run without id lookups leaves the file as it found it.
+    #[default]
+    Unread,
+    /// Read (or nothing to read); the coverage the file on disk holds, if known.
+    Read { covered_end: Option<u64> },
 }
 
 /// Why the chain stopped growing.
@@ -229,7 +346,54 @@ impl IdFilterState {
             pending: sealed.iter().cloned().collect(),
             building: false,
             stalled: None,
+            // With no sealed segment, a saved file could cover nothing that is in the store.
+            saved: if sealed.is_empty() {
+                Saved::Read { covered_end: None }
+            } else {
+                Saved::Unread
+            },
         }
+    }
+
+    /// Whether the saved file is still to be read; true once, and from then on false.
+    pub fn take_unread(&mut self) -> bool {
+        let unread = self.saved == Saved::Unread;
+        if unread {
+            self.saved = Saved::Read { covered_end: None };
+        }
+        unread
+    }
+
+    /// Takes over the saved parts `persist::load` checked; the segments they cover leave
+    /// the queue. Returns how many parts were taken.
+    pub fn adopt(&mut self, parts: Vec<FilterPart>) -> usize {
+        let taken = self.filters.adopt(parts);
+        let covered_end = self.filters.covered_end();
+        self.pending.retain(|s| s.base_seq >= covered_end);
+        self.saved = Saved::Read {
+            covered_end: (taken > 0).then_some(covered_end),
+        };
+        taken
+    }
+
+    /// The file's bytes and the coverage they hold, when they would say more than the file on
+    /// disk (never before that file was read: see [`Saved::Unread`]).
+    pub fn to_save(&self) -> Option<(Vec<u8>, u64)> {
+        let covered_end = self.filters.covered_end();
+        match self.saved {
+            Saved::Read { covered_end: c } if c != Some(covered_end) => Some((
+                echolog_format::id_filter_file::encode_id_filter(&self.filters.saved_parts()),
+                covered_end,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The file now holds the coverage up to `covered_end`.
+    pub fn saved(&mut self, covered_end: u64) {
+        self.saved = Saved::Read {
+            covered_end: Some(covered_end),
+        };
     }
 
     /// Retention removed these segments (oldest first): they leave the queue, and coverage
@@ -245,7 +409,7 @@ impl IdFilterState {
     }
 
     /// A segment was just sealed; `hashes` are its ids' hashes (from its in-memory index).
-    pub fn sealed(&mut self, seg: &Arc<SealedSegment>, mut hashes: Vec<u64>) {
+    pub fn sealed(&mut self, seg: &Arc<SealedSegment>, ids: (u64, u32), mut hashes: Vec<u64>) {
         if self.building || !self.pending.is_empty() || self.stalled.is_some() {
             self.pending.push_back(seg.clone());
             return;
@@ -254,7 +418,7 @@ impl IdFilterState {
         hashes.sort_unstable();
         if !self
             .filters
-            .add_segment(seg.base_seq, seg.end_seq, hashes.into_iter())
+            .add_segment(segment_ids(seg, ids), hashes.into_iter())
         {
             // Not the next segment: never expected, so the chain stops growing rather than
             // skip it.
@@ -265,9 +429,23 @@ impl IdFilterState {
 }
 
 impl IdFilterState {
-    /// Whether segments wait to be added with no thread adding them.
+    /// Whether segments wait to be added with no thread adding them (never before the saved
+    /// file was read: its parts come first).
     pub fn needs_builder(&self) -> bool {
-        !self.pending.is_empty() && !self.building && self.stalled.is_none()
+        !self.pending.is_empty()
+            && !self.building
+            && self.stalled.is_none()
+            && self.saved != Saved::Unread
+    }
+}
+
+/// A sealed segment as a part records it: its range and its ids section's (length, CRC32).
+pub fn segment_ids(seg: &SealedSegment, (ids_len, ids_crc): (u64, u32)) -> SegmentIds {
+    SegmentIds {
+        base_seq: seg.base_seq,
+        end_seq: seg.end_seq,
+        ids_len,
+        ids_crc,
     }
 }
 
@@ -307,18 +485,19 @@ fn build_pending<T>(state: &Mutex<IdFilterState>, alive: &std::sync::Weak<T>) {
             }
         };
         let Some(seg) = next else { break };
-        let hashes = seg
-            .load()
-            .and_then(|l| Ok(l.ids()?.iter().map(|(h, _)| h).collect::<Vec<u64>>()));
+        let hashes = seg.load().and_then(|l| {
+            let hashes: Vec<u64> = l.ids()?.iter().map(|(h, _)| h).collect();
+            Ok((l.ids_signature()?, hashes))
+        });
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         if st.filters.covered_end() > seg.base_seq {
             // Retention removed it meanwhile and coverage stepped over it.
             continue;
         }
         let ok = match hashes {
-            Ok(h) => st
+            Ok((ids, h)) => st
                 .filters
-                .add_segment(seg.base_seq, seg.end_seq, h.into_iter()),
+                .add_segment(segment_ids(&seg, ids), h.into_iter()),
             Err(e) => {
                 tracing::warn!(base_seq = seg.base_seq, error = %e, "the id filter stops before a segment it cannot read; ids from there on are searched in each segment");
                 false
@@ -349,6 +528,15 @@ mod tests {
         crate::mem_index::id_hash(&format!("req-{i}"))
     }
 
+    fn seg(base_seq: u64, end_seq: u64) -> SegmentIds {
+        SegmentIds {
+            base_seq,
+            end_seq,
+            ids_len: 0,
+            ids_crc: 0,
+        }
+    }
+
     fn hs(r: std::ops::Range<u64>) -> std::vec::IntoIter<u64> {
         r.map(h).collect::<Vec<_>>().into_iter()
     }
@@ -372,7 +560,7 @@ mod tests {
         for s in 0..64u64 {
             let base = 1 + s * per_segment;
             let hashes: Vec<u64> = (base..base + per_segment).map(h).collect();
-            assert!(f.add_segment(base, base + per_segment, hashes.into_iter()));
+            assert!(f.add_segment(seg(base, base + per_segment), hashes.into_iter()));
         }
         // 3.2M ids from parts of 64k, 128k, ...: 64k * (2^k - 1) >= 3.2M at k = 6.
         assert_eq!(f.parts(), 6);
@@ -387,13 +575,58 @@ mod tests {
     #[test]
     fn coverage_neither_repeats_nor_skips_a_segment() {
         let mut f = IdFilters::new(1);
-        assert!(f.add_segment(1, 11, hs(1..11)));
-        assert!(!f.add_segment(1, 11, hs(1..11)), "added twice");
-        assert!(!f.add_segment(21, 31, hs(21..31)), "11..21 skipped");
+        assert!(f.add_segment(seg(1, 11), hs(1..11)));
+        assert!(!f.add_segment(seg(1, 11), hs(1..11)), "added twice");
+        assert!(!f.add_segment(seg(21, 31), hs(21..31)), "11..21 skipped");
         assert_eq!(f.covered_end(), 11);
         // A segment without ids advances the coverage and makes no part.
-        assert!(f.add_segment(11, 21, std::iter::empty()));
+        assert!(f.add_segment(seg(11, 21), std::iter::empty()));
         assert_eq!((f.covered_end(), f.parts()), (21, 1));
+    }
+
+    /// Ids a segment of `saved_chain` holds: enough that ten segments need three parts.
+    const IDS_PER_SEGMENT: u64 = 20_000;
+
+    /// The parts of a chain over segments `1..11, 11..21, ...` (segment `s` holding the ids
+    /// `s * IDS_PER_SEGMENT..`), as the file would hold them.
+    fn saved_chain(segments: u64) -> Vec<FilterPart> {
+        let mut f = IdFilters::new(1);
+        for s in 0..segments {
+            let base = 1 + s * 10;
+            let ids = s * IDS_PER_SEGMENT..(s + 1) * IDS_PER_SEGMENT;
+            assert!(f.add_segment(seg(base, base + 10), hs(ids)));
+        }
+        let bytes = echolog_format::id_filter_file::encode_id_filter(&f.saved_parts());
+        echolog_format::id_filter_file::decode_id_filter(&bytes).unwrap()
+    }
+
+    #[test]
+    fn adopted_parts_answer_as_the_chain_they_were_saved_from() {
+        let saved = saved_chain(10);
+        assert_eq!(saved.len(), 3);
+        let mut f = IdFilters::new(1);
+        assert_eq!(f.adopt(saved.clone()), 3);
+        assert_eq!(f.covered_end(), 101);
+        for id in (0..10 * IDS_PER_SEGMENT).step_by(101) {
+            let seq = 1 + id / IDS_PER_SEGMENT * 10;
+            let ranges = f.may_contain(h(id));
+            assert!(ranges.iter().any(|(b, e)| *b <= seq && seq < *e), "{id}");
+        }
+        // Segments removed from the front since (the store starts at seq 71, inside the
+        // second part, 31..91): the part wholly before it is dropped.
+        let mut f = IdFilters::new(71);
+        assert_eq!(f.adopt(saved.clone()), 2);
+        assert_eq!(f.covered_end(), 101);
+        // A gap before the first part saved: nothing is taken.
+        let mut f = IdFilters::new(1);
+        assert_eq!(f.adopt(saved.clone().split_off(1)), 0);
+        assert_eq!(f.covered_end(), 1);
+        // A part of the wrong size for its capacity ends the adoption there.
+        let mut bad = saved;
+        bad[1].blocks.pop();
+        let mut f = IdFilters::new(1);
+        assert_eq!(f.adopt(bad), 1);
+        assert_eq!(f.covered_end(), 31);
     }
 
     /// Segments in a directory that does not exist: every load fails, as an unreadable index.
@@ -411,6 +644,11 @@ mod tests {
         let segs = missing_segments(&[(1, 11), (11, 21), (21, 31)]);
         let state = Mutex::new(IdFilterState::at_open(&segs[..2], 21));
         let alive = Arc::new(());
+        assert!(
+            !state.lock().unwrap().needs_builder(),
+            "the saved file comes first"
+        );
+        assert!(state.lock().unwrap().take_unread());
         assert!(state.lock().unwrap().needs_builder());
         state.lock().unwrap().building = true;
         build_pending(&state, &Arc::downgrade(&alive));
@@ -420,7 +658,7 @@ mod tests {
             assert_eq!(st.filters.covered_end(), 1, "nothing skipped");
             assert!(!st.needs_builder() && !st.building);
             // A seal while stalled waits in line, in order.
-            st.sealed(&segs[2], vec![h(25)]);
+            st.sealed(&segs[2], (0, 0), vec![h(25)]);
             assert_eq!(st.pending.len(), 3);
             // Retention removes the first segment: coverage steps over it, the chain goes on.
             st.removed(&[(1, 11)]);
@@ -460,10 +698,10 @@ mod tests {
             let mut f = IdFilters::new(1);
             let mut base = 1u64;
             let mut added = Vec::new();
-            for seg in &segments {
-                let end = base + seg.len() as u64 + 1;
-                prop_assert!(f.add_segment(base, end, seg.iter().copied()));
-                added.extend(seg.iter().map(|h| (*h, base)));
+            for hashes in &segments {
+                let end = base + hashes.len() as u64 + 1;
+                prop_assert!(f.add_segment(seg(base, end), hashes.iter().copied()));
+                added.extend(hashes.iter().map(|h| (*h, base)));
                 base = end;
             }
             for (hash, seg_base) in added {
