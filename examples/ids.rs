@@ -1,8 +1,10 @@
 //! What an idempotency id costs as the store grows: loads N events of the seed workload, each
 //! with a unique id, in batches of 1000 (one thread, `sync=never`, compaction off), printing
 //! the rate of every million and the sealed segments so far; then reopens the store and times
-//! the first single-event append with a new id and the p50 / p99 of 2000 more.
-//! Run: `cargo run --release --example ids -- [events] [dir]`.
+//! the first single-event append with a new id and the p50 / p99 of 2000 more. With `cold`, the
+//! page cache is dropped before the reopen (needs root); with 0 events, the store already in
+//! `dir` is reopened as it is.
+//! Run: `cargo run --release --example ids -- [events] [dir] [cold]`.
 
 #[path = "../benches/workload/mod.rs"]
 mod workload;
@@ -26,7 +28,10 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5_000_000);
     let dir = args.get(2).cloned().unwrap_or_else(|| "./ids-data".into());
-    let _ = std::fs::remove_dir_all(&dir);
+    let cold = args.get(3).is_some_and(|a| a == "cold");
+    if events > 0 {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let opts = Options {
         sync: SyncPolicy::Never,
         compaction: false,
@@ -52,9 +57,26 @@ fn main() {
             s.stats().expect("stats").segments
         );
     }
+    let t = Instant::now();
     drop(s);
+    let filter = std::fs::metadata(std::path::Path::new(&dir).join(echolog::ID_FILTER_FILE));
+    println!(
+        "close {:.0} ms (seal at close and saving the id filter: {} bytes)",
+        t.elapsed().as_secs_f64() * 1e3,
+        filter.map_or(0, |m| m.len())
+    );
+    if cold {
+        let dropped = std::process::Command::new("sync")
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+        println!("page cache dropped: {dropped}");
+    }
+    let t = Instant::now();
     let s = Store::open(&dir, opts).expect("reopen");
-    let one = |k: u64| with_ids(events + k, 1);
+    println!("reopen {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let base = s.last_seq();
+    let one = |k: u64| with_ids(base + k, 1);
     let t = Instant::now();
     s.append(one(0)).expect("append");
     let first_us = t.elapsed().as_secs_f64() * 1e6;

@@ -95,10 +95,11 @@ impl StorageBackend for OsBackend {
 
     fn map(&self, path: &Path) -> io::Result<Mapped> {
         let f = File::open(path)?;
-        // SAFETY: the engine maps only sealed segment files and index files. Both were fsynced
-        // and renamed into place before being mapped, and the store never writes, truncates or
-        // unlinks them while the map (owned by an Arc<LoadedSegment>) is alive; the directory
-        // lock keeps other echolog processes out. Every byte read through the map is still
+        // SAFETY: the engine maps only sealed segment files, index files, cluster files and the
+        // IDFILTER file. Each was fsynced and renamed into place before being mapped, and the
+        // store never writes to or truncates a file under that name again (IDFILTER is only
+        // replaced by a rename, which leaves a live map on the old inode); an unlink leaves a
+        // live map valid. The directory lock keeps other echolog processes out. Every byte read through the map is still
         // bounds-checked and checksummed, so outside tampering yields errors, not wrong answers.
         let m = unsafe { Mmap::map(&f) }?;
         Ok(Box::new(m))
