@@ -1324,9 +1324,11 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .take_unread();
         if unread {
-            let parts = crate::id_filter::persist::load(&self.storage, &self.dir, &view.sealed);
-            let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-            st.adopt(parts);
+            let saved = crate::id_filter::persist::load(&self.storage, &self.dir, &view.sealed);
+            if let Some((file, parts)) = saved {
+                let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+                st.adopt(&file, parts);
+            }
         }
         let (covered_end, maybe) = {
             let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,7 +6,7 @@ use echolog_format::block::{
     decode_block, decompress_body, record_offsets, BlockHeader, CODEC_ZSTD,
 };
 use echolog_format::cursors_file::decode_cursors;
-use echolog_format::id_filter_file::decode_id_filter;
+use echolog_format::id_filter_file::{check_page, decode_id_filter, decode_id_filter_whole};
 use echolog_format::index::{decode_block_table, DictView, IdsView, IndexHeader, IndexView};
 use echolog_format::segment_header::SegmentHeader;
 use echolog_format::tombstone_file::decode_tombstones;
@@ -37,7 +37,13 @@ proptest! {
         let _ = decode_block_table(&bytes, &ih);
         let _ = decode_tombstones(&bytes);
         let _ = decode_cursors(&bytes);
-        let _ = decode_id_filter(&bytes);
+        let _ = decode_id_filter_whole(&bytes);
+        if let Ok(parts) = decode_id_filter(&bytes) {
+            for p in &parts {
+                let _ = check_page(&bytes, p, count as usize % 4);
+                let _ = p.block(&bytes, count as usize);
+            }
+        }
     }
 }
 

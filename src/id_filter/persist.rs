@@ -1,6 +1,10 @@
-//! The id filter across restarts: saved to the IDFILTER file at close, read back by the first
+//! The id filter across restarts: saved to the IDFILTER file at close, mapped back by the first
 //! id lookup after open, so a reopened store does not read every sealed segment's ids section
-//! to answer "is this id new".
+//! to answer "is this id new". Only the file's heads are checked then; each 4 KiB page of
+//! filter blocks is checked against its CRC32 when a lookup first touches it (`bloom.rs`), so
+//! the first lookup reads a few pages, not the whole filter, and the saved parts stay in the
+//! page cache rather than on the heap (the last one is copied to the heap when the next
+//! sealed segment is added to it).
 //!
 //! The file is derived data, so every doubt drops it: a damaged or unreadable file, or a part
 //! whose segments are not exactly the store's, ends what is taken from it, and the segments
@@ -9,7 +13,9 @@
 //! and the same ids section (length and CRC32 from the index's checked section table; a purge
 //! that rewrote the section, or a file copied in from elsewhere, does not match). Segments it
 //! recorded that are gone were removed by retention: their ids are nowhere, so the part
-//! answering "maybe" for them costs a search, never a wrong "new".
+//! answering "maybe" for them costs a search, never a wrong "new". A damaged page found later
+//! answers "maybe" for every id it holds, and the next save leaves out its part and those after
+//! it, so the open after rebuilds them.
 //!
 //! Crash analysis of a save (temp file, fdatasync, rename, directory fsync): before the rename
 //! the old file (or none) is in place and the temp file is removed at the next open; after it
@@ -18,37 +24,43 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use echolog_format::id_filter_file::{decode_id_filter, FilterPart};
+use echolog_format::id_filter_file::{decode_id_filter, SavedPart};
 
 use super::IdFilterState;
 use crate::error::{Error, Result};
 use crate::segment::SealedSegment;
-use crate::storage::{temp_path, Storage};
+use crate::storage::{temp_path, Mapped, Storage};
 
 pub const ID_FILTER_FILE: &str = "IDFILTER";
 
-/// The saved parts that describe `sealed` (the store's sealed segments, in seq order): the
-/// longest run from the file's start whose every part matches. Empty without a usable file.
-pub fn load(storage: &Storage, dir: &Path, sealed: &[Arc<SealedSegment>]) -> Vec<FilterPart> {
+/// The mapped file and the saved parts that describe `sealed` (the store's sealed segments, in
+/// seq order): the longest run from the file's start whose every part matches. Their blocks
+/// are not read here: each page is checked when a lookup first touches it. `None` without a
+/// usable file.
+pub fn load(
+    storage: &Storage,
+    dir: &Path,
+    sealed: &[Arc<SealedSegment>],
+) -> Option<(Arc<Mapped>, Vec<SavedPart>)> {
     let path = dir.join(ID_FILTER_FILE);
     let started = std::time::Instant::now();
     // Mapped rather than read: no copy of the file on the heap beside the decoded parts.
     let bytes = match storage.map(&path) {
         Ok(b) => b,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Vec::new()
+            return None
         }
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot read the saved id filter; rebuilding it from the segments");
-            return Vec::new();
+            return None;
         }
     };
-    let bytes: &[u8] = (*bytes).as_ref();
-    let parts = match decode_id_filter(bytes) {
+    let file = Arc::new(bytes);
+    let parts = match decode_id_filter((**file).as_ref()) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "the saved id filter is damaged; rebuilding it from the segments");
-            return Vec::new();
+            return None;
         }
     };
     let saved = parts.len();
@@ -73,15 +85,15 @@ pub fn load(storage: &Storage, dir: &Path, sealed: &[Arc<SealedSegment>]) -> Vec
     tracing::info!(
         parts = taken.len(),
         of = saved,
-        bytes = bytes.len(),
+        bytes = (**file).as_ref().len(),
         ms = started.elapsed().as_millis() as u64,
         "saved id filter read"
     );
-    taken
+    Some((file, taken))
 }
 
 /// Whether `p` holds the ids of every sealed segment in its seq range (see the module doc).
-fn describes(p: &FilterPart, sealed: &[Arc<SealedSegment>]) -> Result<bool> {
+fn describes(p: &SavedPart, sealed: &[Arc<SealedSegment>]) -> Result<bool> {
     // A part reaching past the sealed segments would claim seqs a later seal fills.
     let sealed_end = sealed.last().map_or(0, |s| s.end_seq);
     if p.end_seq > sealed_end {
