@@ -93,7 +93,8 @@ pub struct Stats {
     pub compaction_idle: bool,
     /// Events purge erased since open.
     pub purged_events: u64,
-    /// Memory of the id filter over the sealed segments' idempotency ids.
+    /// Bytes of the id filter over the sealed segments' idempotency ids (on the heap, or
+    /// mapped from the IDFILTER file after a reopen).
     pub id_filter_bytes: u64,
     /// Sealed segments the id filter does not cover yet (an append with an id searches each).
     pub id_filter_backlog_segments: u32,

@@ -84,7 +84,7 @@ impl Metrics {
             compaction_backlog: reg(&r, gauge("echolog_compaction_backlog_segments", "sealed segments no cluster file covers yet (compaction's backlog)")?),
             compaction_bytes: reg(&r, counter("echolog_compaction_written_bytes_total", "bytes compaction wrote")?),
             purged_events: reg(&r, counter("echolog_purged_events_total", "events purge erased")?),
-            id_filter_bytes: reg(&r, gauge("echolog_id_filter_bytes", "memory of the filter over the sealed segments' idempotency ids")?),
+            id_filter_bytes: reg(&r, gauge("echolog_id_filter_bytes", "bytes of the filter over the sealed segments' idempotency ids (heap, or mapped from IDFILTER)")?),
             id_filter_backlog: reg(&r, gauge("echolog_id_filter_backlog_segments", "sealed segments the id filter does not cover yet")?),
             registry: r,
         };
