@@ -2,7 +2,8 @@
 //!
 //! Reads each segment from its first byte (header, every block's checksum, every record's
 //! framing, dense seqs across segments), each index file (header, section table and every
-//! section's checksum, and that it describes its segment), and the TOMBSTONES file. It takes
+//! section's checksum, and that it describes its segment), the TOMBSTONES, CURSORS and
+//! IDFILTER files. It takes
 //! the directory's lock, so it refuses to run beside a live server, and it writes nothing.
 
 use std::path::{Path, PathBuf};
@@ -90,6 +91,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     }
     verify_tombstones(&storage, dir, &mut r);
     verify_cursors(&storage, dir, &mut r);
+    verify_id_filter(&storage, dir, &mut r);
     for name in &listing.clusters {
         verify_cluster(&storage, dir, name, &mut r);
     }
@@ -241,6 +243,27 @@ fn verify_cursors(storage: &Storage, dir: &Path, r: &mut VerifyReport) {
             r.bytes_checked += bytes.len() as u64;
             if let Err(e) = echolog_format::cursors_file::decode_cursors(&bytes) {
                 problem(r, &path, 0, e.to_string());
+            }
+        }
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => problem(r, &path, 0, e.to_string()),
+    }
+}
+
+/// The saved id filter, every page checked. Derived data: damage is reported, and the next open
+/// drops what is damaged and rebuilds it from the ids sections.
+fn verify_id_filter(storage: &Storage, dir: &Path, r: &mut VerifyReport) {
+    let path = dir.join(crate::id_filter::persist::ID_FILTER_FILE);
+    match storage.read_all(&path) {
+        Ok(bytes) => {
+            r.bytes_checked += bytes.len() as u64;
+            if let Err(e) = echolog_format::id_filter_file::decode_id_filter_whole(&bytes) {
+                problem(
+                    r,
+                    &path,
+                    0,
+                    format!("{e} (derived data: the next open drops it and rebuilds it from the ids sections)"),
+                );
             }
         }
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}

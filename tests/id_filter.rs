@@ -166,3 +166,23 @@ fn a_filter_over_segments_without_ids_is_saved_and_taken_too() {
     let out = s.append(vec![with_id("id", 0)]).unwrap();
     assert_eq!((out.seqs, out.duplicates), (vec![201], 1));
 }
+
+#[test]
+fn verify_checks_every_page_of_the_saved_filter() {
+    let d = tempfile::tempdir().unwrap();
+    fill(d.path(), &common::small(), "id", 200);
+    assert!(echolog::verify(d.path()).unwrap().ok());
+    let path = d.path().join(ID_FILTER_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let r = echolog::verify(d.path()).unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert_eq!(r.problems[0].file, path);
+    assert!(
+        r.problems[0].what.contains("id filter page"),
+        "{}",
+        r.problems[0].what
+    );
+}
