@@ -150,7 +150,14 @@ fn a_power_cut_while_saving_leaves_a_filter_that_is_whole_or_absent() {
 fn a_filter_over_segments_without_ids_is_saved_and_taken_too() {
     let (disk, dir, opts) = sim_store_opts();
     let s = Store::open(&dir, opts.clone()).unwrap();
-    for i in 0..200 {
+    s.append(vec![ev("plain", 0)]).unwrap();
+    drop(s);
+    assert!(
+        disk.read_file(&dir.join(ID_FILTER_FILE)).is_none(),
+        "nothing sealed: no file"
+    );
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    for i in 1..200 {
         s.append(vec![ev("plain", i)]).unwrap();
     }
     // One id (in the active segment) makes the filter cover the sealed segments before it.

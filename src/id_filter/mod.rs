@@ -313,6 +313,8 @@ impl IdFilterState {
     pub fn to_save(&self) -> Option<(Vec<u8>, u64)> {
         let (parts, end) = self.filters.saved_parts();
         match self.saved {
+            // No part, and no file this run trusts: nothing worth a file.
+            Saved::Read { covered_end: None } if parts.is_empty() => None,
             Saved::Read { covered_end: c } if c != Some(end) => Some((
                 echolog_format::id_filter_file::encode_id_filter(&parts),
                 end,
