@@ -21,9 +21,10 @@ use crate::cursor::Cursor;
 use crate::{verify_crc32, FormatError};
 
 pub const ID_FILTER_MAGIC: [u8; 8] = *b"ECHOLIDF";
-/// Version of this file's layout (independent of [`crate::FORMAT_VERSION`]). Version 1 (one
-/// CRC over each part's blocks) was never released; a file of it is refused like any other.
-pub const ID_FILTER_VERSION: u32 = 2;
+/// Version of this file's layout (independent of [`crate::FORMAT_VERSION`]). Versions 1 (one
+/// CRC over each part's blocks) and 2 (each part's head just before its blocks) were never
+/// released; a file of either is refused like any other.
+pub const ID_FILTER_VERSION: u32 = 3;
 /// Bytes of filter blocks under one CRC32 of a part's page table (the last page may be short).
 pub const ID_FILTER_PAGE_BYTES: usize = 4096;
 /// Parts in one file. The chain doubles each part's capacity up to 2^30 ids, so 64 parts hold
@@ -187,18 +188,16 @@ impl BlocksRef<'_> {
     }
 }
 
-/// The file's bytes for `parts` (oldest first).
+/// The file's bytes for `parts` (oldest first): the header, every part's head, segment list
+/// and page table, then every part's blocks, so a reader finds all it checks up front in one
+/// read.
 pub fn encode_id_filter(parts: &[PartRef<'_>]) -> Vec<u8> {
+    let bodies: Vec<(std::borrow::Cow<'_, [u8]>, Vec<u32>)> = parts.iter().map(body).collect();
     let bytes: usize = parts
         .iter()
-        .map(|p| {
-            let blocks = p.blocks.block_count();
-            PART_HEAD_LEN
-                + p.segments.len() * SEGMENT_ENTRY_LEN
-                + 4
-                + page_count(blocks) * 4
-                + 4
-                + blocks * ID_FILTER_BLOCK_LEN
+        .zip(&bodies)
+        .map(|(p, (b, crcs))| {
+            PART_HEAD_LEN + p.segments.len() * SEGMENT_ENTRY_LEN + 4 + crcs.len() * 4 + 4 + b.len()
         })
         .sum();
     let mut out = Vec::with_capacity(HEADER_LEN + bytes);
@@ -207,15 +206,39 @@ pub fn encode_id_filter(parts: &[PartRef<'_>]) -> Vec<u8> {
     out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
     let crc = crate::crc32(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    for p in parts {
-        encode_part(&mut out, p);
+    for (p, (_, crcs)) in parts.iter().zip(&bodies) {
+        encode_part_head(&mut out, p, crcs);
+    }
+    for (b, _) in &bodies {
+        out.extend_from_slice(b);
     }
     out
 }
 
-fn encode_part(out: &mut Vec<u8>, p: &PartRef<'_>) {
+/// A part's blocks as bytes, and the CRC32 of each page of them.
+fn body<'a>(p: &PartRef<'a>) -> (std::borrow::Cow<'a, [u8]>, Vec<u32>) {
+    match p.blocks {
+        BlocksRef::Words(blocks) => {
+            let mut body = Vec::with_capacity(blocks.len() * ID_FILTER_BLOCK_LEN);
+            for w in blocks.iter().flatten() {
+                body.extend_from_slice(&w.to_le_bytes());
+            }
+            let crcs = body
+                .chunks(ID_FILTER_PAGE_BYTES)
+                .map(crate::crc32)
+                .collect();
+            (std::borrow::Cow::Owned(body), crcs)
+        }
+        BlocksRef::Saved { bytes, page_crcs } => {
+            (std::borrow::Cow::Borrowed(bytes), page_crcs.to_vec())
+        }
+    }
+}
+
+fn encode_part_head(out: &mut Vec<u8>, p: &PartRef<'_>, crcs: &[u32]) {
     let start = out.len();
     let block_count = p.blocks.block_count();
+    debug_assert_eq!(crcs.len(), page_count(block_count));
     for v in [p.base_seq, p.end_seq, p.ids, p.capacity, block_count as u64] {
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -228,29 +251,12 @@ fn encode_part(out: &mut Vec<u8>, p: &PartRef<'_>) {
     }
     let crc = crate::crc32(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    let mut body = Vec::with_capacity(block_count * ID_FILTER_BLOCK_LEN);
-    let crcs: Vec<u32> = match p.blocks {
-        BlocksRef::Words(blocks) => {
-            for w in blocks.iter().flatten() {
-                body.extend_from_slice(&w.to_le_bytes());
-            }
-            body.chunks(ID_FILTER_PAGE_BYTES)
-                .map(crate::crc32)
-                .collect()
-        }
-        BlocksRef::Saved { bytes, page_crcs } => {
-            body.extend_from_slice(bytes);
-            page_crcs.to_vec()
-        }
-    };
-    debug_assert_eq!(crcs.len(), page_count(block_count));
     let table_start = out.len();
-    for c in &crcs {
+    for c in crcs {
         out.extend_from_slice(&c.to_le_bytes());
     }
     let crc = crate::crc32(&out[table_start..]);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&body);
 }
 
 /// Decodes a file: the header and every part's head, segment list and page table checked;
@@ -283,9 +289,15 @@ pub fn decode_id_filter(bytes: &[u8]) -> Result<Vec<SavedPart>, FormatError> {
             max: u64::from(ID_FILTER_PARTS_MAX),
         });
     }
-    let parts = (0..count)
-        .map(|_| decode_part(bytes, &mut c))
+    let mut parts = (0..count)
+        .map(|_| decode_part_head(bytes, &mut c))
         .collect::<Result<Vec<_>, _>>()?;
+    // The blocks follow the heads, part after part.
+    for p in &mut parts {
+        let start = c.position();
+        c.take(p.block_count * ID_FILTER_BLOCK_LEN)?;
+        p.blocks_at = start..c.position();
+    }
     if !c.is_empty() {
         return Err(FormatError::invalid(
             WHAT,
@@ -320,7 +332,8 @@ pub fn decode_id_filter_whole(bytes: &[u8]) -> Result<Vec<FilterPart>, FormatErr
         .collect()
 }
 
-fn decode_part(bytes: &[u8], c: &mut Cursor<'_>) -> Result<SavedPart, FormatError> {
+/// A part's head, segment list and page table; its blocks are located by the caller.
+fn decode_part_head(bytes: &[u8], c: &mut Cursor<'_>) -> Result<SavedPart, FormatError> {
     const WHAT: &str = "id filter part";
     let start = c.position();
     let mut head = Cursor::new(WHAT, c.take(PART_HEAD_LEN)?);
@@ -364,8 +377,6 @@ fn decode_part(bytes: &[u8], c: &mut Cursor<'_>) -> Result<SavedPart, FormatErro
         .chunks_exact(4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let at = c.position();
-    c.take(block_count * ID_FILTER_BLOCK_LEN)?;
     Ok(SavedPart {
         base_seq,
         end_seq,
@@ -374,7 +385,7 @@ fn decode_part(bytes: &[u8], c: &mut Cursor<'_>) -> Result<SavedPart, FormatErro
         segments,
         block_count,
         page_crcs,
-        blocks_at: at..c.position(),
+        blocks_at: 0..0,
     })
 }
 
