@@ -1316,9 +1316,8 @@ impl Inner {
         };
         let view = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
         let hash = crate::mem_index::id_hash(id);
-        // Sealed segments below `covered_end` need a search only inside the filter's "maybe"
-        // ranges; the first id after open starts the build over the segments found there.
-        // The first lookup after open reads the saved filter before anything is added.
+        // The first lookup after open takes back the filter saved at the last close (the parts
+        // that still describe the sealed segments) before anything else is added to it.
         let unread = self
             .ids
             .lock()
@@ -1331,6 +1330,9 @@ impl Inner {
                 st.adopt(&file, parts);
             }
         }
+        // Sealed segments below `covered_end` need a search only inside the filter's "maybe"
+        // ranges; the first id after open starts the build over the segments the saved filter
+        // did not cover.
         let (covered_end, maybe) = {
             let mut st = self.ids.lock().unwrap_or_else(|p| p.into_inner());
             if st.needs_builder() {

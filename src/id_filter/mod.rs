@@ -236,9 +236,10 @@ impl IdFilters {
 /// The store's filters and the sealed segments still to be added to them, in seq order.
 ///
 /// Segments sealed while the store runs are added at their seal, from the index in memory.
-/// Those found at open are added by a background thread (`spawn_builder`) from their ids
-/// sections, so an open reads none of them; until it is through, the segments not covered are
-/// searched exactly. A segment whose index cannot be read stops the chain there (`stalled`)
+/// Those found at open are taken from the filter saved at the last close (`persist.rs`) by the
+/// first id lookup, and whatever that does not cover is added by a background thread
+/// (`spawn_builder`) from the ids sections, so an open reads none of them; until it is
+/// through, the segments not covered are searched exactly. A segment whose index cannot be read stops the chain there (`stalled`)
 /// until retention removes that segment or the store is opened again: coverage never skips a
 /// segment that is still in the store.
 #[derive(Default)]
@@ -308,8 +309,8 @@ impl IdFilterState {
         taken
     }
 
-    /// The file's bytes and the coverage they hold, when they would say more than the file on
-    /// disk (never before that file was read: see [`Saved::Unread`]).
+    /// The file's bytes and the coverage they hold, when that differs from what the file on
+    /// disk holds (never before that file was read: see [`Saved::Unread`]).
     pub fn to_save(&self) -> Option<(Vec<u8>, u64)> {
         let (parts, end) = self.filters.saved_parts();
         match self.saved {
