@@ -292,7 +292,10 @@ impl Inner {
         }
         // The group's events are freed only now, after every appender has its answer: the
         // frees of their strings took about a tenth of the commit thread's time, and a woken
-        // appender prepares its next batch on the other core meanwhile.
+        // appender prepares its next batch on the other core meanwhile. Handing each blocked
+        // appender its events to free on its own thread was measured slower (2 appenders,
+        // `examples/ingest 4000000 2 never`, five interleaved runs: 408k-553k events/s against
+        // 535k-621k here): the appender is the busier thread.
         drop(work);
     }
 
