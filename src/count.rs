@@ -9,6 +9,10 @@
 //! A count of one tag per hour or day (or in all) over whole hours reads, per sealed segment,
 //! only that tag's pre-aggregated hourly counts (index section `SECTION_TAG_HOURS`, format
 //! version 5), minus its deleted events.
+//!
+//! A count bounded in time passes over a sealed segment whose records all fall outside the
+//! range from its index header alone (`SealedSegment::ts_bounds`: one small read, cached), so
+//! the first such count after open maps and checksums only the indexes it counts from.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -155,13 +159,19 @@ impl Store {
             buckets: BTreeMap::new(),
             current: None,
         };
+        let outside = |(min, max): (i64, i64)| {
+            q.from_ts.is_some_and(|f| max < f) || q.to_ts.is_some_and(|t| min >= t)
+        };
         for seg in view.sealed.iter() {
+            // A bounded count passes over segments outside its range without loading them.
+            if (q.from_ts.is_some() || q.to_ts.is_some()) && seg.ts_bounds().is_some_and(outside) {
+                continue;
+            }
             let l = seg.load()?;
             if l.record_count() == 0 {
                 continue;
             }
-            let (min, max) = (l.header.min_ts, l.header.max_ts);
-            if q.from_ts.is_some_and(|f| max < f) || q.to_ts.is_some_and(|t| min >= t) {
+            if outside((l.header.min_ts, l.header.max_ts)) {
                 continue;
             }
             self.count_sealed(&l, q, &tomb, &mut acc)?;

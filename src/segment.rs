@@ -312,6 +312,8 @@ pub struct SealedSegment {
     loaded: Mutex<Option<Result<Arc<LoadedSegment>, Arc<Error>>>>,
     /// (disk bytes of segment and index, decompressed record bytes), once known.
     summary: OnceLock<(u64, u64)>,
+    /// (min_ts, max_ts) of the records, once known.
+    ts_bounds: OnceLock<(i64, i64)>,
     cache_key: u64,
 }
 
@@ -328,6 +330,7 @@ impl SealedSegment {
             storage: storage.clone(),
             loaded: Mutex::new(None),
             summary: OnceLock::new(),
+            ts_bounds: OnceLock::new(),
             cache_key: base_seq,
         }
     }
@@ -441,6 +444,21 @@ impl SealedSegment {
             offset: 0,
             source,
         })
+    }
+
+    /// (min_ts, max_ts) of the segment's records from its index header (one small read, then
+    /// cached), so a count can pass over a segment outside its range without mapping and
+    /// checksumming its index. `None` when the header cannot tell (unreadable, damaged, or not
+    /// this segment's): the caller loads the segment, which rebuilds such an index.
+    pub fn ts_bounds(&self) -> Option<(i64, i64)> {
+        if let Some(b) = self.ts_bounds.get() {
+            return Some(*b);
+        }
+        let (_, _, head) = self.read_index_head().ok()?;
+        let h = echolog_format::index::decode_index_header(&head).ok()?;
+        let describes = h.base_seq == self.base_seq
+            && u64::from(h.record_count) == self.end_seq - self.base_seq;
+        describes.then(|| *self.ts_bounds.get_or_init(|| (h.min_ts, h.max_ts)))
     }
 
     /// Whether `summary` would answer without reading a file.

@@ -382,6 +382,36 @@ fn stats_after_open_totals_the_store_without_mapping_an_index() {
     assert!(disk.injected_by_op().is_empty(), "no index was mapped");
 }
 
+/// A count bounded in time reads only the index headers of the sealed segments outside its
+/// range (one small read each): it maps and checksums only the indexes it counts from.
+#[test]
+fn a_bounded_count_after_open_maps_no_index_outside_its_range() {
+    let (disk, dir, opts) = sim_store_opts();
+    {
+        let s = Store::open(&dir, opts.clone()).unwrap();
+        fill(&s, 200);
+        assert!(s.stats().unwrap().segments > 3);
+    }
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    let newest = s.read(s.last_seq(), 1).unwrap()[0].event.ts;
+    disk.add_rule(
+        FaultRule::new(FaultOp::Map, Errno::Eio)
+            .path(".idx")
+            .forever(),
+    );
+    // The newest event is in the active segment: no sealed segment reaches its ts.
+    let q = |from_ts| echolog::CountQuery {
+        from_ts: Some(from_ts),
+        ..Default::default()
+    };
+    assert_eq!(s.count(&q(newest)).unwrap().total, 1);
+    assert!(disk.injected_by_op().is_empty(), "no index was mapped");
+    // The control: a count from the start needs them all.
+    assert!(s.count(&q(0)).is_err());
+    disk.clear_rules();
+    assert_eq!(s.count(&q(0)).unwrap().total, 200);
+}
+
 #[test]
 fn a_failing_cluster_file_fails_only_its_compaction_step_but_a_directory_fsync_is_read_only() {
     let cases = [

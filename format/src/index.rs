@@ -188,6 +188,24 @@ pub fn section_table(table: &[u8], count: u32) -> Result<Vec<SectionEntry>, Form
         .collect()
 }
 
+/// The header of an index file, from its first 64 bytes (magic, version and checksum checked;
+/// no section is read).
+pub fn decode_index_header(head: &[u8]) -> Result<IndexHeader, FormatError> {
+    section_count(head)?;
+    let mut c = Cursor::new(
+        "index header",
+        head.get(16..INDEX_HEADER_LEN).unwrap_or_default(),
+    );
+    Ok(IndexHeader {
+        base_seq: c.u64()?,
+        record_count: c.u32()?,
+        block_count: c.u32()?,
+        segment_len: c.u64()?,
+        min_ts: c.i64()?,
+        max_ts: c.i64()?,
+    })
+}
+
 /// The length and CRC32 of the ids section, read from the start of an index file (header and
 /// section table, both checked; no section is read). `(0, 0)` for an index without one.
 pub fn ids_section_signature(head: &[u8]) -> Result<(u64, u32), FormatError> {
