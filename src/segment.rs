@@ -360,12 +360,7 @@ impl SealedSegment {
         if let Some(s) = self.summary.get() {
             return Ok(*s);
         }
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(|r| r.as_ref().ok().cloned());
+        let loaded = self.loaded_if_any();
         let s = match loaded {
             Some(l) => (l.disk_bytes(), l.raw_bytes()),
             None => match self.read_summary()? {
@@ -454,11 +449,26 @@ impl SealedSegment {
         if let Some(b) = self.ts_bounds.get() {
             return Some(*b);
         }
+        let loaded = self.loaded_if_any();
+        if let Some(l) = loaded {
+            // Already mapped: its checked header answers without a read.
+            let h = l.header;
+            return Some(*self.ts_bounds.get_or_init(|| (h.min_ts, h.max_ts)));
+        }
         let (_, _, head) = self.read_index_head().ok()?;
         let h = echolog_format::index::decode_index_header(&head).ok()?;
         let describes = h.base_seq == self.base_seq
             && u64::from(h.record_count) == self.end_seq - self.base_seq;
         describes.then(|| *self.ts_bounds.get_or_init(|| (h.min_ts, h.max_ts)))
+    }
+
+    /// The loaded segment, if a reader loaded it already (nothing is read here).
+    fn loaded_if_any(&self) -> Option<Arc<LoadedSegment>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|r| r.as_ref().ok().cloned())
     }
 
     /// Whether `summary` would answer without reading a file.

@@ -138,6 +138,12 @@ pub struct SectionEntry {
 /// The section count of an index header (64 bytes), after checking its magic and checksum,
 /// so a caller knows how much of the table to read.
 pub fn section_count(head: &[u8]) -> Result<u32, FormatError> {
+    decode_head(head).map(|(_, n, _)| n)
+}
+
+/// The first 64 bytes of an index file, checked (magic, checksum, version, section count
+/// limit): its version, section count and header.
+fn decode_head(head: &[u8]) -> Result<(u32, u32, IndexHeader), FormatError> {
     const WHAT: &str = "index header";
     let h = head.get(..INDEX_HEADER_LEN).ok_or(FormatError::Truncated {
         what: WHAT,
@@ -156,7 +162,7 @@ pub fn section_count(head: &[u8]) -> Result<u32, FormatError> {
         u32::from_le_bytes(stored),
         h.get(..60).unwrap_or_default(),
     )?;
-    crate::check_version(WHAT, c.u32()?)?;
+    let version = crate::check_version(WHAT, c.u32()?)?;
     let n = c.u32()?;
     if n > SECTIONS_MAX {
         return Err(FormatError::LimitExceeded {
@@ -165,7 +171,15 @@ pub fn section_count(head: &[u8]) -> Result<u32, FormatError> {
             max: u64::from(SECTIONS_MAX),
         });
     }
-    Ok(n)
+    let header = IndexHeader {
+        base_seq: c.u64()?,
+        record_count: c.u32()?,
+        block_count: c.u32()?,
+        segment_len: c.u64()?,
+        min_ts: c.i64()?,
+        max_ts: c.i64()?,
+    };
+    Ok((version, n, header))
 }
 
 /// The section table that follows a header of `count` sections (`count` x 24 bytes and its
@@ -191,19 +205,7 @@ pub fn section_table(table: &[u8], count: u32) -> Result<Vec<SectionEntry>, Form
 /// The header of an index file, from its first 64 bytes (magic, version and checksum checked;
 /// no section is read).
 pub fn decode_index_header(head: &[u8]) -> Result<IndexHeader, FormatError> {
-    section_count(head)?;
-    let mut c = Cursor::new(
-        "index header",
-        head.get(16..INDEX_HEADER_LEN).unwrap_or_default(),
-    );
-    Ok(IndexHeader {
-        base_seq: c.u64()?,
-        record_count: c.u32()?,
-        block_count: c.u32()?,
-        segment_len: c.u64()?,
-        min_ts: c.i64()?,
-        max_ts: c.i64()?,
-    })
+    decode_head(head).map(|(_, _, h)| h)
 }
 
 /// The length and CRC32 of the ids section, read from the start of an index file (header and
@@ -239,39 +241,7 @@ pub struct IndexView<'a> {
 impl<'a> IndexView<'a> {
     /// Parses and verifies every checksum in the file.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        const WHAT: &str = "index header";
-        if bytes.len() < INDEX_HEADER_LEN {
-            return Err(FormatError::Truncated {
-                what: WHAT,
-                needed: INDEX_HEADER_LEN as u64,
-                available: bytes.len() as u64,
-            });
-        }
-        let mut c = Cursor::new(WHAT, &bytes[..INDEX_HEADER_LEN]);
-        let magic: [u8; 8] = c.array()?;
-        if magic != INDEX_MAGIC {
-            return Err(FormatError::BadMagic { what: WHAT });
-        }
-        let stored = u32::from_le_bytes([bytes[60], bytes[61], bytes[62], bytes[63]]);
-        verify_crc32(WHAT, stored, &bytes[0..60])?;
-        let version = c.u32()?;
-        crate::check_version(WHAT, version)?;
-        let section_count = c.u32()?;
-        if section_count > SECTIONS_MAX {
-            return Err(FormatError::LimitExceeded {
-                what: "index section_count",
-                value: u64::from(section_count),
-                max: u64::from(SECTIONS_MAX),
-            });
-        }
-        let header = IndexHeader {
-            base_seq: c.u64()?,
-            record_count: c.u32()?,
-            block_count: c.u32()?,
-            segment_len: c.u64()?,
-            min_ts: c.i64()?,
-            max_ts: c.i64()?,
-        };
+        let (version, section_count, header) = decode_head(bytes)?;
         let table_len = section_count as usize * SECTION_ENTRY_LEN;
         let mut t = Cursor::new("index section table", &bytes[INDEX_HEADER_LEN..]);
         let table = t.take(table_len)?;
