@@ -193,3 +193,57 @@ fn verify_checks_every_page_of_the_saved_filter() {
         r.problems[0].what
     );
 }
+
+#[test]
+fn after_a_crash_the_last_saved_filter_still_covers_the_segments_it_covered() {
+    let (disk, dir, opts) = sim_store_opts();
+    fill(&dir, &opts, "id", 200);
+    let path = dir.join(ID_FILTER_FILE);
+    let saved = disk.read_file(&path).unwrap();
+    // More sealed segments with ids, then a crash: no close, so no save.
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    let before = s.stats().unwrap().segments;
+    for i in 200..400 {
+        s.append(vec![with_id("id", i)]).unwrap();
+    }
+    assert!(s.stats().unwrap().segments > before + 2);
+    std::mem::forget(s);
+    disk.crash();
+    assert_eq!(
+        disk.read_file(&path).unwrap(),
+        saved,
+        "not saved without a close"
+    );
+
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    // The first segment is covered by the saved file: neither the new id nor the builder
+    // (which adds only the segments sealed since) reads its index.
+    disk.add_rule(
+        FaultRule::new(FaultOp::Map, Errno::Eio)
+            .path("00000000000000000001.idx")
+            .forever(),
+    );
+    assert_eq!(s.append(vec![with_id("new", 1)]).unwrap().duplicates, 0);
+    let started = std::time::Instant::now();
+    while s.stats().unwrap().id_filter_backlog_segments > 0 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the builder never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(disk.injected_by_op().is_empty(), "a covered index was read");
+    disk.clear_rules();
+    retries_are_duplicates(&s, "id", 400);
+    drop(s);
+
+    // A run without any id lookup leaves the file as it found it.
+    let saved = disk.read_file(&path).unwrap();
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    let next = s.last_seq();
+    for i in 0..100 {
+        s.append(vec![ev("plain", next + i)]).unwrap();
+    }
+    drop(s);
+    assert_eq!(disk.read_file(&path).unwrap(), saved);
+}
