@@ -1,0 +1,16 @@
+//! Segments as readers see them: the active segment (an in-memory index over a file still
+//! being appended to) and sealed segments (immutable files read through mmap, with an index
+//! file loaded on first use).
+//!
+//! - `active.rs`: the segment appended to, read through its in-memory index.
+//! - `sealed.rs`: a sealed segment before it is loaded: what `Stats` and bounded counts learn
+//!   from the first page of its index, and loading (with the rebuild of a missing index).
+//! - `loaded.rs`: a loaded sealed segment: its blocks and its index sections.
+
+mod active;
+mod loaded;
+mod sealed;
+
+pub use active::ActiveSegment;
+pub use loaded::LoadedSegment;
+pub use sealed::{SealedSegment, SharedError};
