@@ -443,7 +443,7 @@ fn build(inner: &Inner, seg: &SealedSegment) -> Result<Arc<ClusterFile>> {
     let mut written = 0usize;
     for i in 0..dict.len() {
         let (key, value) = dict.entry(i).map_err(|e| l.idx_corrupt(e))?;
-        for ord in l.postings(value)?.iter() {
+        for ord in dict.postings(value)?.iter() {
             let row = match rows_of_ordinals.get(ord as usize) {
                 Some(&NO_ROW) => continue,
                 Some(&r) => &rows[r as usize],

@@ -269,8 +269,9 @@ impl Store {
         // bitmap of the segment; both exact.
         // Default 64 (Options): a minute bitmap costs 1-2 us, a timestamp read ~10-20 ns.
         if f.len() <= minutes.len() as u64 * self.inner.opts.count_events_per_minute_bitmap {
+            let ts_column = l.ts_column()?;
             for ord in &f {
-                let ts = l.ts(ord);
+                let ts = ts_column.get(ord);
                 if in_range(ts, q.from_ts, q.to_ts) {
                     acc.add(ts, 1);
                 }
@@ -292,14 +293,15 @@ impl Store {
             if q.from_ts.is_some_and(|x| m_end <= x) || q.to_ts.is_some_and(|x| m >= x) {
                 continue;
             }
-            let mb = l.postings(bytes)?;
+            let mb = minutes.postings(bytes)?;
             let whole = q.from_ts.is_none_or(|x| m >= x) && q.to_ts.is_none_or(|x| m_end <= x);
             if whole {
                 acc.add(m, f.intersection_len(&mb));
             } else {
                 // A minute cut by a range edge: read the timestamps of its matching events.
+                let ts_column = l.ts_column()?;
                 for ord in &(&f & &mb) {
-                    let ts = l.ts(ord);
+                    let ts = ts_column.get(ord);
                     if in_range(ts, q.from_ts, q.to_ts) {
                         acc.add(ts, 1);
                     }
@@ -350,6 +352,7 @@ impl Store {
             if !d.is_empty() {
                 if let Some(tagged) = l.bitmap(SECTION_TAGS, tag.as_bytes())? {
                     let mut gone = &*d & &tagged;
+                    let ts_column = l.ts_column()?;
                     for k in UNCOUNTED_KINDS {
                         if let Some(r) = l.bitmap(SECTION_KINDS, k.as_bytes())? {
                             gone -= r;
@@ -357,7 +360,7 @@ impl Store {
                     }
                     for ord in &gone {
                         *deleted_per_hour
-                            .entry(l.ts(ord).div_euclid(HOUR_MS))
+                            .entry(ts_column.get(ord).div_euclid(HOUR_MS))
                             .or_default() += 1;
                     }
                 }

@@ -179,7 +179,15 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
             return Ok(());
         };
         let base = l.header.base_seq;
-        let keep = |o: &u32| seq_ok(base + u64::from(*o)) && in_range(l.ts(*o), q.from_ts, q.to_ts);
+        // The ts column is read (and checked, once) only for a history bounded in time.
+        let ts = match (q.from_ts, q.to_ts) {
+            (None, None) => None,
+            _ => Some(l.ts_column()?),
+        };
+        let keep = |o: &u32| {
+            seq_ok(base + u64::from(*o))
+                && ts.is_none_or(|t| in_range(t.get(*o), q.from_ts, q.to_ts))
+        };
         let mut hint = None;
         let mut push = |ord: u32| -> Result<bool> {
             let (seq, r) = inner.sealed_record(&l, ord, &mut hint)?;

@@ -227,7 +227,33 @@ pub fn decode_summary(bytes: &[u8], entry: &SectionEntry) -> Result<u64, FormatE
     c.u64()
 }
 
-/// A parsed, fully checksummed index file borrowed from its bytes.
+/// One section of an index file: its id, the CRC32 its table row states and where its bytes
+/// are (inside the file, checked by [`IndexView::locate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatedSection {
+    pub id: u32,
+    pub crc: u32,
+    pub range: std::ops::Range<usize>,
+}
+
+impl LocatedSection {
+    /// The section's bytes within `bytes` (the file it was located in), checked against its
+    /// CRC32.
+    pub fn checked<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], FormatError> {
+        let b = bytes
+            .get(self.range.clone())
+            .ok_or(FormatError::Truncated {
+                what: "index section",
+                needed: self.range.end as u64,
+                available: bytes.len() as u64,
+            })?;
+        verify_crc32("index section", self.crc, b)?;
+        Ok(b)
+    }
+}
+
+/// A parsed index file borrowed from its bytes: header and section table checked, every
+/// section located inside the file; with [`IndexView::parse`], every section checked too.
 #[derive(Debug, Clone)]
 pub struct IndexView<'a> {
     pub header: IndexHeader,
@@ -235,37 +261,47 @@ pub struct IndexView<'a> {
     /// and dictionary values are tagged posting lists.
     pub version: u32,
     bytes: &'a [u8],
-    sections: Vec<(u32, std::ops::Range<usize>)>,
+    sections: Vec<LocatedSection>,
 }
 
 impl<'a> IndexView<'a> {
     /// Parses and verifies every checksum in the file.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        let (version, section_count, header) = decode_head(bytes)?;
-        let table_len = section_count as usize * SECTION_ENTRY_LEN;
-        let mut t = Cursor::new("index section table", &bytes[INDEX_HEADER_LEN..]);
-        let table = t.take(table_len)?;
-        let table_crc = t.u32()?;
-        verify_crc32("index section table", table_crc, table)?;
-        let mut tc = Cursor::new("index section table", table);
-        let mut sections = Vec::with_capacity(section_count as usize);
-        for _ in 0..section_count {
-            let id = tc.u32()?;
-            let crc = tc.u32()?;
-            let offset = tc.u64()?;
-            let len = tc.u64()?;
-            let end = offset
-                .checked_add(len)
-                .filter(|e| *e <= bytes.len() as u64)
-                .ok_or(FormatError::Truncated {
-                    what: "index section",
-                    needed: offset.saturating_add(len),
-                    available: bytes.len() as u64,
-                })?;
-            let range = offset as usize..end as usize;
-            verify_crc32("index section", crc, &bytes[range.clone()])?;
-            sections.push((id, range));
+        let view = Self::locate(bytes)?;
+        for s in &view.sections {
+            s.checked(bytes)?;
         }
+        Ok(view)
+    }
+
+    /// Checks the header and the section table and that every section lies inside the file,
+    /// without reading any section: what a reader needs before it checks only the sections it
+    /// uses ([`LocatedSection::checked`]). Reads the file's first page, whatever its size.
+    pub fn locate(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        let (version, section_count, header) = decode_head(bytes)?;
+        let table = section_table(
+            bytes.get(INDEX_HEADER_LEN..).unwrap_or_default(),
+            section_count,
+        )?;
+        let sections = table
+            .into_iter()
+            .map(|row| {
+                let end = row
+                    .offset
+                    .checked_add(row.len)
+                    .filter(|e| *e <= bytes.len() as u64)
+                    .ok_or(FormatError::Truncated {
+                        what: "index section",
+                        needed: row.offset.saturating_add(row.len),
+                        available: bytes.len() as u64,
+                    })?;
+                Ok(LocatedSection {
+                    id: row.id,
+                    crc: row.crc,
+                    range: row.offset as usize..end as usize,
+                })
+            })
+            .collect::<Result<Vec<_>, FormatError>>()?;
         Ok(IndexView {
             header,
             version,
@@ -274,22 +310,23 @@ impl<'a> IndexView<'a> {
         })
     }
 
-    /// The section's bytes, or an empty slice when the file has no such section.
+    /// The section's bytes, or an empty slice when the file has no such section (checked only
+    /// if the view came from [`IndexView::parse`]).
     pub fn section(&self, id: u32) -> &'a [u8] {
         self.sections
             .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, r)| &self.bytes[r.clone()])
+            .find(|s| s.id == id)
+            .and_then(|s| self.bytes.get(s.range.clone()))
             .unwrap_or(&[])
     }
 
-    /// Byte ranges of the sections within the parsed bytes, to keep after verification.
-    pub fn section_ranges(&self) -> &[(u32, std::ops::Range<usize>)] {
+    /// The located sections, in table order.
+    pub fn sections(&self) -> &[LocatedSection] {
         &self.sections
     }
 
     pub fn has_section(&self, id: u32) -> bool {
-        self.sections.iter().any(|(i, _)| *i == id)
+        self.sections.iter().any(|s| s.id == id)
     }
 }
 

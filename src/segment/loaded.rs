@@ -1,36 +1,21 @@
-use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use echolog_format::block::{BlockHeader, BLOCK_HEADER_LEN};
 use echolog_format::index::{
     ids_section_signature, BlockEntry, DictView, HourCounts, IdsView, IndexHeader,
-    COMPACT_INDEX_VERSION_MIN, SECTION_IDS, SECTION_TAG_HOURS,
+    COMPACT_INDEX_VERSION_MIN, SECTION_IDS, SECTION_TAG_HOURS, SECTION_TS,
 };
 use echolog_format::postings::{decode_postings, Postings};
 use echolog_format::ts_column::TsColumn;
 use echolog_format::FormatError;
 use roaring::RoaringBitmap;
 
+use super::index::{rebuild, Expected, IndexFacts, IndexParts, RebuildAt};
+use super::sealed::SharedError;
 use crate::block_cache::DecodedBlock;
 use crate::error::{Error, Result};
-use crate::storage::Mapped;
-
-/// Bytes of an index file: mapped, or held in memory after a rebuild whose write failed.
-pub(super) enum IndexBytes {
-    Mapped(Mapped),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for IndexBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            IndexBytes::Mapped(m) => (**m).as_ref(),
-            IndexBytes::Owned(v) => v,
-        }
-    }
-}
+use crate::storage::{Mapped, Storage};
 
 /// A mapped sealed segment file.
 pub(super) struct SegBytes(pub(super) Mapped);
@@ -42,32 +27,113 @@ impl std::ops::Deref for SegBytes {
     }
 }
 
-/// A sealed segment, mapped and with its index verified.
+/// A sealed segment, mapped, with its index's header and block table checked; each other
+/// index section is checked the first time it is read (see `index.rs`).
 pub struct LoadedSegment {
     pub seg_path: PathBuf,
     pub idx_path: PathBuf,
     /// This file's key in the block cache (see [`crate::block_cache::BlockKey`]).
     pub cache_key: u64,
-    pub(super) seg: SegBytes,
-    pub(super) idx: IndexBytes,
+    seg: SegBytes,
     pub header: IndexHeader,
     pub blocks: Vec<BlockEntry>,
-    pub(super) sections: Vec<(u32, Range<usize>)>,
-    /// Where the ts column is in `idx` (looked up once: `ts` is on hot paths).
-    pub(super) ts_range: Range<usize>,
-    /// The index file's format version: since version 6 the ts column is packed and
-    /// dictionary values are tagged posting lists.
-    pub(super) version: u32,
-    pub(super) raw_bytes: OnceLock<u64>,
+    /// The index as found on disk.
+    index: IndexParts,
+    /// The index rebuilt from the segment after one of `index`'s sections failed its check
+    /// (or why it could not be). Set once; `index` stays alive, so bytes a reader borrowed
+    /// from it stay valid.
+    repaired: OnceLock<std::result::Result<IndexParts, Arc<Error>>>,
+    storage: Storage,
+    raw_bytes: OnceLock<u64>,
+}
+
+/// A dictionary section with what decoding its values needs (the version of the file it was
+/// read from: a rebuilt index may be newer than the one it replaced).
+pub struct SegDict<'a> {
+    dict: DictView<'a>,
+    version: u32,
+    record_count: u32,
+    seg: &'a LoadedSegment,
+}
+
+impl<'a> std::ops::Deref for SegDict<'a> {
+    type Target = DictView<'a>;
+    fn deref(&self) -> &DictView<'a> {
+        &self.dict
+    }
+}
+
+impl SegDict<'_> {
+    /// Decodes one value of this dictionary into a bitmap.
+    pub fn postings(&self, value: &[u8]) -> Result<RoaringBitmap> {
+        postings(self.version, self.record_count, value).map_err(|e| self.seg.idx_corrupt(e))
+    }
+}
+
+/// The ts column of a loaded segment, checked.
+#[derive(Clone, Copy)]
+pub enum SegTs<'a> {
+    /// Version 6 and later: bit-packed frames.
+    Packed(TsColumn<'a>),
+    /// Before: one little-endian i64 per record.
+    Plain(&'a [u8]),
+}
+
+impl SegTs<'_> {
+    /// Event time of the record at `ord` (0 past the last record, which callers never ask).
+    pub fn get(&self, ord: u32) -> i64 {
+        match self {
+            SegTs::Packed(c) => c.get(ord).unwrap_or(0),
+            SegTs::Plain(s) => {
+                let at = ord as usize * 8;
+                s.get(at..at + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i64::from_le_bytes)
+            }
+        }
+    }
+}
+
+/// One dictionary value as a bitmap: a bare roaring bitmap before version 6, a tagged list or
+/// bitmap since.
+fn postings(version: u32, record_count: u32, value: &[u8]) -> Result<RoaringBitmap, FormatError> {
+    let roaring = if version >= COMPACT_INDEX_VERSION_MIN {
+        match decode_postings(value, record_count)? {
+            Postings::Roaring(bytes) => bytes,
+            Postings::Ordinals(ords) => {
+                // Strictly increasing (checked by the decoder), so this cannot fail.
+                return RoaringBitmap::from_sorted_iter(ords)
+                    .map_err(|e| FormatError::invalid("posting list", e.to_string()));
+            }
+        }
+    } else {
+        value
+    };
+    RoaringBitmap::deserialize_from(roaring)
+        .map_err(|e| FormatError::invalid("roaring bitmap", e.to_string()))
 }
 
 impl LoadedSegment {
-    pub fn section(&self, id: u32) -> &[u8] {
-        self.sections
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, r)| &self.idx[r.clone()])
-            .unwrap_or(&[])
+    pub(super) fn new(
+        paths: (PathBuf, PathBuf),
+        cache_key: u64,
+        seg: SegBytes,
+        (index, facts): (IndexParts, IndexFacts),
+        storage: Storage,
+    ) -> Self {
+        let (seg_path, idx_path) = paths;
+        LoadedSegment {
+            seg_path,
+            idx_path,
+            cache_key,
+            seg,
+            header: facts.header,
+            blocks: facts.blocks,
+            index,
+            repaired: OnceLock::new(),
+            storage,
+            raw_bytes: OnceLock::new(),
+        }
     }
 
     pub(crate) fn idx_corrupt(&self, source: FormatError) -> Error {
@@ -82,59 +148,84 @@ impl LoadedSegment {
         self.header.record_count
     }
 
-    /// Event time of the record at `ord` (the column was checked at load: one i64 per record
-    /// before version 6, whole frames since).
-    pub fn ts(&self, ord: u32) -> i64 {
-        let s = &self.idx[self.ts_range.clone()];
-        if self.version >= COMPACT_INDEX_VERSION_MIN {
-            return TsColumn::split(s, self.header.record_count)
-                .get(ord)
-                .unwrap_or(0);
+    /// The index readers use: the rebuilt one once there is one.
+    fn parts(&self) -> &IndexParts {
+        match self.repaired.get() {
+            Some(Ok(p)) => p,
+            _ => &self.index,
         }
-        let at = ord as usize * 8;
-        match s.get(at..at + 8) {
-            Some(b) => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-            None => 0,
+    }
+
+    /// Section `id` (empty when the index has none) and the index it was read from. A
+    /// section that fails its check has the index rebuilt from the segment (once), and the
+    /// rebuilt index answers.
+    fn section(&self, id: u32) -> Result<(&IndexParts, &[u8])> {
+        let p = self.parts();
+        match p.section(id, &self.header) {
+            Ok(b) => Ok((p, b)),
+            Err(cause) => {
+                let r = self.repair(cause)?;
+                let b = r
+                    .section(id, &self.header)
+                    .map_err(|e| self.idx_corrupt(e))?;
+                Ok((r, b))
+            }
         }
+    }
+
+    /// The index rebuilt from this segment (built by the first caller; the others wait).
+    fn repair(&self, cause: FormatError) -> Result<&IndexParts> {
+        let r = self.repaired.get_or_init(|| {
+            tracing::warn!(file = %self.idx_path.display(), error = %cause, "index section is corrupt; rebuilding the index from its segment");
+            let dir = self.idx_path.parent().unwrap_or(std::path::Path::new("."));
+            let at = RebuildAt {
+                storage: &self.storage,
+                dir,
+                seg_path: &self.seg_path,
+                idx_path: &self.idx_path,
+            };
+            let expect = Expected {
+                base_seq: self.header.base_seq,
+                end_seq: self.header.base_seq + u64::from(self.header.record_count),
+                segment_len: self.seg.len() as u64,
+            };
+            let (parts, facts) = rebuild(&at, &self.seg, expect).map_err(Arc::new)?;
+            if facts.header != self.header || facts.blocks != self.blocks {
+                return Err(Arc::new(Error::Inconsistent(format!(
+                    "the index rebuilt from {} describes it otherwise than the checked header and block table of {}",
+                    self.seg_path.display(),
+                    self.idx_path.display()
+                ))));
+            }
+            Ok(parts)
+        });
+        match r {
+            Ok(p) => Ok(p),
+            Err(e) => Err(Error::Shared(SharedError(e.clone()))),
+        }
+    }
+
+    /// The ts column, checked (once).
+    pub fn ts_column(&self) -> Result<SegTs<'_>> {
+        let (p, bytes) = self.section(SECTION_TS)?;
+        Ok(if p.version >= COMPACT_INDEX_VERSION_MIN {
+            SegTs::Packed(TsColumn::split(bytes, self.header.record_count))
+        } else {
+            SegTs::Plain(bytes)
+        })
     }
 
     /// The bitmap stored under `key` in dictionary `section`.
     pub fn bitmap(&self, section: u32, key: &[u8]) -> Result<Option<RoaringBitmap>> {
-        let dict = DictView::parse(self.section(section)).map_err(|e| self.idx_corrupt(e))?;
+        let dict = self.dict(section)?;
         match dict.get(key).map_err(|e| self.idx_corrupt(e))? {
             None => Ok(None),
-            Some(bytes) => self.postings(bytes).map(Some),
+            Some(bytes) => dict.postings(bytes).map(Some),
         }
     }
 
-    /// Decodes one dictionary value of this index into a bitmap: a bare roaring bitmap before
-    /// version 6, a tagged list or bitmap since.
-    pub fn postings(&self, value: &[u8]) -> Result<RoaringBitmap> {
-        let roaring = if self.version >= COMPACT_INDEX_VERSION_MIN {
-            match decode_postings(value, self.header.record_count)
-                .map_err(|e| self.idx_corrupt(e))?
-            {
-                Postings::Roaring(bytes) => bytes,
-                Postings::Ordinals(ords) => {
-                    // Strictly increasing (checked by the decoder), so this cannot fail.
-                    return RoaringBitmap::from_sorted_iter(ords).map_err(|e| {
-                        self.idx_corrupt(FormatError::invalid("posting list", e.to_string()))
-                    });
-                }
-            }
-        } else {
-            value
-        };
-        RoaringBitmap::deserialize_from(roaring).map_err(|e| {
-            self.idx_corrupt(FormatError::Invalid {
-                what: "roaring bitmap",
-                reason: e.to_string(),
-            })
-        })
-    }
-
     pub fn has_section(&self, id: u32) -> bool {
-        self.sections.iter().any(|(i, _)| *i == id)
+        self.parts().has_section(id)
     }
 
     /// The hourly counts of `tag` (`SECTION_TAG_HOURS`, checked); None when the tag has no
@@ -149,17 +240,24 @@ impl LoadedSegment {
         }
     }
 
-    pub fn dict(&self, section: u32) -> Result<DictView<'_>> {
-        DictView::parse(self.section(section)).map_err(|e| self.idx_corrupt(e))
+    pub fn dict(&self, section: u32) -> Result<SegDict<'_>> {
+        let (p, bytes) = self.section(section)?;
+        Ok(SegDict {
+            dict: DictView::parse(bytes).map_err(|e| self.idx_corrupt(e))?,
+            version: p.version,
+            record_count: self.header.record_count,
+            seg: self,
+        })
     }
 
     /// Length and CRC32 of the ids section, as its index's section table states them.
     pub fn ids_signature(&self) -> Result<(u64, u32)> {
-        ids_section_signature(&self.idx).map_err(|e| self.idx_corrupt(e))
+        ids_section_signature(&self.parts().bytes).map_err(|e| self.idx_corrupt(e))
     }
 
     pub fn ids(&self) -> Result<IdsView<'_>> {
-        IdsView::parse(self.section(SECTION_IDS)).map_err(|e| self.idx_corrupt(e))
+        let (_, bytes) = self.section(SECTION_IDS)?;
+        IdsView::parse(bytes).map_err(|e| self.idx_corrupt(e))
     }
 
     /// Number of the block holding `ord`.
@@ -226,6 +324,6 @@ impl LoadedSegment {
     }
 
     pub fn disk_bytes(&self) -> u64 {
-        self.seg.len() as u64 + self.idx.len() as u64
+        self.seg.len() as u64 + self.parts().bytes.len() as u64
     }
 }

@@ -1,19 +1,14 @@
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use echolog_format::index::{
-    decode_block_table, ids_section_signature, BlockEntry, IndexHeader, IndexView,
-    COMPACT_INDEX_VERSION_MIN, SECTION_BLOCKS, SECTION_TS,
-};
+use echolog_format::index::ids_section_signature;
 use echolog_format::segment_header::SegmentHeader;
-use echolog_format::ts_column::TsColumn;
 use echolog_format::FormatError;
 
-use super::loaded::{IndexBytes, LoadedSegment, SegBytes};
-use crate::dir::{index_name, segment_name, write_atomic};
+use super::index::{check_index_bytes, rebuild, Expected, IndexBytes, IndexParts, RebuildAt};
+use super::loaded::{LoadedSegment, SegBytes};
+use crate::dir::{index_name, segment_name};
 use crate::error::{Error, Result};
-use crate::scan::scan_segment;
 use crate::storage::{FileHandle, Storage};
 
 /// Bytes `read_summary` reads from the start of an index: a page holds the header, a table of
@@ -197,7 +192,8 @@ impl SealedSegment {
         self.summary.get().is_some()
     }
 
-    /// Maps the segment and its index, verifying every checksum of the index (once).
+    /// Maps the segment and its index, checking the index's header, section table and block
+    /// table (once; the other sections are checked when first read).
     pub fn load(&self) -> Result<Arc<LoadedSegment>> {
         let mut slot = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = slot.as_ref() {
@@ -230,141 +226,57 @@ impl SealedSegment {
             offset: 0,
             source,
         })?;
-        match self.storage.map(&idx_path) {
-            Ok(m) => match self.check_index((*m).as_ref(), seg.len() as u64) {
-                Ok((header, version, blocks, sections)) => {
-                    return Ok(LoadedSegment {
-                        seg_path,
-                        idx_path,
-                        cache_key: self.cache_key,
-                        seg,
-                        idx: IndexBytes::Mapped(m),
-                        header,
-                        blocks,
-                        ts_range: section_range(&sections, SECTION_TS),
-                        version,
-                        sections,
-                        raw_bytes: OnceLock::new(),
-                    })
-                }
+        let expect = self.expected(seg.len() as u64);
+        let index = match self.storage.map(&idx_path) {
+            Ok(m) => match IndexParts::locate(IndexBytes::Mapped(m), expect) {
+                Ok(located) => Some(located),
                 Err(e) => {
                     tracing::warn!(file = %idx_path.display(), error = %e, "index file is corrupt; rebuilding it from its segment");
+                    None
                 }
             },
             // Only a missing index is rebuilt; a passing error (EMFILE, a failed map) is
             // returned and the next reader tries again.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(file = %idx_path.display(), "index file is missing; rebuilding it from its segment");
+                None
             }
             Err(e) => return Err(e),
-        }
-        let bytes = self.rebuild_index(&seg)?;
-        let idx = match write_atomic(&self.storage, &self.dir, &index_name(self.base_seq), &bytes) {
-            Ok(()) => self
-                .storage
-                .map(&idx_path)
-                .map(IndexBytes::Mapped)
-                .unwrap_or(IndexBytes::Owned(bytes)),
-            Err(e) => {
-                tracing::warn!(file = %idx_path.display(), error = %e, "could not write the rebuilt index; keeping it in memory");
-                IndexBytes::Owned(bytes)
+        };
+        let index = match index {
+            Some(located) => located,
+            None => {
+                let at = RebuildAt {
+                    storage: &self.storage,
+                    dir: &self.dir,
+                    seg_path: &seg_path,
+                    idx_path: &idx_path,
+                };
+                rebuild(&at, &seg, expect)?
             }
         };
-        let (header, version, blocks, sections) = self
-            .check_index(&idx, seg.len() as u64)
-            .map_err(|source| Error::Corruption {
-                file: idx_path.clone(),
-                offset: 0,
-                source,
-            })?;
-        Ok(LoadedSegment {
-            seg_path,
-            idx_path,
-            cache_key: self.cache_key,
+        Ok(LoadedSegment::new(
+            (seg_path, idx_path),
+            self.cache_key,
             seg,
-            idx,
-            header,
-            blocks,
-            ts_range: section_range(&sections, SECTION_TS),
-            version,
-            sections,
-            raw_bytes: OnceLock::new(),
-        })
+            index,
+            self.storage.clone(),
+        ))
     }
 
-    /// Scans the whole segment (every block checksummed) and builds its index file bytes.
-    pub fn rebuild_index(&self, seg: &[u8]) -> Result<Vec<u8>> {
-        let seg_path = self.seg_path();
-        let scan = scan_segment(seg, self.base_seq).map_err(|source| Error::Corruption {
-            file: seg_path.clone(),
-            offset: 0,
-            source,
-        })?;
-        if let Some((offset, source)) = scan.stopped {
-            return Err(Error::Corruption {
-                file: seg_path,
-                offset,
-                source,
-            });
+    /// What this segment's index must say of it.
+    fn expected(&self, segment_len: u64) -> Expected {
+        Expected {
+            base_seq: self.base_seq,
+            end_seq: self.end_seq,
+            segment_len,
         }
-        if scan.index.end_seq() != self.end_seq {
-            return Err(Error::Inconsistent(format!(
-                "{} holds seqs {}..{}, but the next segment starts at {}",
-                seg_path.display(),
-                self.base_seq,
-                scan.index.end_seq(),
-                self.end_seq
-            )));
-        }
-        tracing::info!(file = %seg_path.display(), records = scan.index.record_count(), "rebuilt index from segment");
-        Ok(scan.index.to_index_file())
     }
 
-    /// Checks index file bytes against this segment (for `verify`).
+    /// Checks index file bytes against this segment, every section (for `verify`).
     pub fn check_index_bytes(&self, bytes: &[u8], seg_len: u64) -> Result<(), FormatError> {
-        self.check_index(bytes, seg_len).map(drop)
+        check_index_bytes(bytes, self.expected(seg_len))
     }
-
-    #[allow(clippy::type_complexity)]
-    fn check_index(
-        &self,
-        bytes: &[u8],
-        seg_len: u64,
-    ) -> Result<(IndexHeader, u32, Vec<BlockEntry>, Vec<(u32, Range<usize>)>), FormatError> {
-        let view = IndexView::parse(bytes)?;
-        let h = view.header;
-        let expect_count = self.end_seq - self.base_seq;
-        if h.base_seq != self.base_seq
-            || u64::from(h.record_count) != expect_count
-            || h.segment_len != seg_len
-        {
-            return Err(FormatError::Invalid {
-                what: "index header",
-                reason: format!(
-                    "describes base {} with {} records over {} bytes; the segment has base {} with {} records over {} bytes",
-                    h.base_seq, h.record_count, h.segment_len, self.base_seq, expect_count, seg_len
-                ),
-            });
-        }
-        let blocks = decode_block_table(view.section(SECTION_BLOCKS), &h)?;
-        let ts = view.section(SECTION_TS);
-        if view.version >= COMPACT_INDEX_VERSION_MIN {
-            TsColumn::parse(ts, h.record_count, h.min_ts, h.max_ts)?;
-        } else if ts.len() != h.record_count as usize * 8 {
-            return Err(FormatError::Invalid {
-                what: "index ts column",
-                reason: "length does not match record_count".into(),
-            });
-        }
-        Ok((h, view.version, blocks, view.section_ranges().to_vec()))
-    }
-}
-
-fn section_range(sections: &[(u32, Range<usize>)], id: u32) -> Range<usize> {
-    sections
-        .iter()
-        .find(|(i, _)| *i == id)
-        .map_or(0..0, |(_, r)| r.clone())
 }
 
 /// Damage that stays damage: worth remembering, unlike an I/O error that may pass.
