@@ -12,10 +12,16 @@
 //!
 //! A count bounded in time passes over a sealed segment whose records all fall outside the
 //! range from its index header alone (`SealedSegment::ts_bounds`: one small read, cached), so
-//! the first such count after open maps and checksums only the indexes it counts from.
+//! the first such count after open maps only the indexes it counts from.
+//!
+//! A sealed index is checked section by section as a count reads it (`segment/index.rs`), so
+//! the first count after open reads of each index only its first pages and the sections that
+//! count uses; segments not loaded yet are counted on several threads at once, because with a
+//! cold page cache those reads are disk waits that overlap.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use echolog_format::index::{
     minute_from_key, HOUR_MS, SECTION_ENTITIES, SECTION_KINDS, SECTION_MINUTES, SECTION_TAGS,
@@ -25,9 +31,13 @@ use roaring::RoaringBitmap;
 
 use crate::error::{Error, Result};
 use crate::mem_index::{MemIndex, MINUTE_MS};
-use crate::segment::LoadedSegment;
+use crate::segment::{LoadedSegment, SealedSegment};
 use crate::store::{check_entity, check_range, in_range, Store};
 use crate::tombstones::{Tombstones, UNCOUNTED_KINDS};
+
+/// Threads a count loads and counts segments no reader has loaded yet with (the caller's
+/// included), as `Stats` reads summaries: see `Store::count_cold`.
+const COLD_COUNT_THREADS_MAX: usize = 16;
 
 /// Bucket width of a count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +96,9 @@ pub struct CountResult {
     pub buckets: Vec<BucketCount>,
 }
 
+/// What an accumulator finished with: the total and the count of each non-empty bucket.
+type Counted = (u64, BTreeMap<i64, u64>);
+
 /// Accumulates counts per output bucket.
 struct Acc<'q> {
     q: &'q CountQuery,
@@ -115,7 +128,24 @@ impl Acc<'_> {
         }
     }
 
-    fn finish(mut self) -> (u64, BTreeMap<i64, u64>) {
+    fn new(q: &CountQuery) -> Acc<'_> {
+        Acc {
+            q,
+            total: 0,
+            buckets: BTreeMap::new(),
+            current: None,
+        }
+    }
+
+    /// Adds what another accumulator of the same query finished with.
+    fn merge(&mut self, total: u64, buckets: BTreeMap<i64, u64>) {
+        self.total += total;
+        for (start, n) in buckets {
+            *self.buckets.entry(start).or_default() += n;
+        }
+    }
+
+    fn finish(mut self) -> Counted {
         if let Some((s, c)) = self.current.take() {
             *self.buckets.entry(s).or_default() += c;
         }
@@ -153,29 +183,13 @@ impl Store {
         }
         let view = self.view();
         let tomb = view.tombstones.clone();
-        let mut acc = Acc {
-            q,
-            total: 0,
-            buckets: BTreeMap::new(),
-            current: None,
-        };
-        let outside = |(min, max): (i64, i64)| {
-            q.from_ts.is_some_and(|f| max < f) || q.to_ts.is_some_and(|t| min >= t)
-        };
-        for seg in view.sealed.iter() {
-            // A bounded count passes over segments outside its range without loading them.
-            if (q.from_ts.is_some() || q.to_ts.is_some()) && seg.ts_bounds().is_some_and(outside) {
-                continue;
-            }
-            let l = seg.load()?;
-            if l.record_count() == 0 {
-                continue;
-            }
-            if outside((l.header.min_ts, l.header.max_ts)) {
-                continue;
-            }
-            self.count_sealed(&l, q, &tomb, &mut acc)?;
+        let mut acc = Acc::new(q);
+        let (loaded, cold): (Vec<&Arc<SealedSegment>>, Vec<&Arc<SealedSegment>>) =
+            view.sealed.iter().partition(|s| s.is_loaded());
+        for seg in loaded {
+            self.count_segment(seg, q, &tomb, &mut acc)?;
         }
+        self.count_cold(&cold, q, &tomb, &mut acc)?;
         count_active(&view.active.index(), view.active_len, q, &tomb, &mut acc);
         let (total, buckets) = acc.finish();
         let buckets = buckets
@@ -183,6 +197,83 @@ impl Store {
             .map(|(start_ts, count)| BucketCount { start_ts, count })
             .collect();
         Ok(CountResult { total, buckets })
+    }
+
+    /// Counts one sealed segment into `acc`, unless its records all fall outside the range.
+    fn count_segment(
+        &self,
+        seg: &SealedSegment,
+        q: &CountQuery,
+        tomb: &Tombstones,
+        acc: &mut Acc<'_>,
+    ) -> Result<()> {
+        let outside = |(min, max): (i64, i64)| {
+            q.from_ts.is_some_and(|f| max < f) || q.to_ts.is_some_and(|t| min >= t)
+        };
+        // A bounded count passes over segments outside its range without loading them.
+        if (q.from_ts.is_some() || q.to_ts.is_some()) && seg.ts_bounds().is_some_and(outside) {
+            return Ok(());
+        }
+        let l = seg.load()?;
+        if l.record_count() == 0 || outside((l.header.min_ts, l.header.max_ts)) {
+            return Ok(());
+        }
+        self.count_sealed(&l, q, tomb, acc)
+    }
+
+    /// Counts segments no reader has loaded yet on up to `COLD_COUNT_THREADS_MAX` threads
+    /// (the caller's among them), each into its own accumulator, then adds them up. Such a
+    /// segment costs a few disk reads of its index when the page cache is cold (header, block
+    /// table, the sections the count reads), and a disk serves many at once far faster than
+    /// one after another; loaded segments are counted on the caller's thread.
+    fn count_cold(
+        &self,
+        cold: &[&Arc<SealedSegment>],
+        q: &CountQuery,
+        tomb: &Tombstones,
+        acc: &mut Acc<'_>,
+    ) -> Result<()> {
+        if cold.len() < 2 {
+            return cold
+                .iter()
+                .try_for_each(|seg| self.count_segment(seg, q, tomb, acc));
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let parts: Mutex<Vec<Result<Counted>>> = Mutex::new(Vec::new());
+        let work = || {
+            let mut mine = Acc::new(q);
+            let mut r = Ok(());
+            while let Some(seg) = cold.get(next.fetch_add(1, Ordering::Relaxed)) {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                r = self.count_segment(seg, q, tomb, &mut mine);
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+            let part = r.map(|()| mine.finish());
+            parts.lock().unwrap_or_else(|p| p.into_inner()).push(part);
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..cold.len().min(COLD_COUNT_THREADS_MAX) {
+                let spawned = std::thread::Builder::new()
+                    .name("echolog-count".into())
+                    .spawn_scoped(scope, work);
+                // No thread to spare: fewer workers take the same list.
+                if spawned.is_err() {
+                    break;
+                }
+            }
+            work();
+        });
+        for part in parts.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            let (total, buckets) = part?;
+            acc.merge(total, buckets);
+        }
+        Ok(())
     }
 
     fn count_sealed(
@@ -566,12 +657,7 @@ mod tests {
         q: &CountQuery,
         mut f: impl FnMut(&LoadedSegment, &mut Acc<'_>) -> Result<()>,
     ) -> CountResult {
-        let mut acc = Acc {
-            q,
-            total: 0,
-            buckets: BTreeMap::new(),
-            current: None,
-        };
+        let mut acc = Acc::new(q);
         for seg in s.view().sealed.iter() {
             f(&seg.load().unwrap(), &mut acc).unwrap();
         }
@@ -581,6 +667,43 @@ mod tests {
             .map(|(start_ts, count)| BucketCount { start_ts, count })
             .collect();
         CountResult { total, buckets }
+    }
+
+    #[test]
+    fn segments_not_loaded_yet_are_counted_on_several_threads_to_the_same_answer() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = store(d.path()).options().clone();
+        let queries: Vec<CountQuery> = [None, Some("t1")]
+            .into_iter()
+            .flat_map(|tag| {
+                [Bucket::None, Bucket::Minute, Bucket::Hour].map(|bucket| CountQuery {
+                    tags: tag.into_iter().map(String::from).collect(),
+                    bucket,
+                    from_ts: Some(H + 1),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        for q in &queries {
+            let s = Store::open(d.path(), opts.clone()).unwrap();
+            assert!(s.view().sealed.iter().all(|seg| !seg.is_loaded()));
+            let cold = s.count(q).unwrap();
+            let loaded = s.view().sealed.iter().filter(|seg| seg.is_loaded()).count();
+            assert!(loaded > 2, "{loaded} segments counted cold");
+            // Now every segment is loaded: counted one after another on this thread.
+            assert_eq!(s.count(q).unwrap(), cold, "{q:?}");
+            assert!(cold.total > 0, "{q:?}");
+        }
+        // A segment that cannot be read fails the whole count, never a partial answer.
+        let first = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .min()
+            .unwrap();
+        std::fs::write(&first, b"not a segment").unwrap();
+        let s = Store::open(d.path(), opts).unwrap();
+        assert!(s.count(&CountQuery::default()).is_err());
     }
 
     #[test]

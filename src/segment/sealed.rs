@@ -187,6 +187,12 @@ impl SealedSegment {
             .and_then(|r| r.as_ref().ok().cloned())
     }
 
+    /// Whether a reader loaded this segment already (so using it reads nothing new, unless a
+    /// section not read yet).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded_if_any().is_some()
+    }
+
     /// Whether `summary` would answer without reading a file.
     pub fn summary_cached(&self) -> bool {
         self.summary.get().is_some()
