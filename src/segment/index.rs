@@ -22,12 +22,21 @@ use echolog_format::FormatError;
 use crate::dir::{index_name, write_atomic};
 use crate::error::{Error, Result};
 use crate::scan::scan_segment;
-use crate::storage::{Mapped, Storage};
+use crate::storage::{Advice, Mapped, Storage};
 
 /// Bytes of an index file: mapped, or held in memory after a rebuild whose write failed.
 pub(super) enum IndexBytes {
     Mapped(Mapped),
     Owned(Vec<u8>),
+}
+
+impl IndexBytes {
+    /// A read-pattern hint for the page cache (nothing for bytes in memory).
+    fn advise(&self, advice: Advice) {
+        if let IndexBytes::Mapped(m) = self {
+            m.advise(advice);
+        }
+    }
 }
 
 impl std::ops::Deref for IndexBytes {
@@ -75,7 +84,11 @@ impl IndexParts {
     /// Checks what every read needs (header against `expect`, section table, block table)
     /// and locates the other sections without reading them.
     pub fn locate(bytes: IndexBytes, expect: Expected) -> Result<(Self, IndexFacts), FormatError> {
-        let (facts, version, located) = locate_checked(&bytes, expect)?;
+        // Lookups in an index touch a few pages here and there; a section is read whole only
+        // to check it, and `check` asks for it whole first.
+        bytes.advise(Advice::Random);
+        let (facts, version, located) =
+            locate_checked(&bytes, expect, |r| bytes.advise(Advice::WillNeed(r)))?;
         let sections = located
             .into_iter()
             .map(|at| LazySection {
@@ -120,6 +133,7 @@ impl IndexParts {
         if s.checked.load(Ordering::Acquire) {
             return Ok(bytes);
         }
+        self.bytes.advise(Advice::WillNeed(s.at.range.clone()));
         s.at.checked(&self.bytes)?;
         if s.at.id == SECTION_TS {
             check_ts(bytes, self.version, header)?;
@@ -134,6 +148,7 @@ impl IndexParts {
 fn locate_checked(
     bytes: &[u8],
     expect: Expected,
+    will_read: impl Fn(std::ops::Range<usize>),
 ) -> Result<(IndexFacts, u32, Vec<LocatedSection>), FormatError> {
     let view = IndexView::locate(bytes)?;
     let h = view.header;
@@ -152,7 +167,10 @@ fn locate_checked(
     }
     let blocks_at = view.sections().iter().find(|s| s.id == SECTION_BLOCKS);
     let blocks = match blocks_at {
-        Some(at) => decode_block_table(at.checked(bytes)?, &h)?,
+        Some(at) => {
+            will_read(at.range.clone());
+            decode_block_table(at.checked(bytes)?, &h)?
+        }
         None => decode_block_table(&[], &h)?,
     };
     let facts = IndexFacts { header: h, blocks };
@@ -175,7 +193,7 @@ fn check_ts(ts: &[u8], version: u32, h: &IndexHeader) -> Result<(), FormatError>
 
 /// Every check of an index file against its segment (for `verify`).
 pub(super) fn check_index_bytes(bytes: &[u8], expect: Expected) -> Result<(), FormatError> {
-    let (facts, version, located) = locate_checked(bytes, expect)?;
+    let (facts, version, located) = locate_checked(bytes, expect, |_| ())?;
     for at in &located {
         let b = at.checked(bytes)?;
         if at.id == SECTION_TS {

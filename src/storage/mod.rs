@@ -24,7 +24,26 @@ use crate::error::{is_disk_full, Error, Result};
 pub use os::OsBackend;
 
 /// Bytes of a sealed, immutable file: an mmap in production, a copy in the simulated disk.
-pub type Mapped = Box<dyn AsRef<[u8]> + Send + Sync>;
+pub type Mapped = Box<dyn MappedBytes>;
+
+/// A mapped file's bytes, with hints to the page cache about how they are about to be read.
+/// Hints change only speed, never what is read: a backend without a page cache ignores them.
+pub trait MappedBytes: AsRef<[u8]> + Send + Sync {
+    fn advise(&self, _advice: Advice) {}
+}
+
+impl MappedBytes for Vec<u8> {}
+
+/// How a mapped file is about to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advice {
+    /// Reads land anywhere: bring in only the pages touched. Without it every page fault on a
+    /// cold page reads ahead as far as the device's read-ahead setting, 8 MiB on the disk of
+    /// our benchmark machine, so a lookup of a few pages in an index read megabytes.
+    Random,
+    /// These bytes are read whole next: start reading all of them now, in one request.
+    WillNeed(std::ops::Range<usize>),
+}
 
 /// An open file. Positional reads and writes only: no shared cursor.
 pub trait FileHandle: Send + Sync {
