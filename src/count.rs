@@ -184,10 +184,12 @@ impl Store {
         let view = self.view();
         let tomb = view.tombstones.clone();
         let mut acc = Acc::new(q);
-        let (loaded, cold): (Vec<&Arc<SealedSegment>>, Vec<&Arc<SealedSegment>>) =
-            view.sealed.iter().partition(|s| s.is_loaded());
-        for seg in loaded {
-            self.count_segment(seg, q, &tomb, &mut acc)?;
+        let mut cold: Vec<&Arc<SealedSegment>> = Vec::new();
+        for seg in view.sealed.iter() {
+            match seg.loaded_if_any() {
+                Some(l) => self.count_loaded(&l, q, &tomb, &mut acc)?,
+                None => cold.push(seg),
+            }
         }
         self.count_cold(&cold, q, &tomb, &mut acc)?;
         count_active(&view.active.index(), view.active_len, q, &tomb, &mut acc);
@@ -199,7 +201,8 @@ impl Store {
         Ok(CountResult { total, buckets })
     }
 
-    /// Counts one sealed segment into `acc`, unless its records all fall outside the range.
+    /// Loads one sealed segment and counts it into `acc`, unless its index header says its
+    /// records all fall outside the range (then it is not loaded).
     fn count_segment(
         &self,
         seg: &SealedSegment,
@@ -207,18 +210,28 @@ impl Store {
         tomb: &Tombstones,
         acc: &mut Acc<'_>,
     ) -> Result<()> {
-        let outside = |(min, max): (i64, i64)| {
-            q.from_ts.is_some_and(|f| max < f) || q.to_ts.is_some_and(|t| min >= t)
-        };
-        // A bounded count passes over segments outside its range without loading them.
-        if (q.from_ts.is_some() || q.to_ts.is_some()) && seg.ts_bounds().is_some_and(outside) {
+        if (q.from_ts.is_some() || q.to_ts.is_some())
+            && seg.ts_bounds().is_some_and(|b| outside(q, b))
+        {
             return Ok(());
         }
         let l = seg.load()?;
-        if l.record_count() == 0 || outside((l.header.min_ts, l.header.max_ts)) {
+        self.count_loaded(&l, q, tomb, acc)
+    }
+
+    /// Counts a loaded sealed segment into `acc`, unless its records all fall outside the
+    /// range.
+    fn count_loaded(
+        &self,
+        l: &LoadedSegment,
+        q: &CountQuery,
+        tomb: &Tombstones,
+        acc: &mut Acc<'_>,
+    ) -> Result<()> {
+        if l.record_count() == 0 || outside(q, (l.header.min_ts, l.header.max_ts)) {
             return Ok(());
         }
-        self.count_sealed(&l, q, tomb, acc)
+        self.count_sealed(l, q, tomb, acc)
     }
 
     /// Counts segments no reader has loaded yet on up to `COLD_COUNT_THREADS_MAX` threads
@@ -535,6 +548,11 @@ impl Store {
     }
 }
 
+/// Whether records whose ts lie in `[min, max]` all fall outside the query's range.
+fn outside(q: &CountQuery, (min, max): (i64, i64)) -> bool {
+    q.from_ts.is_some_and(|f| max < f) || q.to_ts.is_some_and(|t| min >= t)
+}
+
 /// Counts the first `n` records of the active segment (those of the reader's snapshot).
 fn count_active(idx: &MemIndex, n: u32, q: &CountQuery, tomb: &Tombstones, acc: &mut Acc<'_>) {
     if n == 0 {
@@ -686,9 +704,18 @@ mod tests {
             .collect();
         for q in &queries {
             let s = Store::open(d.path(), opts.clone()).unwrap();
-            assert!(s.view().sealed.iter().all(|seg| !seg.is_loaded()));
+            assert!(s
+                .view()
+                .sealed
+                .iter()
+                .all(|seg| seg.loaded_if_any().is_none()));
             let cold = s.count(q).unwrap();
-            let loaded = s.view().sealed.iter().filter(|seg| seg.is_loaded()).count();
+            let loaded = s
+                .view()
+                .sealed
+                .iter()
+                .filter(|seg| seg.loaded_if_any().is_some())
+                .count();
             assert!(loaded > 2, "{loaded} segments counted cold");
             // Now every segment is loaded: counted one after another on this thread.
             assert_eq!(s.count(q).unwrap(), cold, "{q:?}");

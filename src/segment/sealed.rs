@@ -179,18 +179,12 @@ impl SealedSegment {
     }
 
     /// The loaded segment, if a reader loaded it already (nothing is read here).
-    fn loaded_if_any(&self) -> Option<Arc<LoadedSegment>> {
+    pub fn loaded_if_any(&self) -> Option<Arc<LoadedSegment>> {
         self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .and_then(|r| r.as_ref().ok().cloned())
-    }
-
-    /// Whether a reader loaded this segment already (so using it reads nothing new, unless a
-    /// section not read yet).
-    pub fn is_loaded(&self) -> bool {
-        self.loaded_if_any().is_some()
     }
 
     /// Whether `summary` would answer without reading a file.
