@@ -122,10 +122,22 @@ impl MappedBytes for OsMap {
             Advice::Random => self.0.advise(memmap2::Advice::Random),
             Advice::WillNeed(r) => {
                 let end = r.end.min(self.0.len());
-                let start = r.start.min(end);
-                self.0
-                    .advise_range(memmap2::Advice::WillNeed, start, end - start)
+                let mut at = r.start.min(end);
+                // Linux reads at most one read-ahead window per WILLNEED call (the device's
+                // read_ahead_kb, or its largest request): a longer range is asked for in
+                // pieces no window is smaller than, all queued before any is waited for.
+                let mut r = Ok(());
+                while at < end && r.is_ok() {
+                    let len = (end - at).min(WILLNEED_PIECE_BYTES);
+                    r = self.0.advise_range(memmap2::Advice::WillNeed, at, len);
+                    at += len;
+                }
+                r
             }
         };
     }
 }
+
+/// The piece of a `WillNeed` range asked for per call: the kernel's default read-ahead
+/// window, so no device caps a piece short.
+const WILLNEED_PIECE_BYTES: usize = 128 << 10;
