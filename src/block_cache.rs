@@ -104,6 +104,11 @@ impl BlockCache {
         Ok(b)
     }
 
+    /// Whether `key` is cached (without counting as a use).
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.cache.contains_key(key)
+    }
+
     pub fn weight(&self) -> u64 {
         self.cache.weight()
     }

@@ -188,6 +188,24 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
             seq_ok(base + u64::from(*o))
                 && ts.is_none_or(|t| in_range(t.get(*o), q.from_ts, q.to_ts))
         };
+        // The blocks the next events are in, asked for together (`prefetch_blocks`), at most
+        // as many events as the answer still has room for, skipping cached blocks.
+        let room = out.want.saturating_sub(out.len());
+        let next_blocks = |ords: &mut dyn Iterator<Item = u32>| {
+            ords.take(room)
+                .filter_map(|o| l.block_of(o))
+                .filter(|b| !inner.block_is_cached(l.cache_key, *b))
+                .collect::<Vec<usize>>()
+        };
+        let ahead = if q.reverse {
+            next_blocks(&mut bm.iter().rev().filter(keep))
+        } else {
+            next_blocks(&mut bm.iter().filter(keep))
+        };
+        // One block too: asked for, its fault finds it queued and reads nothing around it.
+        if !ahead.is_empty() {
+            l.prefetch_blocks(ahead.into_iter());
+        }
         let mut hint = None;
         let mut push = |ord: u32| -> Result<bool> {
             let (seq, r) = inner.sealed_record(&l, ord, &mut hint)?;

@@ -1180,6 +1180,11 @@ impl Inner {
         }
     }
 
+    /// Whether block `block` of the file cached under `key` is in the block cache.
+    pub(crate) fn block_is_cached(&self, key: u64, block: usize) -> bool {
+        self.cache.contains(&(key, block as u32))
+    }
+
     pub(crate) fn block_cached(
         &self,
         base_seq: u64,
