@@ -19,7 +19,7 @@ use echolog_format::FormatError;
 
 use crate::block_cache::DecodedBlock;
 use crate::error::{Error, Result};
-use crate::storage::{temp_path, FileHandle, Mapped, Storage};
+use crate::storage::{temp_path, Advice, FileHandle, Mapped, Storage};
 
 pub const CLUSTER_EXT: &str = "clu";
 
@@ -43,6 +43,15 @@ pub fn parse_cluster_name(name: &str) -> Option<(u64, u64)> {
 /// Decodes a block through a cache: `(cache key, block, decode) -> block`.
 pub type BlockLoader<'a> =
     dyn Fn(u64, usize, &dyn Fn() -> Result<DecodedBlock>) -> Result<Arc<DecodedBlock>> + 'a;
+
+/// What a reader tells [`ClusterFile::visit_entity`] so that it can ask the disk for the
+/// blocks it will read before reading the first (see `LoadedSegment::prefetch_blocks`).
+pub struct ReadAhead<'a> {
+    /// Records the visitor takes at most (it may stop sooner).
+    pub records_max: usize,
+    /// Whether block (cache key, block number) is in the block cache: not asked for.
+    pub cached: &'a dyn Fn(u64, usize) -> bool,
+}
 
 /// One cluster file as readers see it; mapped on first use. Compaction marks a file obsolete
 /// when a merge replaces it; the file is removed when the last reader's handle goes.
@@ -142,6 +151,9 @@ impl ClusterFile {
             let header = ClusterHeader::decode(all, all.len() as u64)
                 .map_err(|e| corrupt(&self.path, 0, e))?;
             let start = header.directory_offset as usize;
+            // Read whole next (its checksum): asked for at once, rather than faulted in with
+            // the device's read-ahead around each fault.
+            bytes.advise(Advice::WillNeed(start..all.len()));
             DirectoryView::parse(all.get(start..).unwrap_or_default(), &header)
                 .map_err(|e| corrupt(&self.path, header.directory_offset, e))?;
             header
@@ -169,6 +181,7 @@ impl ClusterFile {
         entity: &str,
         reverse: bool,
         after_seq: u64,
+        ahead: &ReadAhead<'_>,
         load_block: &BlockLoader<'_>,
         visit: &mut dyn FnMut(u64, &RecordRef<'_>) -> Result<bool>,
     ) -> Result<()> {
@@ -214,6 +227,7 @@ impl ClusterFile {
         if reverse {
             spans.reverse();
         }
+        self.prefetch(&l, &dir, &spans, ahead);
         for (block, from, n) in spans {
             let row = dir.block(block).ok_or_else(|| {
                 Error::Inconsistent(format!("block {block} missing in {}", self.path.display()))
@@ -241,6 +255,42 @@ impl ClusterFile {
             }
         }
         Ok(())
+    }
+}
+
+impl ClusterFile {
+    /// Asks the disk, at once, for the blocks of `spans` (in visiting order) that hold the
+    /// first `ahead.records_max` records and are not cached; adjacent blocks in one call.
+    fn prefetch(
+        &self,
+        l: &Loaded,
+        dir: &DirectoryView<'_>,
+        spans: &[(u32, u32, u32)],
+        ahead: &ReadAhead<'_>,
+    ) {
+        let mut records = 0usize;
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        for &(block, _, n) in spans {
+            if records >= ahead.records_max {
+                break;
+            }
+            records = records.saturating_add(n as usize);
+            if (ahead.cached)(self.cache_key, block as usize) {
+                continue;
+            }
+            let Some(b) = dir.block(block) else {
+                continue;
+            };
+            let (start, end) = (b.offset as usize, b.offset as usize + b.len as usize);
+            match runs.last_mut() {
+                Some(r) if r.end == start => r.end = end,
+                Some(r) if end == r.start => r.start = start,
+                _ => runs.push(start..end),
+            }
+        }
+        for r in runs {
+            l.bytes.advise(Advice::WillNeed(r));
+        }
     }
 }
 
@@ -684,7 +734,11 @@ mod tests {
         let seqs = |entity: &str, reverse: bool, after: u64| {
             let mut out = Vec::new();
             let load: &BlockLoader<'_> = &|_, _, decode| decode().map(Arc::new);
-            f.visit_entity(entity, reverse, after, load, &mut |seq, r| {
+            let ahead = ReadAhead {
+                records_max: usize::MAX,
+                cached: &|_, _| false,
+            };
+            f.visit_entity(entity, reverse, after, &ahead, load, &mut |seq, r| {
                 assert_eq!(r.entity, entity);
                 out.push(seq);
                 Ok(true)

@@ -238,10 +238,15 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
         } else if c.end_seq <= q.after_seq.saturating_add(1) {
             return Ok(());
         }
+        let ahead = crate::cluster::ReadAhead {
+            records_max: out.want.saturating_sub(out.len()),
+            cached: &|key, block| inner.block_is_cached(key, block),
+        };
         c.visit_entity(
             &q.entity,
             q.reverse,
             q.after_seq,
+            &ahead,
             &|key, block, load| inner.block_cached(key, block, load),
             &mut |seq, r| {
                 if seq < floor || !seq_ok(seq) || !in_range(r.ts, q.from_ts, q.to_ts) {
