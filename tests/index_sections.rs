@@ -114,8 +114,18 @@ fn a_count_from_the_hourly_counts_checks_no_other_section() {
         bucket: Bucket::Hour,
         ..Default::default()
     };
-    let want = Store::open(d.path(), small()).unwrap().count(&q).unwrap();
+    let (want, stats) = {
+        let s = Store::open(d.path(), small()).unwrap();
+        (s.count(&q).unwrap(), s.stats().unwrap())
+    };
     assert_eq!(want.total, 200);
+    // Stats after the count loaded every segment takes its totals from the loaded indexes:
+    // the same as from each index's first page.
+    let fresh = Store::open(d.path(), small()).unwrap().stats().unwrap();
+    assert_eq!(
+        (stats.raw_bytes, stats.disk_bytes),
+        (fresh.raw_bytes, fresh.disk_bytes)
+    );
     damage_section(d.path(), SECTION_ENTITIES);
     let damaged = damage_section(d.path(), SECTION_TS);
     let s = Store::open(d.path(), small()).unwrap();

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use echolog_format::block::{BlockHeader, BLOCK_HEADER_LEN};
 use echolog_format::index::{
     ids_section_signature, BlockEntry, DictView, HourCounts, IdsView, IndexHeader,
-    COMPACT_INDEX_VERSION_MIN, SECTION_IDS, SECTION_TAG_HOURS, SECTION_TS,
+    COMPACT_INDEX_VERSION_MIN, SECTION_IDS, SECTION_SUMMARY, SECTION_TAG_HOURS, SECTION_TS,
 };
 use echolog_format::postings::{decode_postings, Postings};
 use echolog_format::ts_column::TsColumn;
@@ -350,9 +350,18 @@ impl LoadedSegment {
         })
     }
 
-    /// Decompressed record bytes, summed from the block headers (computed once).
+    /// Decompressed record bytes (computed once): from the index's summary section (version
+    /// 3 and later: 8 bytes), else summed from the block headers, which reads a page of the
+    /// segment per block.
     pub fn raw_bytes(&self) -> u64 {
         *self.raw_bytes.get_or_init(|| {
+            let summary = self
+                .section(SECTION_SUMMARY)
+                .ok()
+                .and_then(|(_, b)| <[u8; 8]>::try_from(b).ok());
+            if let Some(b) = summary {
+                return u64::from_le_bytes(b);
+            }
             self.blocks
                 .iter()
                 .filter_map(|b| {
