@@ -192,10 +192,21 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
         // as many events as the answer still has room for, skipping cached blocks.
         let room = out.want.saturating_sub(out.len());
         let next_blocks = |ords: &mut dyn Iterator<Item = u32>| {
-            ords.take(room)
-                .filter_map(|o| l.block_of(o))
-                .filter(|b| !inner.block_is_cached(l.cache_key, *b))
-                .collect::<Vec<usize>>()
+            let mut blocks: Vec<usize> = Vec::new();
+            // Ordinals come in order: most fall in the block of the one before (no search).
+            let mut last: Option<std::ops::Range<u32>> = None;
+            for o in ords.take(room) {
+                if last.as_ref().is_some_and(|r| r.contains(&o)) {
+                    continue;
+                }
+                let Some(b) = l.block_of(o) else { continue };
+                let e = &l.blocks[b];
+                last = Some(e.first_ordinal..e.first_ordinal + e.count);
+                if !inner.block_is_cached(l.cache_key, b) {
+                    blocks.push(b);
+                }
+            }
+            blocks
         };
         let ahead = if q.reverse {
             next_blocks(&mut bm.iter().rev().filter(keep))
