@@ -181,3 +181,72 @@ fn a_section_damaged_before_its_first_read_is_rebuilt_and_answers_the_same() {
         );
     }
 }
+
+#[test]
+fn a_rebuild_on_first_read_whose_write_fails_answers_from_memory() {
+    use echolog::storage::sim::{Errno, FaultOp, FaultRule};
+    let (disk, dir, opts) = common::sim_store_opts();
+    {
+        let s = Store::open(&dir, opts.clone()).unwrap();
+        for i in 0..300 {
+            s.append(vec![event(i)]).unwrap();
+        }
+        s.seal_active().unwrap();
+    }
+    let q = HistoryQuery {
+        entity: "e3".into(),
+        ..Default::default()
+    };
+    let seqs = |s: &Store| {
+        s.history(&q)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>()
+    };
+    let want = seqs(&Store::open(&dir, opts.clone()).unwrap());
+    assert_eq!(want.len(), 30);
+    let first = disk
+        .files(&dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".idx"))
+        .min()
+        .unwrap();
+    let path = dir.join(&first);
+    let mut bytes = disk.read_file(&path).unwrap();
+    let at = {
+        let v = IndexView::locate(&bytes).unwrap();
+        let s = v
+            .sections()
+            .iter()
+            .find(|s| s.id == SECTION_ENTITIES)
+            .unwrap();
+        s.range.start + s.range.len() / 2
+    };
+    bytes[at] ^= 0x55;
+    disk.write_file(&path, &bytes);
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    // No index file can be written now: the rebuilt one is kept in memory and answers.
+    disk.add_rule(
+        FaultRule::new(FaultOp::Create, Errno::Emfile)
+            .path(".idx")
+            .forever(),
+    );
+    assert_eq!(seqs(&s), want);
+    assert!(disk.injected() > 0, "the rebuild tried to write the index");
+    assert_eq!(
+        disk.read_file(&path).unwrap(),
+        bytes,
+        "the damaged file stays"
+    );
+    disk.clear_rules();
+    drop(s);
+    // The next open finds the damage again and, able to write now, replaces the file.
+    let s = Store::open(&dir, opts).unwrap();
+    assert_eq!(seqs(&s), want);
+    IndexView::parse(&disk.read_file(&path).unwrap()).unwrap();
+    assert!(
+        disk.files(&dir).iter().all(|f| !f.ends_with(".tmp")),
+        "no temp file left"
+    );
+}
