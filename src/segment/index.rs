@@ -7,7 +7,8 @@
 //! segment, all of them for a count over the whole store) before the first answer.
 //!
 //! A section that fails its check is not served: the caller rebuilds the index from its
-//! segment (`rebuild`), as a load does for a missing or damaged index.
+//! segment and keeps it in memory (`rebuild_in_memory`); a load that finds its index missing
+//! or damaged rebuilds it and writes it in place (`rebuild`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,6 +234,24 @@ pub(super) fn rebuild(
     };
     IndexParts::check_all(idx, expect).map_err(|source| Error::Corruption {
         file: at.idx_path.to_path_buf(),
+        offset: 0,
+        source,
+    })
+}
+
+/// Like `rebuild`, but the index is kept in memory only. For damage found after the load: by
+/// then the file under this segment's name may be another segment's (purge renames a
+/// rewritten segment over it, retention removes it) while this reader still maps the old one,
+/// so writing the index there could pair the old records' index with the new segment.
+pub(super) fn rebuild_in_memory(
+    seg_path: &Path,
+    idx_path: &Path,
+    seg: &[u8],
+    expect: Expected,
+) -> Result<(IndexParts, IndexFacts)> {
+    let bytes = rebuild_bytes(seg_path, seg, expect)?;
+    IndexParts::check_all(IndexBytes::Owned(bytes), expect).map_err(|source| Error::Corruption {
+        file: idx_path.to_path_buf(),
         offset: 0,
         source,
     })

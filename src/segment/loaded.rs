@@ -12,11 +12,11 @@ use echolog_format::ts_column::TsColumn;
 use echolog_format::FormatError;
 use roaring::RoaringBitmap;
 
-use super::index::{rebuild, Expected, IndexFacts, IndexParts, RebuildAt};
+use super::index::{rebuild_in_memory, Expected, IndexFacts, IndexParts};
 use super::sealed::SharedError;
 use crate::block_cache::DecodedBlock;
 use crate::error::{Error, Result};
-use crate::storage::{Advice, Mapped, Storage};
+use crate::storage::{Advice, Mapped};
 
 /// A mapped sealed segment file.
 pub(super) struct SegBytes(pub(super) Mapped);
@@ -40,11 +40,10 @@ pub struct LoadedSegment {
     pub blocks: Vec<BlockEntry>,
     /// The index as found on disk.
     index: IndexParts,
-    /// The index rebuilt from the segment after one of `index`'s sections failed its check
-    /// (or why it could not be). Set once; `index` stays alive, so bytes a reader borrowed
-    /// from it stay valid.
+    /// The index rebuilt from the segment, in memory, after one of `index`'s sections failed
+    /// its check (or why it could not be). Set once; `index` stays alive, so bytes a reader
+    /// borrowed from it stay valid.
     repaired: OnceLock<std::result::Result<IndexParts, Arc<Error>>>,
-    storage: Storage,
     raw_bytes: OnceLock<u64>,
 }
 
@@ -143,7 +142,6 @@ impl LoadedSegment {
         cache_key: u64,
         seg: SegBytes,
         (index, facts): (IndexParts, IndexFacts),
-        storage: Storage,
     ) -> Self {
         let (seg_path, idx_path) = paths;
         LoadedSegment {
@@ -155,7 +153,6 @@ impl LoadedSegment {
             blocks: facts.blocks,
             index,
             repaired: OnceLock::new(),
-            storage,
             raw_bytes: OnceLock::new(),
         }
     }
@@ -197,23 +194,19 @@ impl LoadedSegment {
         }
     }
 
-    /// The index rebuilt from this segment (built by the first caller; the others wait).
+    /// The index rebuilt from this segment in memory (built by the first caller; the others
+    /// wait). Not written: see `index::rebuild_in_memory`.
     fn repair(&self, cause: FormatError) -> Result<&IndexParts> {
         let r = self.repaired.get_or_init(|| {
-            tracing::warn!(file = %self.idx_path.display(), error = %cause, "index section is corrupt; rebuilding the index from its segment");
-            let dir = self.idx_path.parent().unwrap_or(std::path::Path::new("."));
-            let at = RebuildAt {
-                storage: &self.storage,
-                dir,
-                seg_path: &self.seg_path,
-                idx_path: &self.idx_path,
-            };
+            tracing::warn!(file = %self.idx_path.display(), error = %cause, "index section is corrupt; rebuilding the index from its segment, in memory (`echolog verify` reports the file; remove it and the next open writes a new one)");
             let expect = Expected {
                 base_seq: self.header.base_seq,
                 end_seq: self.header.base_seq + u64::from(self.header.record_count),
                 segment_len: self.seg.len() as u64,
             };
-            let (parts, facts) = rebuild(&at, &self.seg, expect).map_err(Arc::new)?;
+            let (parts, facts) =
+                rebuild_in_memory(&self.seg_path, &self.idx_path, &self.seg, expect)
+                    .map_err(Arc::new)?;
             if facts.header != self.header || facts.blocks != self.blocks {
                 return Err(Arc::new(Error::Inconsistent(format!(
                     "the index rebuilt from {} describes it otherwise than the checked header and block table of {}",

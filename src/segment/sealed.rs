@@ -256,7 +256,6 @@ impl SealedSegment {
             self.cache_key,
             seg,
             index,
-            self.storage.clone(),
         ))
     }
 
