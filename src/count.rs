@@ -32,7 +32,7 @@ use roaring::RoaringBitmap;
 use crate::error::{Error, Result};
 use crate::mem_index::{MemIndex, MINUTE_MS};
 use crate::segment::{LoadedSegment, SealedSegment};
-use crate::store::{check_entity, check_range, in_range, Store};
+use crate::store::{check_entity, check_range, in_range, on_threads, Store};
 use crate::tombstones::{Tombstones, UNCOUNTED_KINDS};
 
 /// Threads a count loads and counts segments no reader has loaded yet with (the caller's
@@ -270,18 +270,11 @@ impl Store {
             let part = r.map(|()| mine.finish());
             parts.lock().unwrap_or_else(|p| p.into_inner()).push(part);
         };
-        std::thread::scope(|scope| {
-            for _ in 1..cold.len().min(COLD_COUNT_THREADS_MAX) {
-                let spawned = std::thread::Builder::new()
-                    .name("echolog-count".into())
-                    .spawn_scoped(scope, work);
-                // No thread to spare: fewer workers take the same list.
-                if spawned.is_err() {
-                    break;
-                }
-            }
-            work();
-        });
+        on_threads(
+            cold.len().min(COLD_COUNT_THREADS_MAX),
+            "echolog-count",
+            work,
+        );
         for part in parts.into_inner().unwrap_or_else(|p| p.into_inner()) {
             let (total, buckets) = part?;
             acc.merge(total, buckets);

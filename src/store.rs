@@ -250,16 +250,28 @@ fn prefetch_summaries(sealed: &[Arc<SealedSegment>]) {
             let _ = seg.summary();
         }
     };
+    on_threads(
+        pending.len().min(SUMMARY_READERS_MAX),
+        "echolog-stats",
+        work,
+    );
+}
+
+/// Runs `work` on up to `threads` threads at once, the caller's among them (the others
+/// spawned and named `name`; fewer when the OS has none to spare), and returns when all have
+/// returned. `work` takes its items from a list shared by all, so the list is done whatever
+/// number of threads started.
+pub(crate) fn on_threads(threads: usize, name: &str, work: impl Fn() + Sync) {
     std::thread::scope(|scope| {
-        for _ in 0..pending.len().min(SUMMARY_READERS_MAX) {
+        for _ in 1..threads {
             let spawned = std::thread::Builder::new()
-                .name("echolog-stats".into())
-                .spawn_scoped(scope, work);
-            // No thread to spare: the caller's loop reads what is left.
+                .name(name.into())
+                .spawn_scoped(scope, &work);
             if spawned.is_err() {
                 break;
             }
         }
+        work();
     });
 }
 

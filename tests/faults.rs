@@ -195,6 +195,16 @@ fn a_passing_error_while_first_loading_a_sealed_segment_is_not_remembered() {
     let e = s.history(&q).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
     assert_eq!(s.history(&q).unwrap().len(), 20, "the next reader loads it");
+    // The segment's header is read with one small read at the first load: a failure there
+    // passes too.
+    drop(s);
+    let s = Store::open(&dir, opts.clone()).unwrap();
+    let injected = disk.injected();
+    disk.add_rule(FaultRule::new(FaultOp::Read, Errno::Eio).path(".seg"));
+    let e = s.history(&q).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    assert_eq!(disk.injected(), injected + 1);
+    assert_eq!(s.history(&q).unwrap().len(), 20, "the next reader loads it");
     // A retried id: the saved id filter (read back whole, so no builder thread races for the
     // one fault) says "maybe" for its segment, whose first load fails once.
     drop(s);

@@ -135,10 +135,7 @@ impl IndexParts {
             return Ok(bytes);
         }
         self.bytes.advise(Advice::WillNeed(s.at.range.clone()));
-        s.at.checked(&self.bytes)?;
-        if s.at.id == SECTION_TS {
-            check_ts(bytes, self.version, header)?;
-        }
+        check_section(&self.bytes, &s.at, self.version, header)?;
         s.checked.store(true, Ordering::Release);
         Ok(bytes)
     }
@@ -196,12 +193,24 @@ fn check_ts(ts: &[u8], version: u32, h: &IndexHeader) -> Result<(), FormatError>
 pub(super) fn check_index_bytes(bytes: &[u8], expect: Expected) -> Result<(), FormatError> {
     let (facts, version, located) = locate_checked(bytes, expect, |_| ())?;
     for at in &located {
-        let b = at.checked(bytes)?;
-        if at.id == SECTION_TS {
-            check_ts(b, version, &facts.header)?;
-        }
+        check_section(bytes, at, version, &facts.header)?;
     }
     Ok(())
+}
+
+/// Section `at` of index `bytes` against its CRC32, and the ts column's frames too: the check
+/// a section passes before any read uses it.
+fn check_section<'a>(
+    bytes: &'a [u8],
+    at: &LocatedSection,
+    version: u32,
+    header: &IndexHeader,
+) -> Result<&'a [u8], FormatError> {
+    let b = at.checked(bytes)?;
+    if at.id == SECTION_TS {
+        check_ts(b, version, header)?;
+    }
+    Ok(b)
 }
 
 /// Where a rebuild reads the segment and writes the new index.
