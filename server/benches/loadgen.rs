@@ -151,7 +151,7 @@ fn event(i: u64) -> pb::Event {
         kind: format!("kind_{}", i % 20),
         ts: 1_700_000_000_000 + i as i64,
         tags: vec![format!("tenant:t{}", i % 1000)],
-        payload: format!("{{\"product\":{},\"old_price\":12900,\"new_price\":11900,\"currency\":\"EUR\",\"source\":\"feed-{}\",\"note\":\"scheduled price update\",\"batch\":{}}}", i % 500_000, i % 30, i / 1000).into_bytes(),
+        payload: format!("{{\"product\":{},\"old_price\":12900,\"new_price\":11900,\"currency\":\"EUR\",\"source\":\"feed-{}\",\"note\":\"scheduled price update\",\"batch\":{}}}", i % 500_000, i % 30, i / 1000).into_bytes().into(),
         ..Default::default()
     }
 }

@@ -210,7 +210,7 @@ async fn grpc_ingest(url: String, from: u64, n: u64) {
                         kind: e.kind,
                         ts: e.ts,
                         tags: e.tags,
-                        payload: e.payload,
+                        payload: e.payload.into(),
                         ..Default::default()
                     })
                     .collect();

@@ -217,7 +217,8 @@ fn to_engine(e: pb::Event) -> echolog::Event {
         kind: e.kind,
         ts: e.ts,
         tags: e.tags,
-        payload: e.payload,
+        // A slice of the request's buffer: copied once, here, into the engine's event.
+        payload: Vec::from(e.payload),
         id: if e.id.is_empty() { None } else { Some(e.id) },
     }
 }
@@ -229,7 +230,7 @@ pub fn to_pb(e: echolog::StoredEvent) -> pb::Event {
         kind: e.event.kind,
         ts: e.event.ts,
         tags: e.event.tags,
-        payload: e.event.payload,
+        payload: e.event.payload.into(),
         id: e.event.id.unwrap_or_default(),
         deleted_by: e.deleted_by,
     }

@@ -680,7 +680,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 kind,
                 ts,
                 tags,
-                payload: payload.into_bytes(),
+                payload: payload.into_bytes().into(),
                 id,
                 ..Default::default()
             };
@@ -1077,7 +1077,7 @@ fn parse_line(line: &str) -> Result<pb::Event, String> {
         kind,
         ts,
         tags,
-        payload,
+        payload: payload.into(),
         id: s("id").unwrap_or_default(),
         ..Default::default()
     })
@@ -1252,7 +1252,7 @@ mod tests {
                 kind: "price".into(),
                 ts: -5,
                 tags: vec!["b:2".into(), "a:1".into()],
-                payload,
+                payload: payload.into(),
                 id: "feed:1".into(),
                 deleted_by: 0,
             };

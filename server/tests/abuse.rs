@@ -28,7 +28,7 @@ fn event(i: u64, payload: usize) -> pb::Event {
         entity: format!("e{}", i % 10),
         kind: "k".into(),
         ts: 1000 + i as i64,
-        payload: vec![b'x' + (i % 3) as u8; payload],
+        payload: vec![b'x' + (i % 3) as u8; payload].into(),
         ..Default::default()
     }
 }

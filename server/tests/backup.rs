@@ -23,7 +23,7 @@ fn event(p: u64, i: u64) -> pb::Event {
         entity: format!("tenant:{}", i % 7),
         kind: "call".into(),
         ts: 1_700_000_000_000 + i as i64,
-        payload: format!("{{\"p\":{p},\"i\":{i}}}").into_bytes(),
+        payload: format!("{{\"p\":{p},\"i\":{i}}}").into_bytes().into(),
         id: format!("p{p}-{i}"),
         ..Default::default()
     }

@@ -207,7 +207,9 @@ async fn seed(grpc: &mut EventStoreClient<tonic::transport::Channel>) -> Seeded 
             kind: "price_changed".into(),
             ts: day0 + i * HOUR_MS / 3 + 17,
             tags: vec!["tenant:t42".into(), "source:feed".into()],
-            payload: format!(r#"{{"old":{old},"new":{price},"currency":"EUR"}}"#).into_bytes(),
+            payload: format!(r#"{{"old":{old},"new":{price},"currency":"EUR"}}"#)
+                .into_bytes()
+                .into(),
             ..Default::default()
         });
     }
@@ -221,7 +223,9 @@ async fn seed(grpc: &mut EventStoreClient<tonic::transport::Channel>) -> Seeded 
                 kind: "api_call".into(),
                 ts: day0 + h * HOUR_MS + i * 1000,
                 tags: vec!["tenant:t42".into(), format!("endpoint:/v1/e{}", i % 3)],
-                payload: format!(r#"{{"status":200,"ms":{}}}"#, 3 + i % 80).into_bytes(),
+                payload: format!(r#"{{"status":200,"ms":{}}}"#, 3 + i % 80)
+                    .into_bytes()
+                    .into(),
                 ..Default::default()
             });
             events.push(pb::Event {
@@ -229,7 +233,7 @@ async fn seed(grpc: &mut EventStoreClient<tonic::transport::Channel>) -> Seeded 
                 kind: "api_call".into(),
                 ts: day0 + h * HOUR_MS + i * 1000 + 500,
                 tags: vec![format!("tenant:t{}", 1 + i % 40)],
-                payload: b"{\"status\":200}".to_vec(),
+                payload: b"{\"status\":200}".to_vec().into(),
                 ..Default::default()
             });
         }
@@ -636,7 +640,9 @@ fn log_event(n: u64, error: bool) -> pb::Event {
         kind: "log".into(),
         ts: 1_700_000_000_000 + n as i64,
         tags: vec![if error { "level:error" } else { "level:info" }.into()],
-        payload: format!(r#"{{"n":{n},"msg":"line {n}"}}"#).into_bytes(),
+        payload: format!(r#"{{"n":{n},"msg":"line {n}"}}"#)
+            .into_bytes()
+            .into(),
         ..Default::default()
     }
 }

@@ -17,7 +17,7 @@ fn ev(entity: &str, kind: &str, ts: i64, tags: &[&str], id: &str) -> pb::Event {
         kind: kind.into(),
         ts,
         tags: tags.iter().map(|t| t.to_string()).collect(),
-        payload: b"{\"x\":1}".to_vec(),
+        payload: b"{\"x\":1}".to_vec().into(),
         id: id.into(),
         ..Default::default()
     }
@@ -97,7 +97,7 @@ async fn every_rpc_works_through_a_real_server_and_data_survives_restart() {
             1,
             60_001,
             vec!["tenant:a".to_string()],
-            b"{\"x\":1}".to_vec(),
+            bytes::Bytes::from_static(b"{\"x\":1}"),
             "i1".to_string()
         )
     );
@@ -300,7 +300,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing() {
         (
             "payload",
             pb::Event {
-                payload: vec![0; 4097],
+                payload: vec![0; 4097].into(),
                 ..ev("e", "k", 1, &[], "")
             },
         ),
@@ -321,7 +321,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing() {
     }
     let big: Vec<pb::Event> = (0..100)
         .map(|_| pb::Event {
-            payload: vec![b'x'; 1000],
+            payload: vec![b'x'; 1000].into(),
             ..ev("e", "k", 1, &[], "")
         })
         .collect();
@@ -824,7 +824,7 @@ async fn append_stream_pipelining_is_bounded_in_bytes_and_still_answers_everythi
     let srv = Server::start_with(d.path(), &["--stream-bytes-max", "65536"]);
     let mut c = EventStoreClient::connect(srv.url.clone()).await.unwrap();
     let big = |i: i64| pb::Event {
-        payload: vec![b'x'; 4000],
+        payload: vec![b'x'; 4000].into(),
         ..ev("big", "s", 1 + i, &[], "")
     };
     let reqs: Vec<AppendRequest> = (0..50)

@@ -23,7 +23,8 @@ fn event(i: u64) -> pb::Event {
         kind: "k".into(),
         ts: 1_700_000_000_000 + i as i64,
         payload: format!("{{\"i\":{i},\"pad\":\"abcdefghijklmnopqrstuvwxyz0123456789\"}}")
-            .into_bytes(),
+            .into_bytes()
+            .into(),
         ..Default::default()
     }
 }

@@ -133,7 +133,7 @@ fn event(entity: u64, i: u64) -> pb::Event {
         entity: format!("e{}", entity % 4),
         kind: "k".into(),
         ts: 1_700_000_000_000 + i as i64,
-        payload: format!("{{\"i\":{i}}}").into_bytes(),
+        payload: format!("{{\"i\":{i}}}").into_bytes().into(),
         ..Default::default()
     }
 }

@@ -52,7 +52,9 @@ fn event(producer: usize, n: u64) -> pb::Event {
         },
         ts: 1_700_000_000_000 + n as i64,
         tags: vec![format!("p:{producer}")],
-        payload: format!("{{\"producer\":{producer},\"n\":{n}}}").into_bytes(),
+        payload: format!("{{\"producer\":{producer},\"n\":{n}}}")
+            .into_bytes()
+            .into(),
         id: format!("p{producer}-{n}"),
         ..Default::default()
     }
