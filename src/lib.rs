@@ -42,7 +42,7 @@ pub use purge::{PurgeReport, PURGE_PASS_INTERVAL};
 pub use segment::SharedError;
 pub use store::{HistoryQuery, OpenReport, ReadPage, Stats, Store};
 pub use tombstones::{
-    KIND_DELETE, KIND_DELETE_SEQS, KIND_RESTORE, REASON_TAG_PREFIX, TOMBSTONES_FILE,
+    KIND_DELETE, KIND_DELETE_SEQS, KIND_PURGED, KIND_RESTORE, REASON_TAG_PREFIX, TOMBSTONES_FILE,
 };
 pub use verify::{verify, Problem, VerifyReport};
 pub use writer::AppendOutcome;
