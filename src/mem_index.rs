@@ -311,3 +311,29 @@ fn str_dict(map: &KeyMap<Key, Vec<u32>>) -> Vec<u8> {
             .map(|(k, v)| (k.as_bytes(), posting_value(v))),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_repeated_on_one_record_is_posted_once_and_long_keys_work_as_short_ones() {
+        let long = "tenant:".to_string() + &"x".repeat(100);
+        let mut idx = MemIndex::new(1, 32);
+        idx.add("e", "k", 10, ["a", "a", long.as_str(), "b"].into_iter(), "");
+        idx.add(
+            "e",
+            "k",
+            11,
+            ["a", long.as_str(), long.as_str()].into_iter(),
+            "",
+        );
+        idx.add(&long, "k", 12, ["b"].into_iter(), "");
+        assert_eq!(idx.tags.get("a"), Some(&vec![0, 1]));
+        assert_eq!(idx.tags.get(long.as_str()), Some(&vec![0, 1]));
+        assert_eq!(idx.tags.get("b"), Some(&vec![0, 2]));
+        assert_eq!(idx.entities.get("e"), Some(&vec![0, 1]));
+        assert_eq!(idx.entities.get(long.as_str()), Some(&vec![2]));
+        assert_eq!(idx.kinds.get("k"), Some(&vec![0, 1, 2]));
+    }
+}
