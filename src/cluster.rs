@@ -19,6 +19,7 @@ use echolog_format::FormatError;
 
 use crate::block_cache::DecodedBlock;
 use crate::error::{Error, Result};
+use crate::read_ahead::pipelined;
 use crate::storage::{temp_path, Advice, FileHandle, Mapped, Storage};
 
 pub const CLUSTER_EXT: &str = "clu";
@@ -42,7 +43,7 @@ pub fn parse_cluster_name(name: &str) -> Option<(u64, u64)> {
 
 /// Decodes a block through a cache: `(cache key, block, decode) -> block`.
 pub type BlockLoader<'a> =
-    dyn Fn(u64, usize, &dyn Fn() -> Result<DecodedBlock>) -> Result<Arc<DecodedBlock>> + 'a;
+    dyn Fn(u64, usize, &dyn Fn() -> Result<DecodedBlock>) -> Result<Arc<DecodedBlock>> + Sync + 'a;
 
 /// What a reader tells [`ClusterFile::visit_entity`] so that it can ask the disk for the
 /// blocks it will read before reading the first (see `LoadedSegment::prefetch_blocks`).
@@ -228,13 +229,35 @@ impl ClusterFile {
             spans.reverse();
         }
         self.prefetch(&l, &dir, &spans, ahead);
-        for (block, from, n) in spans {
-            let row = dir.block(block).ok_or_else(|| {
-                Error::Inconsistent(format!("block {block} missing in {}", self.path.display()))
-            })?;
-            let d = load_block(self.cache_key, block as usize, &|| {
+        let span = |k: usize| {
+            let (block, from, n) = *spans.get(k)?;
+            Some((dir.block(block)?, block, from, n))
+        };
+        let missing = |k: usize| {
+            Error::Inconsistent(format!(
+                "span {k} of an entity run missing in {}",
+                self.path.display()
+            ))
+        };
+        // A long run's next blocks are decoded on a second thread (read_ahead.rs) when the
+        // answer has room for the records of enough of them.
+        let mut records = 0usize;
+        let expected = spans
+            .iter()
+            .take_while(|(_, _, n)| {
+                let more = records < ahead.records_max;
+                records = records.saturating_add(*n as usize);
+                more
+            })
+            .count();
+        let load = |k: usize| -> Result<Arc<DecodedBlock>> {
+            let (row, block, _, _) = span(k).ok_or_else(|| missing(k))?;
+            load_block(self.cache_key, block as usize, &|| {
                 self.read_block(&l, &row)
-            })?;
+            })
+        };
+        pipelined(spans.len(), expected, &load, &mut |k, d| {
+            let (row, _, from, n) = span(k).ok_or_else(|| missing(k))?;
             let mut go = |i: u32| -> Result<bool> {
                 let (seq, r) =
                     cluster_record(&d, i).map_err(|e| corrupt(&self.path, row.offset, e))?;
@@ -243,18 +266,18 @@ impl ClusterFile {
             if reverse {
                 for i in (from..from + n).rev() {
                     if !go(i)? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             } else {
                 for i in from..from + n {
                     if !go(i)? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             }
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 }
 

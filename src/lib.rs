@@ -20,6 +20,7 @@ mod mem_index;
 pub mod observe;
 mod options;
 mod purge;
+mod read_ahead;
 mod retention;
 mod scan;
 mod segment;

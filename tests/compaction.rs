@@ -331,3 +331,31 @@ fn verify_reads_cluster_files_whole_and_names_a_damaged_one() {
     let s = Store::open(d.path(), opts()).unwrap();
     check_all(&s, &model);
 }
+
+#[test]
+fn a_long_history_in_the_active_segment_reads_the_same_as_its_records() {
+    // One segment of small blocks: product:0's events are in ~every one of ~1000 blocks, so
+    // its history reads them ahead on a second thread (read_ahead.rs), forward and reverse.
+    let d = tempfile::tempdir().unwrap();
+    let o = Options {
+        segment_size_bytes_max: 64 << 20,
+        block_raw_bytes_target: 512,
+        ..opts()
+    };
+    let s = Store::open(d.path(), o.clone()).unwrap();
+    fill(&s, 6000);
+    let deleted_seq = history(&s, "product:0", false, 0, 40)[30];
+    s.delete("product:0", &[deleted_seq], "typo").unwrap();
+    assert_eq!(
+        s.stats().unwrap().segments,
+        1,
+        "everything in the active segment"
+    );
+    let model = by_entity(&s);
+    assert!(model["product:0"].len() > 1900);
+    check_all(&s, &model);
+    // After a reopen the active segment is read back from its file, not from what was written.
+    drop(s);
+    let s = Store::open(d.path(), o).unwrap();
+    check_all(&s, &model);
+}
