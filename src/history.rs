@@ -146,11 +146,14 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
         if q.reverse {
             ords.reverse();
         }
-        // The ordinals by block, in visiting order: the blocks are loaded ahead on a second
-        // thread (read_ahead.rs) when the answer has room for the events of enough of them.
+        // The ordinals the answer has room for, by block, in visiting order: their blocks are
+        // loaded ahead on a second thread (read_ahead.rs) when there are enough of them. The
+        // rest (needed only when the query drops deleted events) are read one by one after.
+        let room = out.want.saturating_sub(out.len());
+        let (head, rest) = ords.split_at(ords.len().min(room));
         let groups = {
             let idx = a.index();
-            by_block(&ords, |o| {
+            by_block(head, |o| {
                 let b = idx.block_of(o)?;
                 let e = &idx.blocks.get(b)?.entry;
                 Some((b, e.first_ordinal..e.first_ordinal + e.count))
@@ -159,19 +162,18 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
                 Error::Inconsistent(format!("an ordinal of {} is in no block", a.path.display()))
             })?
         };
-        let room = out.want.saturating_sub(out.len());
-        let expected = groups.iter().take_while(|g| g.ords.start < room).count();
         let load = |k: usize| -> Result<Arc<DecodedBlock>> {
             let block = groups.get(k).map_or(usize::MAX, |g| g.block);
             // Out of range fails as inconsistent (`read_block`).
             inner.block_cached(a.base_seq, block, || a.read_block(block))
         };
-        pipelined(groups.len(), expected, &load, &mut |k, b| {
+        let mut hint = None;
+        pipelined(groups.len(), groups.len(), &load, &mut |k, b| {
             let Some(g) = groups.get(k) else {
                 return Ok(false);
             };
-            let mut hint = Some((g.block, b));
-            for &ord in ords.get(g.ords.clone()).unwrap_or_default() {
+            hint = Some((g.block, b));
+            for &ord in head.get(g.ords.clone()).unwrap_or_default() {
                 let (seq, r) = inner.active_record(a, ord, &mut hint)?;
                 offer(out, seq, &r, q.include_deleted, &tomb);
                 if out.full() {
@@ -179,7 +181,15 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
                 }
             }
             Ok(true)
-        })
+        })?;
+        for &ord in rest {
+            if out.full() {
+                break;
+            }
+            let (seq, r) = inner.active_record(a, ord, &mut hint)?;
+            offer(out, seq, &r, q.include_deleted, &tomb);
+        }
+        Ok(())
     };
 
     let sealed_part = |seg: &crate::segment::SealedSegment, out: &mut Answer| -> Result<()> {

@@ -354,6 +354,18 @@ fn a_long_history_in_the_active_segment_reads_the_same_as_its_records() {
     let model = by_entity(&s);
     assert!(model["product:0"].len() > 1900);
     check_all(&s, &model);
+    // A limit that reaches past the deleted event: the answer has room for 40 ordinals, one
+    // of them is dropped, so the 40th event comes from the ordinals after those.
+    let seqs: Vec<u64> = model["product:0"].iter().map(|e| e.seq).collect();
+    assert_eq!(history(&s, "product:0", false, 0, 40), seqs[..40]);
+    let before: Vec<u64> = seqs
+        .iter()
+        .rev()
+        .copied()
+        .filter(|q| *q < deleted_seq)
+        .take(2)
+        .collect();
+    assert_eq!(history(&s, "product:0", true, deleted_seq + 1, 2), before);
     // After a reopen the active segment is read back from its file, not from what was written.
     drop(s);
     let s = Store::open(d.path(), o).unwrap();
