@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::{EventRef, StoredEvent};
 use crate::read_ahead::pipelined;
 use crate::segment::SealedSegment;
-use crate::store::{in_range, HistoryQuery, Store, View};
+use crate::store::{in_range, BlockHint, HistoryQuery, Store, View};
 use crate::tombstones::Tombstones;
 
 /// Where the sealed part of a snapshot is read from, in seq order: a cluster file for every
@@ -168,27 +168,25 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
             inner.block_cached(a.base_seq, block, || a.read_block(block))
         };
         let mut hint = None;
+        // Offers `ords` (whose block `hint` holds, or is read); false once the answer is full.
+        let mut take = |ords: &[u32], hint: &mut BlockHint| -> Result<bool> {
+            for &ord in ords {
+                if out.full() {
+                    return Ok(false);
+                }
+                let (seq, r) = inner.active_record(a, ord, hint)?;
+                offer(out, seq, &r, q.include_deleted, &tomb);
+            }
+            Ok(!out.full())
+        };
         pipelined(groups.len(), groups.len(), &load, &mut |k, b| {
             let Some(g) = groups.get(k) else {
                 return Ok(false);
             };
             hint = Some((g.block, b));
-            for &ord in head.get(g.ords.clone()).unwrap_or_default() {
-                let (seq, r) = inner.active_record(a, ord, &mut hint)?;
-                offer(out, seq, &r, q.include_deleted, &tomb);
-                if out.full() {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
+            take(head.get(g.ords.clone()).unwrap_or_default(), &mut hint)
         })?;
-        for &ord in rest {
-            if out.full() {
-                break;
-            }
-            let (seq, r) = inner.active_record(a, ord, &mut hint)?;
-            offer(out, seq, &r, q.include_deleted, &tomb);
-        }
+        take(rest, &mut hint)?;
         Ok(())
     };
 
