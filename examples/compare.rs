@@ -8,6 +8,9 @@
 //! alone, as the first query). Closing does not seal, so it repeats; `cold` drops the page
 //! cache first.
 //! `compare compact _ DIR` compacts such a store on one thread and prints wall and CPU time.
+//! `compare history _ DIR` and `compare newest _ DIR` time random-product histories and
+//! newest-50 pages of busy entities on a store as it is; `compare hottest CACHE_MIB DIR` the
+//! hottest entity's whole history.
 //! `compare run N DIR` loads N events into a fresh store in DIR (batches of 1000, one thread,
 //! sync=always, 1 GiB block cache like PostgreSQL's shared_buffers), then times: history of a typical and of the hottest entity, and an hourly
 //! count for one tenant. Prints one line per figure.
@@ -192,6 +195,33 @@ fn main() {
             i += 1;
             let q = HistoryQuery {
                 entity: format!("product:{}", (i * 7919) % 500_000),
+                ..Default::default()
+            };
+            let n = s.history(&q).expect("history").len();
+            rows += n;
+            n
+        });
+        println!("({rows} rows in all)");
+        return;
+    }
+    if mode == "newest" {
+        // `compare newest _ DIR`: the newest 50 events of entities drawn by event frequency
+        // (busy ones), as the query class of that name, on an existing store as it is.
+        let opts = Options {
+            compaction: false,
+            ..Options::default()
+        };
+        let s = Store::open(&dir, opts).expect("open");
+        let (mut i, mut rows) = (0u64, 0usize);
+        time_it("newest 50 of a busy entity", 4000, || {
+            i += 1;
+            let q = HistoryQuery {
+                entity: format!(
+                    "product:{}",
+                    workload::entity_of(workload::mix(i * 7919 + 13))
+                ),
+                reverse: true,
+                limit: 50,
                 ..Default::default()
             };
             let n = s.history(&q).expect("history").len();
