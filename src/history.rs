@@ -12,13 +12,11 @@ use echolog_format::record::RecordRef;
 
 use std::sync::Arc;
 
-use crate::block_cache::DecodedBlock;
 use crate::cluster::ClusterFile;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::{EventRef, StoredEvent};
-use crate::read_ahead::pipelined;
 use crate::segment::SealedSegment;
-use crate::store::{in_range, BlockHint, HistoryQuery, Store, View};
+use crate::store::{in_range, HistoryQuery, Store, View};
 use crate::tombstones::Tombstones;
 
 /// Where the sealed part of a snapshot is read from, in seq order: a cluster file for every
@@ -142,51 +140,25 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
                     .collect(),
             }
         };
-        let mut ords = ords;
-        if q.reverse {
-            ords.reverse();
-        }
-        // The ordinals the answer has room for, by block, in visiting order: their blocks are
-        // loaded ahead on a second thread (read_ahead.rs) when there are enough of them. The
-        // rest (needed only when the query drops deleted events) are read one by one after.
-        let room = out.want.saturating_sub(out.len());
-        let (head, rest) = ords.split_at(ords.len().min(room));
-        let groups = {
-            let idx = a.index();
-            by_block(head, |o| {
-                let b = idx.block_of(o)?;
-                let e = &idx.blocks.get(b)?.entry;
-                Some((b, e.first_ordinal..e.first_ordinal + e.count))
-            })
-            .ok_or_else(|| {
-                Error::Inconsistent(format!("an ordinal of {} is in no block", a.path.display()))
-            })?
-        };
-        let load = |k: usize| -> Result<Arc<DecodedBlock>> {
-            let block = groups.get(k).map_or(usize::MAX, |g| g.block);
-            // Out of range fails as inconsistent (`read_block`).
-            inner.block_cached(a.base_seq, block, || a.read_block(block))
-        };
         let mut hint = None;
-        // Offers `ords` (whose block `hint` holds, or is read); false once the answer is full.
-        let mut take = |ords: &[u32], hint: &mut BlockHint| -> Result<bool> {
-            for &ord in ords {
-                if out.full() {
-                    return Ok(false);
-                }
-                let (seq, r) = inner.active_record(a, ord, hint)?;
-                offer(out, seq, &r, q.include_deleted, &tomb);
-            }
-            Ok(!out.full())
+        let mut push = |ord: u32| -> Result<bool> {
+            let (seq, r) = inner.active_record(a, ord, &mut hint)?;
+            offer(out, seq, &r, q.include_deleted, &tomb);
+            Ok(out.full())
         };
-        pipelined(groups.len(), groups.len(), &load, &mut |k, b| {
-            let Some(g) = groups.get(k) else {
-                return Ok(false);
-            };
-            hint = Some((g.block, b));
-            take(head.get(g.ords.clone()).unwrap_or_default(), &mut hint)
-        })?;
-        take(rest, &mut hint)?;
+        if q.reverse {
+            for o in ords.into_iter().rev() {
+                if push(o)? {
+                    break;
+                }
+            }
+        } else {
+            for o in ords {
+                if push(o)? {
+                    break;
+                }
+            }
+        }
         Ok(())
     };
 
@@ -351,37 +323,6 @@ pub(crate) fn history(store: &Store, q: &HistoryQuery, sink: &mut dyn EventSink)
         }
     }
     Ok(())
-}
-
-/// Consecutive ordinals of one block: `ords` indexes the list they came from.
-struct BlockGroup {
-    block: usize,
-    ords: std::ops::Range<usize>,
-}
-
-/// Groups `ords` (in visiting order) by block. `block_of` gives an ordinal's block and the
-/// ordinals that block holds (searched only when an ordinal leaves the previous block); `None`
-/// when an ordinal is in no block.
-fn by_block(
-    ords: &[u32],
-    block_of: impl Fn(u32) -> Option<(usize, std::ops::Range<u32>)>,
-) -> Option<Vec<BlockGroup>> {
-    let mut groups: Vec<BlockGroup> = Vec::new();
-    let mut current: Option<std::ops::Range<u32>> = None;
-    for (i, &o) in ords.iter().enumerate() {
-        match (groups.last_mut(), &current) {
-            (Some(g), Some(r)) if r.contains(&o) => g.ords.end = i + 1,
-            _ => {
-                let (block, holds) = block_of(o)?;
-                current = Some(holds);
-                groups.push(BlockGroup {
-                    block,
-                    ords: i..i + 1,
-                });
-            }
-        }
-    }
-    Some(groups)
 }
 
 /// The answer so far: what the sink took, and whether the count or byte bound is reached.
