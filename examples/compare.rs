@@ -58,6 +58,23 @@ fn time_it(name: &str, runs: usize, mut f: impl FnMut() -> usize) {
     );
 }
 
+/// Times 4000 histories `query(1..=4000)` on the store in `dir` as it is (compaction off).
+fn time_histories(dir: &str, name: &str, query: impl Fn(u64) -> HistoryQuery) {
+    let opts = Options {
+        compaction: false,
+        ..Options::default()
+    };
+    let s = Store::open(dir, opts).expect("open");
+    let (mut i, mut rows) = (0u64, 0usize);
+    time_it(name, 4000, || {
+        i += 1;
+        let n = s.history(&query(i)).expect("history").len();
+        rows += n;
+        n
+    });
+    println!("({rows} rows in all)");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("run");
@@ -185,50 +202,24 @@ fn main() {
     if mode == "history" {
         // `compare history _ DIR`: time histories on an existing store through its segments'
         // indexes (no compaction; remove cluster files first to keep them out).
-        let opts = Options {
-            compaction: false,
-            ..Options::default()
-        };
-        let s = Store::open(&dir, opts).expect("open");
-        let (mut i, mut rows) = (0u64, 0usize);
-        time_it("history of spread product ids", 4000, || {
-            i += 1;
-            let q = HistoryQuery {
-                entity: format!("product:{}", (i * 7919) % 500_000),
-                ..Default::default()
-            };
-            let n = s.history(&q).expect("history").len();
-            rows += n;
-            n
+        time_histories(&dir, "history of spread product ids", |i| HistoryQuery {
+            entity: format!("product:{}", (i * 7919) % 500_000),
+            ..Default::default()
         });
-        println!("({rows} rows in all)");
         return;
     }
     if mode == "newest" {
         // `compare newest _ DIR`: the newest 50 events of entities drawn by event frequency
         // (busy ones), as the query class of that name, on an existing store as it is.
-        let opts = Options {
-            compaction: false,
-            ..Options::default()
-        };
-        let s = Store::open(&dir, opts).expect("open");
-        let (mut i, mut rows) = (0u64, 0usize);
-        time_it("newest 50 of a busy entity", 4000, || {
-            i += 1;
-            let q = HistoryQuery {
-                entity: format!(
-                    "product:{}",
-                    workload::entity_of(workload::mix(i * 7919 + 13))
-                ),
-                reverse: true,
-                limit: 50,
-                ..Default::default()
-            };
-            let n = s.history(&q).expect("history").len();
-            rows += n;
-            n
+        time_histories(&dir, "newest 50 of a busy entity", |i| HistoryQuery {
+            entity: format!(
+                "product:{}",
+                workload::entity_of(workload::mix(i * 7919 + 13))
+            ),
+            reverse: true,
+            limit: 50,
+            ..Default::default()
         });
-        println!("({rows} rows in all)");
         return;
     }
     if mode == "hottest" {
