@@ -1,15 +1,18 @@
 //! Decoding the next blocks of a long read on a second thread while the caller's thread
 //! hands out the records of the current one.
 //!
-//! A whole history of a busy entity reads thousands of blocks one after the other, and about
-//! half of the time goes into decompressing them; the other half into decoding records and
-//! handing them to the sink. [`pipelined`] splits the two: a helper thread loads block `i + 1`
-//! (through the block cache, as the caller would) while the caller consumes block `i`. The
-//! order the caller sees is the order of the list, exactly as without the helper.
+//! A busy entity's history in a cluster file is a run of thousands of blocks read one after
+//! the other, every record of them the entity's: about half of the time goes into
+//! decompressing them, the other half into decoding records and handing them to the sink.
+//! [`pipelined`] splits the two: a helper thread loads block `i + 1` (through the block cache,
+//! as the caller would) while the caller consumes block `i`. The order the caller sees is the
+//! order of the list, exactly as without the helper.
 //!
 //! Short reads stay on the caller's thread: a thread costs tens of microseconds to start, a
 //! block about fifty to decompress, so below [`PIPELINE_ITEMS_MIN`] items the helper would not
-//! pay for itself.
+//! pay for itself. Segments are not read this way: an entity has a few records per block
+//! there, so the caller would wait on the helper at every block (measured slower,
+//! docs/decisions.md #39).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -36,7 +39,7 @@ pub fn pipelined<T: Send>(
     consume: &mut dyn FnMut(usize, T) -> Result<bool>,
 ) -> Result<()> {
     if expected.min(n) < PIPELINE_ITEMS_MIN {
-        return in_order(0, n, load, consume);
+        return in_order(n, load, consume);
     }
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -59,7 +62,7 @@ pub fn pipelined<T: Send>(
             .name("echolog-read-ahead".into())
             .spawn_scoped(scope, helper);
         if spawned.is_err() {
-            return in_order(0, n, load, consume);
+            return in_order(n, load, consume);
         }
         let result = (|| {
             for i in 0..n {
@@ -81,12 +84,11 @@ pub fn pipelined<T: Send>(
 }
 
 fn in_order<T>(
-    from: usize,
     n: usize,
     load: &dyn Fn(usize) -> Result<T>,
     consume: &mut dyn FnMut(usize, T) -> Result<bool>,
 ) -> Result<()> {
-    for i in from..n {
+    for i in 0..n {
         if !consume(i, load(i)?)? {
             break;
         }
