@@ -228,7 +228,10 @@ impl ClusterFile {
         if reverse {
             spans.reverse();
         }
-        self.prefetch(&l, &dir, &spans, ahead);
+        // The spans holding the records the answer has room for: asked for from the disk
+        // together, and read ahead on a second thread (read_ahead.rs) when there are enough.
+        let wanted = spans_holding(&spans, ahead.records_max);
+        self.prefetch(&l, &dir, spans.get(..wanted).unwrap_or_default(), ahead);
         let span = |k: usize| {
             let (block, from, n) = *spans.get(k)?;
             Some((dir.block(block)?, block, from, n))
@@ -239,24 +242,13 @@ impl ClusterFile {
                 self.path.display()
             ))
         };
-        // A long run's next blocks are decoded on a second thread (read_ahead.rs) when the
-        // answer has room for the records of enough of them.
-        let mut records = 0usize;
-        let expected = spans
-            .iter()
-            .take_while(|(_, _, n)| {
-                let more = records < ahead.records_max;
-                records = records.saturating_add(*n as usize);
-                more
-            })
-            .count();
         let load = |k: usize| -> Result<Arc<DecodedBlock>> {
             let (row, block, _, _) = span(k).ok_or_else(|| missing(k))?;
             load_block(self.cache_key, block as usize, &|| {
                 self.read_block(&l, &row)
             })
         };
-        pipelined(spans.len(), expected, &load, &mut |k, d| {
+        pipelined(spans.len(), wanted, &load, &mut |k, d| {
             let (row, _, from, n) = span(k).ok_or_else(|| missing(k))?;
             let mut go = |i: u32| -> Result<bool> {
                 let (seq, r) =
@@ -282,8 +274,8 @@ impl ClusterFile {
 }
 
 impl ClusterFile {
-    /// Asks the disk, at once, for the blocks of `spans` (in visiting order) that hold the
-    /// first `ahead.records_max` records and are not cached; adjacent blocks in one call.
+    /// Asks the disk, at once, for the blocks of `spans` that are not cached; adjacent
+    /// blocks in one call.
     fn prefetch(
         &self,
         l: &Loaded,
@@ -291,13 +283,8 @@ impl ClusterFile {
         spans: &[(u32, u32, u32)],
         ahead: &ReadAhead<'_>,
     ) {
-        let mut records = 0usize;
         let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-        for &(block, _, n) in spans {
-            if records >= ahead.records_max {
-                break;
-            }
-            records = records.saturating_add(n as usize);
+        for &(block, _, _) in spans {
             if (ahead.cached)(self.cache_key, block as usize) {
                 continue;
             }
@@ -323,6 +310,20 @@ fn corrupt(path: &Path, offset: u64, source: FormatError) -> Error {
         offset,
         source,
     }
+}
+
+/// How many of `spans` (in visiting order) it takes to hold the first `records_max` records:
+/// every span that starts before that many records have gone by.
+fn spans_holding(spans: &[(u32, u32, u32)], records_max: usize) -> usize {
+    let mut records = 0usize;
+    spans
+        .iter()
+        .take_while(|(_, _, n)| {
+            let before = records;
+            records = records.saturating_add(*n as usize);
+            before < records_max
+        })
+        .count()
 }
 
 /// The (block, first record, count) pieces of an entity's run.
@@ -700,6 +701,18 @@ mod tests {
     use super::*;
     use crate::storage::sim::SimDisk;
     use crate::storage::StorageBackend;
+
+    #[test]
+    fn the_spans_holding_the_first_records_are_those_that_start_before_them() {
+        let spans = [(0, 5, 3), (1, 0, 4), (2, 0, 4), (3, 0, 2)];
+        assert_eq!(spans_holding(&spans, 0), 0);
+        assert_eq!(spans_holding(&spans, 1), 1);
+        assert_eq!(spans_holding(&spans, 3), 1);
+        assert_eq!(spans_holding(&spans, 4), 2);
+        assert_eq!(spans_holding(&spans, 11), 3);
+        assert_eq!(spans_holding(&spans, 12), 4);
+        assert_eq!(spans_holding(&spans, usize::MAX), 4);
+    }
 
     fn record(entity: &str) -> Vec<u8> {
         let mut out = Vec::new();
