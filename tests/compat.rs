@@ -422,3 +422,70 @@ fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them
     }
     assert_histories(&s, &all);
 }
+
+/// Format version of every cluster file in `dir`, by file name.
+fn cluster_versions(dir: &Path) -> Vec<u32> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "clu"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            echolog_format::cluster::ClusterHeader::decode(&bytes, bytes.len() as u64)
+                .unwrap()
+                .version
+        })
+        .collect()
+}
+
+#[test]
+fn a_version_6_store_reads_its_cluster_files_beside_new_ones_and_merges_them() {
+    let (d, expected) = fixture_named("v6-store");
+    assert_eq!(cluster_versions(d.path()), vec![6, 6, 6]);
+    let opts = |fanout| Options {
+        compaction: false,
+        compaction_fanout: fanout,
+        ..Default::default()
+    };
+    let s = Store::open(d.path(), opts(8)).unwrap();
+    assert_eq!(rows_escaped(&s), expected);
+    let st = s.stats().unwrap();
+    assert_eq!((st.last_seq, st.segments, st.cluster_files), (124, 4, 3));
+    assert_histories(&s, &expected);
+    for t in 0..5 {
+        let tag = format!("tenant:t{t}");
+        assert_eq!(hourly(&s, &tag), hourly_by_tag(&expected, &tag), "{tag}");
+    }
+    // A new segment's cluster file is written in this build's version; history reads old
+    // and new files together.
+    let more: Vec<Event> = (0..300)
+        .map(|i| Event {
+            entity: format!("product:{}", i % 7),
+            kind: "price_changed".into(),
+            ts: 1_763_769_600_000 + i * 97_000,
+            tags: vec![format!("tenant:t{}", i % 5)],
+            ..Default::default()
+        })
+        .collect();
+    s.append(more).unwrap();
+    s.seal_active().unwrap();
+    s.compact_now().unwrap();
+    let now = echolog_format::FORMAT_VERSION;
+    assert_eq!(cluster_versions(d.path()), vec![6, 6, 6, now]);
+    let all = rows_escaped(&s);
+    assert_eq!(all.len(), expected.len() + 300);
+    assert_histories(&s, &all);
+    drop(s);
+    // Merging old files writes a new-version file holding their records.
+    let s = Store::open(d.path(), opts(2)).unwrap();
+    s.compact_now().unwrap();
+    let versions = cluster_versions(d.path());
+    assert!(versions.iter().all(|v| *v == now), "{versions:?}");
+    assert!(s.stats().unwrap().cluster_files < 4);
+    assert_eq!(rows_escaped(&s), all);
+    assert_histories(&s, &all);
+}
