@@ -9,8 +9,9 @@ events (the records' decompressed bytes, what `Stats.raw_bytes` counts):
 - index files, by section (docs/format.md, "Index file");
 - cluster files: block headers, the compressed bodies, and within the bodies the share of the
   per-record seq lists against the records, each compressed alone with zstd level 1 in 64 KiB
-  pieces (an estimate of what each part costs, since the shipped bodies compress them together);
-  the directory;
+  pieces (an estimate of what each part costs, since the shipped bodies compress them together),
+  and the seq columns' bytes before compression; the directory, and its parts (either layout:
+  format version 7, or 3 to 6);
 - what the records alone compress to at zstd levels 1, 3, 6 and 9 in 64 KiB and 256 KiB blocks,
   in seq order (one segment) and in (entity, seq) order (one cluster file): the floor that any
   single copy of the data sits on before a byte of index.
@@ -54,6 +55,30 @@ def blocks(data, pos, end):
         pos += BLOCK_HEADER.size + body_len
 
 
+def varints_len(raw, count):
+    """Bytes taken by the first `count` varints of `raw` (a version 7 seq column)."""
+    pos = 0
+    for _ in range(count):
+        while raw[pos] & 0x80:
+            pos += 1
+        pos += 1
+    return pos
+
+
+def directory_parts(data, dir_off, version, block_count):
+    """(part, bytes) of a cluster directory (docs/format.md, "Cluster file")."""
+    (entity_count,) = struct.unpack_from("<I", data, dir_off + 4)
+    if version >= 7:
+        restarts = (entity_count + 15) // 16 * 16
+        (entries,) = struct.unpack_from("<Q", data, dir_off + 8)
+        return [("prefix", 16), ("block table", 32 * block_count), ("restarts", restarts),
+                ("entries", entries)]
+    table, fixed = 24 * block_count, 20 * entity_count
+    dir_len = struct.unpack_from("<Q", data, 56)[0]
+    return [("prefix", 8), ("block table", table), ("entries", fixed),
+            ("names", dir_len - 8 - table - fixed)]
+
+
 def compressed(data, level=1, piece=64 << 10):
     cctx = zstandard.ZstdCompressor(level=level)
     return sum(len(cctx.compress(data[i : i + piece])) for i in range(0, len(data), piece))
@@ -91,19 +116,23 @@ def main():
                 sid, _crc, _off, length = struct.unpack_from("<IIQQ", data, 64 + 24 * i)
                 add(f"index: {SECTION_NAMES.get(sid, sid)}", length)
         elif name.endswith(".clu"):
-            (_crc, magic, _v, _base, _end, _rc, _lvl, block_count, dir_off, dir_len) = (
+            (_crc, magic, version, _base, _end, _rc, _lvl, block_count, dir_off, dir_len) = (
                 CLUSTER_HEADER.unpack_from(data, 0)
             )
             if magic != b"ECHOCLUS":
                 raise ValueError(f"{name}: not a cluster file")
             add("cluster: file headers", 64)
             add("cluster: directory", dir_len)
+            for part, n in directory_parts(data, dir_off, version, block_count):
+                add(f"cluster: directory, {part} (of it)", n)
             seqs, recs = [], []
             for head, body, raw, count in blocks(data, 64, dir_off):
                 add("cluster: block headers", head)
                 add("cluster: compressed bodies", body)
-                seqs.append(raw[: 8 * count])
-                recs.append(raw[8 * count :])
+                seq_len = varints_len(raw, count) if version >= 7 else 8 * count
+                add("cluster: seq columns before compression", seq_len)
+                seqs.append(raw[:seq_len])
+                recs.append(raw[seq_len:])
             seqs, recs = b"".join(seqs), b"".join(recs)
             add("cluster (estimate): seq lists alone, zstd 1", compressed(seqs))
             add("cluster (estimate): records alone, zstd 1", compressed(recs))
@@ -113,7 +142,10 @@ def main():
             add("other files", len(data))
     if raw_events == 0:
         sys.exit(f"{root}: no segment data")
-    on_disk = sum(v for k, v in totals.items() if "(estimate)" not in k)
+    on_disk = sum(
+        v for k, v in totals.items()
+        if "(estimate)" not in k and "(of it)" not in k and "before compression" not in k
+    )
     print(f"raw events {raw_events} bytes; on disk {on_disk} bytes = {on_disk / raw_events:.4f}x")
     for what, n in totals.items():
         print(f"  {what:48s} {n:14d}  {n / raw_events:.4f}x")

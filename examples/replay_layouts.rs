@@ -84,7 +84,7 @@ fn cluster_blocks(data: &[u8]) -> Result<(ClusterHeader, Vec<Block>), Error> {
         let at = b.offset as usize;
         let (bh, body) = decode_block(data.get(at..).ok_or("block offset")?)?;
         let raw = decompress_body(&bh, body)?;
-        let (seqs, _) = split_cluster_body(&raw, bh.count)?;
+        let (seqs, _) = split_cluster_body(&raw, bh.count, bh.first_seq, h.version)?;
         blocks.push(Block {
             at,
             count: bh.count,
@@ -119,7 +119,7 @@ fn replay_cluster(
             decompressed += 1;
             let (bh, body) = decode_block(data.get(b.at..).ok_or("block offset")?)?;
             let raw = decompress_body(&bh, body)?;
-            let (seqs, records) = split_cluster_body(&raw, b.count)?;
+            let (seqs, records) = split_cluster_body(&raw, b.count, bh.first_seq, h.version)?;
             let offsets = record_offsets(records, b.count)?;
             for (seq, off) in seqs.into_iter().zip(offsets) {
                 if (from..to).contains(&seq) {

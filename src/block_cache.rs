@@ -12,6 +12,9 @@ pub struct DecodedBlock {
     pub first_seq: u64,
     pub raw: Vec<u8>,
     pub offsets: Vec<u32>,
+    /// A cluster block's seqs, one per record (decoded from its seq column); empty for a
+    /// segment block, whose seqs follow from `first_seq`.
+    pub seqs: Vec<u64>,
 }
 
 impl DecodedBlock {
@@ -34,6 +37,7 @@ impl DecodedBlock {
             first_seq,
             raw,
             offsets,
+            seqs: Vec::new(),
         })
     }
 
@@ -73,7 +77,7 @@ struct Weight;
 
 impl quick_cache::Weighter<BlockKey, Arc<DecodedBlock>> for Weight {
     fn weight(&self, _key: &BlockKey, val: &Arc<DecodedBlock>) -> u64 {
-        (val.raw.len() + val.offsets.len() * 4 + 64) as u64
+        (val.raw.len() + val.offsets.len() * 4 + val.seqs.len() * 8 + 64) as u64
     }
 }
 

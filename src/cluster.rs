@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use echolog_format::block::{decode_block, decompress_body, record_at, record_offsets, BlockMeta};
 use echolog_format::cluster::{
-    encode_cluster_body, ClusterBlock, ClusterHeader, DirectoryBuilder, DirectoryView, EntityRun,
-    CLUSTER_HEADER_LEN,
+    encode_cluster_body, split_cluster_body, ClusterBlock, ClusterHeader, DirectoryBuilder,
+    DirectoryView, EntityRun, CLUSTER_HEADER_LEN,
 };
 use echolog_format::record::RecordRef;
 use echolog_format::FormatError;
@@ -169,7 +169,7 @@ impl ClusterFile {
         let bytes = l.bytes().get(at..at + b.len as usize).ok_or_else(|| {
             Error::Inconsistent(format!("block at {at} outside {}", self.path.display()))
         })?;
-        decode_cluster_block(bytes, b.count, b.first_seq)
+        decode_cluster_block(bytes, b.count, b.first_seq, l.header.version)
             .map_err(|e| corrupt(&self.path, b.offset, e))
     }
 
@@ -344,12 +344,13 @@ fn spans_of(dir: &DirectoryView<'_>, run: EntityRun) -> Option<Vec<(u32, u32, u3
     Some(out)
 }
 
-/// A decoded cluster block: `raw` is the whole body (the seq column, then the records) and
-/// `offsets` point at the records within it.
+/// A decoded cluster block of a file of format `version`: `raw` is the whole body (the seq
+/// column, then the records), `offsets` point at the records within it, `seqs` are theirs.
 pub fn decode_cluster_block(
     bytes: &[u8],
     count: u32,
     first_seq: u64,
+    version: u32,
 ) -> Result<DecodedBlock, FormatError> {
     let (h, body) = decode_block(bytes)?;
     if h.count != count || h.first_seq != first_seq {
@@ -362,36 +363,30 @@ pub fn decode_cluster_block(
         ));
     }
     let raw = decompress_body(&h, body)?;
-    let seq_bytes = count as usize * 8;
-    let records = raw.get(seq_bytes..).ok_or(FormatError::Truncated {
-        what: "cluster block seqs",
-        needed: seq_bytes as u64,
-        available: raw.len() as u64,
-    })?;
+    let (seqs, records) = split_cluster_body(&raw, count, first_seq, version)?;
+    let seq_bytes = (raw.len() - records.len()) as u32;
     let offsets = record_offsets(records, count)?
         .into_iter()
-        .map(|o| o + seq_bytes as u32)
+        .map(|o| o + seq_bytes)
         .collect();
     Ok(DecodedBlock {
         first_seq: h.first_seq,
         raw,
         offsets,
+        seqs,
     })
 }
 
 fn cluster_record(d: &DecodedBlock, i: u32) -> Result<(u64, RecordRef<'_>), FormatError> {
-    let at = i as usize * 8;
-    let mut s = [0u8; 8];
-    s.copy_from_slice(
-        d.raw
-            .get(at..at + 8)
-            .ok_or(FormatError::invalid("cluster block", "seq column"))?,
-    );
+    let seq = *d
+        .seqs
+        .get(i as usize)
+        .ok_or(FormatError::invalid("cluster block", "seq column"))?;
     let off = *d
         .offsets
         .get(i as usize)
         .ok_or(FormatError::invalid("cluster block", "record index"))?;
-    Ok((u64::from_le_bytes(s), record_at(&d.raw, off)?))
+    Ok((seq, record_at(&d.raw, off)?))
 }
 
 /// Writes one cluster file: records pushed in (entity, seq) order go into blocks of about
@@ -414,7 +409,8 @@ pub struct ClusterWriter {
     entity: Vec<u8>,
     /// The current entity's newest seq: seqs ascend within an entity.
     last_seq: u64,
-    run: Option<EntityRun>,
+    /// Records of the current entity so far (none before the first record).
+    run: Option<u32>,
     record_count: u64,
     compressor: zstd::bulk::Compressor<'static>,
     header: ClusterHeader,
@@ -498,11 +494,7 @@ impl ClusterWriter {
             self.entity.clear();
             self.entity.extend_from_slice(entity);
             self.last_seq = 0;
-            self.run = Some(EntityRun {
-                first_block: self.directory.block_count(),
-                first_record: self.seqs.len() as u32,
-                count: 0,
-            });
+            self.run = Some(0);
         }
         if seq <= self.last_seq {
             return Err(Error::Inconsistent(format!(
@@ -513,7 +505,7 @@ impl ClusterWriter {
         }
         self.last_seq = seq;
         if let Some(r) = self.run.as_mut() {
-            r.count += 1;
+            *r += 1;
         }
         self.seqs.push(seq);
         self.records.extend_from_slice(record);
@@ -529,8 +521,8 @@ impl ClusterWriter {
     }
 
     fn end_entity(&mut self) {
-        if let Some(run) = self.run.take() {
-            self.directory.push_entity(&self.entity, run);
+        if let Some(count) = self.run.take() {
+            self.directory.push_entity(&self.entity, count);
         }
     }
 

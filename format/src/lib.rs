@@ -38,8 +38,11 @@ pub use error::FormatError;
 /// ts column (section 2) is packed in frames (`ts_column`), and every dictionary value of the
 /// entities, kinds, tags and minutes sections starts with a tag byte saying whether a roaring
 /// bitmap or a varint list follows (`postings`); indexes of versions 1 to 5 are read as they
-/// are. Segment, cluster, tombstone and cursor files are as in version 5.
-pub const FORMAT_VERSION: u32 = 6;
+/// are. Segment, cluster, tombstone and cursor files are as in version 5. Version 7 made
+/// cluster files smaller: a block's seq column is delta-coded (`cluster::split_cluster_body`)
+/// and the directory front-codes the entities with a restart every 16 (`cluster`); cluster
+/// files of versions 3 to 6 are read as they are. Every other file is as in version 6.
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Oldest version this build reads.
 pub const FORMAT_VERSION_READ_MIN: u32 = 1;

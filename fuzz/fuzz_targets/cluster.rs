@@ -4,6 +4,7 @@
 use echolog_format::cluster::{
     split_cluster_body, ClusterHeader, DirectoryView, CLUSTER_HEADER_LEN,
 };
+use echolog_format::FORMAT_VERSION;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,11 +20,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    // The directory alone, against a header made from the first bytes.
+    // The directory alone, in either layout, against a header made from the first bytes.
     if data.len() > CLUSTER_HEADER_LEN {
         let (head, rest) = data.split_at(CLUSTER_HEADER_LEN);
         let h = ClusterHeader {
-            version: 3,
+            version: if head[2] & 1 == 0 { 6 } else { FORMAT_VERSION },
             base_seq: 1,
             end_seq: u64::MAX,
             record_count: u64::from(head[0]),
@@ -33,9 +34,15 @@ fuzz_target!(|data: &[u8]| {
             directory_len: rest.len() as u64,
         };
         if let Ok(d) = DirectoryView::slice(rest, &h) {
-            let _ = d.find(head.get(2..10).unwrap_or_default());
+            let _ = d.find(head.get(3..10).unwrap_or_default());
+            for i in 0..d.entity_count().min(64) {
+                let _ = d.entry(i);
+            }
         }
         let _ = DirectoryView::parse(rest, &h);
     }
-    let _ = split_cluster_body(data, u32::from(data.first().copied().unwrap_or(0)));
+    let count = u32::from(data.first().copied().unwrap_or(0));
+    for version in [6, FORMAT_VERSION] {
+        let _ = split_cluster_body(data, count, 1, version);
+    }
 });
