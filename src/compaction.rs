@@ -441,8 +441,8 @@ fn build(inner: &Inner, seg: &SealedSegment) -> Result<Arc<ClusterFile>> {
     let dict = l.dict(SECTION_ENTITIES)?;
     let mut out = Output::create(inner, seg.base_seq, seg.end_seq, 0)?;
     let mut written = 0usize;
-    for i in 0..dict.len() {
-        let (key, value) = dict.entry(i).map_err(|e| l.idx_corrupt(e))?;
+    let mut entries = dict.cursor();
+    while let Some((key, value)) = entries.next_entry().map_err(|e| l.idx_corrupt(e))? {
         for ord in dict.postings(value)?.iter() {
             let row = match rows_of_ordinals.get(ord as usize) {
                 Some(&NO_ROW) => continue,

@@ -375,17 +375,14 @@ impl Store {
             }
             return Ok(());
         }
-        for i in 0..minutes.len() {
-            let (key, bytes) = minutes.entry(i).map_err(|e| Error::Corruption {
-                file: l.idx_path.clone(),
-                offset: 0,
-                source: e,
-            })?;
-            let m = minute_from_key(key).map_err(|e| Error::Corruption {
-                file: l.idx_path.clone(),
-                offset: 0,
-                source: e,
-            })?;
+        let corrupt = |e| Error::Corruption {
+            file: l.idx_path.clone(),
+            offset: 0,
+            source: e,
+        };
+        let mut entries = minutes.cursor();
+        while let Some((key, bytes)) = entries.next_entry().map_err(corrupt)? {
+            let m = minute_from_key(key).map_err(corrupt)?;
             let m_end = m.saturating_add(MINUTE_MS);
             if q.from_ts.is_some_and(|x| m_end <= x) || q.to_ts.is_some_and(|x| m >= x) {
                 continue;

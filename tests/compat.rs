@@ -426,13 +426,7 @@ fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them
 
 /// Format version of every cluster file in `dir`, by file name.
 fn cluster_versions(dir: &Path) -> Vec<u32> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "clu"))
-        .collect();
-    names.sort();
-    names
+    sorted_files(dir, "clu")
         .iter()
         .map(|p| {
             let bytes = std::fs::read(p).unwrap();
@@ -489,4 +483,41 @@ fn a_version_6_store_reads_its_cluster_files_beside_new_ones_and_merges_them() {
     assert!(s.stats().unwrap().cluster_files < 4);
     assert_eq!(rows_escaped(&s), all);
     assert_histories(&s, &all);
+    drop(s);
+    // Without cluster files and tag hours, history and counts read the dictionaries of the
+    // version 6 indexes and of the new one (front-coded keys) together.
+    let idx_versions: Vec<u32> = sorted_files(d.path(), "idx")
+        .iter()
+        .map(|p| index_version(p))
+        .collect();
+    assert_eq!(idx_versions, vec![6, 6, 6, now]);
+    for p in sorted_files(d.path(), "clu") {
+        std::fs::remove_file(p).unwrap();
+    }
+    let s = Store::open(
+        d.path(),
+        Options {
+            compaction: false,
+            count_tag_hours: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.stats().unwrap().cluster_files, 0);
+    assert_histories(&s, &all);
+    for t in 0..5 {
+        let tag = format!("tenant:t{t}");
+        assert_eq!(hourly(&s, &tag), hourly_by_tag(&all, &tag), "{tag}");
+    }
+}
+
+/// The files of `dir` with extension `ext`, by name.
+fn sorted_files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
 }

@@ -41,8 +41,7 @@ pub const HOUR_COUNT_ENTRY_LEN: usize = 12;
 
 pub const BLOCK_ENTRY_LEN: usize = 32;
 pub const ID_ENTRY_LEN: usize = 12;
-/// Longest dictionary key, bytes (tags and entities are at most 256).
-pub const DICT_KEY_BYTES_MAX: usize = 1024;
+pub use crate::dictionary::{encode_dict, DictCursor, DictView, DICT_KEY_BYTES_MAX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexHeader {
@@ -389,113 +388,6 @@ pub fn decode_block_table(
     Ok(out)
 }
 
-/// A dictionary section: sorted byte keys, each with an opaque value (a serialized roaring
-/// bitmap of record ordinals).
-pub fn encode_dict<'k, I>(entries: I) -> Vec<u8>
-where
-    I: IntoIterator<Item = (&'k [u8], Vec<u8>)>,
-{
-    let entries: Vec<(&[u8], Vec<u8>)> = entries.into_iter().collect();
-    let mut out = Vec::new();
-    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    let offsets_at = out.len();
-    out.resize(offsets_at + 4 * entries.len(), 0);
-    let mut prev: Option<&[u8]> = None;
-    for (i, (key, value)) in entries.iter().enumerate() {
-        assert!(
-            prev.is_none_or(|p| p < *key),
-            "dictionary keys must be sorted and unique"
-        );
-        assert!(key.len() <= DICT_KEY_BYTES_MAX);
-        prev = Some(key);
-        let off = u32::try_from(out.len()).expect("dictionary section under 4 GiB");
-        out[offsets_at + 4 * i..offsets_at + 4 * i + 4].copy_from_slice(&off.to_le_bytes());
-        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        out.extend_from_slice(key);
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value);
-    }
-    out
-}
-
-/// Read access to a dictionary section without parsing all of it.
-#[derive(Debug, Clone, Copy)]
-pub struct DictView<'a> {
-    bytes: &'a [u8],
-    count: usize,
-}
-
-impl<'a> DictView<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        if bytes.is_empty() {
-            return Ok(DictView { bytes, count: 0 });
-        }
-        let mut c = Cursor::new("index dictionary", bytes);
-        let count = c.u32()? as usize;
-        if count.checked_mul(4).is_none_or(|n| n > c.remaining()) {
-            return Err(FormatError::invalid(
-                "index dictionary",
-                "count larger than the section",
-            ));
-        }
-        Ok(DictView { bytes, count })
-    }
-
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The `i`th entry, bounds-checked.
-    pub fn entry(&self, i: usize) -> Result<(&'a [u8], &'a [u8]), FormatError> {
-        const WHAT: &str = "index dictionary entry";
-        if i >= self.count {
-            return Err(FormatError::invalid(WHAT, "index out of range"));
-        }
-        let at = 4 + 4 * i;
-        let off = u32::from_le_bytes([
-            self.bytes[at],
-            self.bytes[at + 1],
-            self.bytes[at + 2],
-            self.bytes[at + 3],
-        ]) as usize;
-        if off > self.bytes.len() {
-            return Err(FormatError::invalid(WHAT, "offset past the section"));
-        }
-        let mut c = Cursor::new(WHAT, &self.bytes[off..]);
-        let klen = c.u16()? as usize;
-        if klen > DICT_KEY_BYTES_MAX {
-            return Err(FormatError::LimitExceeded {
-                what: "index dictionary key",
-                value: klen as u64,
-                max: DICT_KEY_BYTES_MAX as u64,
-            });
-        }
-        let key = c.take(klen)?;
-        let vlen = c.u32()? as usize;
-        let value = c.take(vlen)?;
-        Ok((key, value))
-    }
-
-    /// Binary search for `key`.
-    pub fn get(&self, key: &[u8]) -> Result<Option<&'a [u8]>, FormatError> {
-        let (mut lo, mut hi) = (0usize, self.count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let (k, v) = self.entry(mid)?;
-            match k.cmp(key) {
-                std::cmp::Ordering::Equal => return Ok(Some(v)),
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-            }
-        }
-        Ok(None)
-    }
-}
-
 /// A [`SECTION_TAG_HOURS`] value: `(hour number, count)` entries, hours strictly increasing,
 /// counts at least 1.
 pub fn encode_hour_counts(entries: &[(i64, u32)]) -> Vec<u8> {
@@ -698,7 +590,7 @@ mod tests {
         assert_eq!(v.header, header());
         let blocks = decode_block_table(v.section(SECTION_BLOCKS), &v.header).unwrap();
         assert_eq!(blocks.len(), 1);
-        let d = DictView::parse(v.section(SECTION_ENTITIES)).unwrap();
+        let d = DictView::parse(v.section(SECTION_ENTITIES), v.version).unwrap();
         assert_eq!(d.get(b"a").unwrap(), Some(&[1u8, 2][..]));
         assert_eq!(d.get(b"b").unwrap(), Some(&[][..]));
         assert_eq!(d.get(b"c").unwrap(), Some(&[3u8][..]));

@@ -11,6 +11,7 @@ pub mod block;
 pub mod cluster;
 pub mod cursor;
 pub mod cursors_file;
+pub mod dictionary;
 pub mod error;
 pub mod id_filter_file;
 pub mod index;
@@ -39,9 +40,11 @@ pub use error::FormatError;
 /// entities, kinds, tags and minutes sections starts with a tag byte saying whether a roaring
 /// bitmap or a varint list follows (`postings`); indexes of versions 1 to 5 are read as they
 /// are. Segment, cluster, tombstone and cursor files are as in version 5. Version 7 made
-/// cluster files smaller: a block's seq column is delta-coded (`cluster::split_cluster_body`)
-/// and the directory front-codes the entities with a restart every 16 (`cluster`); cluster
-/// files of versions 3 to 6 are read as they are. Every other file is as in version 6.
+/// cluster files and index dictionaries smaller: a cluster block's seq column is delta-coded
+/// (`cluster::split_cluster_body`), the cluster directory front-codes the entities with a
+/// restart every 16 (`cluster`), and so does every large dictionary section of an index
+/// (`dictionary`); older cluster files and dictionaries are read as they are. Every other byte
+/// is as in version 6.
 pub const FORMAT_VERSION: u32 = 7;
 
 /// Oldest version this build reads.

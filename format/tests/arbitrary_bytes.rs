@@ -24,11 +24,15 @@ proptest! {
         let h = BlockHeader { crc: 0, body_len: bytes.len() as u32, raw_len, first_seq: 1, count: 1, codec: CODEC_ZSTD, flags: 0, min_ts: 0, max_ts: 0 };
         let _ = decompress_body(&h, &bytes);
         let _ = IndexView::parse(&bytes);
-        if let Ok(d) = DictView::parse(&bytes) {
-            for i in 0..d.len().min(64) {
-                let _ = d.entry(i);
+        for version in [6, echolog_format::FORMAT_VERSION] {
+            if let Ok(d) = DictView::parse(&bytes, version) {
+                for i in 0..d.len().min(64) {
+                    let _ = d.entry(i);
+                }
+                let _ = d.get(b"key");
+                let mut cur = d.cursor();
+                while let Ok(Some(_)) = cur.next_entry() {}
             }
-            let _ = d.get(b"key");
         }
         if let Ok(ids) = IdsView::parse(&bytes) {
             let _ = ids.lookup(7);

@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = IndexView::parse(data) {
         let _ = decode_block_table(v.section(SECTION_BLOCKS), &v.header);
-        if let Ok(d) = DictView::parse(v.section(SECTION_ENTITIES)) {
+        if let Ok(d) = DictView::parse(v.section(SECTION_ENTITIES), v.version) {
             if let Ok(Some(value)) = d.get(b"product:1") {
                 let _ = decode_postings(value, v.header.record_count);
             }
@@ -34,14 +34,18 @@ fuzz_target!(|data: &[u8]| {
     let split = TsColumn::split(data, count);
     let _ = split.get(count / 2);
     let _ = decode_postings(data, count);
-    if let Ok(d) = DictView::parse(data) {
-        for i in 0..d.len().min(256) {
-            let _ = d.entry(i);
+    for version in [6, echolog_format::FORMAT_VERSION] {
+        if let Ok(d) = DictView::parse(data, version) {
+            for i in 0..d.len().min(256) {
+                let _ = d.entry(i);
+            }
+            let _ = d.get(data.get(..4).unwrap_or(b""));
+            let mut cur = d.cursor();
+            while let Ok(Some(_)) = cur.next_entry() {}
         }
-        let _ = d.get(data.get(..4).unwrap_or(b""));
     }
     if let Ok(v) = IndexView::parse(data) {
-        if let Ok(d) = DictView::parse(v.section(SECTION_TAG_HOURS)) {
+        if let Ok(d) = DictView::parse(v.section(SECTION_TAG_HOURS), v.version) {
             for i in 0..d.len().min(256) {
                 if let Ok((_, value)) = d.entry(i) {
                     if let Ok(h) = HourCounts::parse(value, &v.header) {

@@ -260,7 +260,7 @@ impl LoadedSegment {
     pub fn dict(&self, section: u32) -> Result<SegDict<'_>> {
         let (p, bytes) = self.section(section)?;
         Ok(SegDict {
-            dict: DictView::parse(bytes).map_err(|e| self.idx_corrupt(e))?,
+            dict: DictView::parse(bytes, p.version).map_err(|e| self.idx_corrupt(e))?,
             version: p.version,
             record_count: self.header.record_count,
             seg: self,
