@@ -10,7 +10,7 @@ use echolog_format::index::{
     SECTION_KINDS, SECTION_MINUTES, SECTION_TAGS, SECTION_TAG_HOURS, SECTION_TS,
 };
 use echolog_format::limits::TAGS_COUNT_MAX;
-use echolog_format::postings::{encode_roaring, encode_varints};
+use echolog_format::postings::{encode_roaring, encode_runs, encode_varints};
 use echolog_format::record::RecordRef;
 use echolog_format::ts_column::encode_ts_column;
 use roaring::RoaringBitmap;
@@ -282,25 +282,44 @@ fn bitmap_bytes(sorted: &[u32]) -> Vec<u8> {
     out
 }
 
-/// A dictionary value of a version 6 index: the varint list of `sorted` (ascending, unique)
-/// when it takes at most half the bytes of the roaring bitmap, else the bitmap. Decoding a
-/// list costs a varint per ordinal where a bitmap is copied whole, so a list must pay for
-/// that in bytes: it does for the entity of a handful of events (a few bytes against 16 plus
-/// 10 per touched 64 Ki chunk), not for a tag or minute of thousands (about 2 bytes an
-/// ordinal either way; measured: a one-tenant count read 1.8x slower from lists).
+/// A dictionary value of an index: the varint list of `sorted` (ascending, unique) when it
+/// takes at most half the bytes of the roaring bitmap, else the bitmap; and runs instead of
+/// either when they take at most half the bytes of that. Decoding a list costs a varint per ordinal
+/// where a bitmap is copied whole, so a list must pay for that in bytes: it does for the
+/// entity of a handful of events (a few bytes against 16 plus 10 per touched 64 Ki chunk),
+/// not for a tag or minute of thousands (about 2 bytes an ordinal either way; measured: a
+/// one-tenant count read 1.8x slower from lists). Runs decode a range at a time: a minute of
+/// a store whose events arrive in time order is one run and its few late events.
 pub fn posting_value(sorted: &[u32]) -> Vec<u8> {
     let list = encode_varints(sorted);
     // Up to 4,096 ordinals every roaring container is an array, and the bitmap takes at least
     // 16 bytes plus 2 per ordinal: a list within half of that wins without building it.
-    if sorted.len() <= 4096 && 2 * list.len() <= 1 + 16 + 2 * sorted.len() {
-        return list;
-    }
-    let roaring = encode_roaring(&bitmap_bytes(sorted));
-    if 2 * list.len() <= roaring.len() {
+    let chosen = if sorted.len() <= 4096 && 2 * list.len() <= 1 + 16 + 2 * sorted.len() {
         list
     } else {
-        roaring
+        let roaring = encode_roaring(&bitmap_bytes(sorted));
+        if 2 * list.len() <= roaring.len() {
+            list
+        } else {
+            roaring
+        }
+    };
+    // Runs decode (and count) a run at a time, so like a list they must pay for that: at most
+    // half the bytes of the other form. Many short runs (a kind of one event in 20) would save
+    // a few percent and decode slower than the bitmap. Runs take at least 2 bytes each: ruled
+    // out cheaply first.
+    if sorted.len() > 1 && runs_count(sorted) * 4 <= chosen.len() {
+        let runs = encode_runs(sorted);
+        if runs.len() * 2 <= chosen.len() {
+            return runs;
+        }
     }
+    chosen
+}
+
+/// Runs of consecutive values in `sorted`.
+fn runs_count(sorted: &[u32]) -> usize {
+    1 + sorted.windows(2).filter(|w| w[1] != w[0] + 1).count()
 }
 
 fn str_dict(map: &KeyMap<Key, Vec<u32>>) -> Vec<u8> {
@@ -335,5 +354,43 @@ mod tests {
         assert_eq!(idx.entities.get("e"), Some(&vec![0, 1]));
         assert_eq!(idx.entities.get(long.as_str()), Some(&vec![2]));
         assert_eq!(idx.kinds.get("k"), Some(&vec![0, 1, 2]));
+    }
+
+    #[test]
+    fn each_posting_takes_the_smallest_form_that_pays() {
+        use echolog_format::postings::{decode_postings, Postings, PostingsEncoding};
+        let tag = |ords: &[u32]| PostingsEncoding::try_from(posting_value(ords)[0]).unwrap();
+        // An entity of a few scattered events: a list.
+        assert_eq!(tag(&[5, 90_000, 700_000]), PostingsEncoding::Varints);
+        // A minute of records in time order, with late ones after it: runs.
+        let mut minute: Vec<u32> = (10_000..16_000).collect();
+        minute.extend((0..60).map(|i| 30_000 + i * 5_000));
+        assert_eq!(tag(&minute), PostingsEncoding::Runs);
+        let v = echolog_format::FORMAT_VERSION;
+        match decode_postings(&posting_value(&minute), 400_000, v).unwrap() {
+            Postings::Runs(r) => {
+                let back: Vec<u32> = r.iter().flat_map(|&(a, b)| a..=b).collect();
+                assert_eq!(back, minute);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A tenant: every fifth record: a bitmap.
+        let tenant: Vec<u32> = (0..400_000).step_by(5).collect();
+        assert_eq!(tag(&tenant), PostingsEncoding::Roaring);
+        // A kind of one record in 20 at random: runs of one or two, a little smaller than the
+        // bitmap but slower to decode: the bitmap.
+        let mut x = 1u64;
+        let kind: Vec<u32> = (0..400_000u32)
+            .filter(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.is_multiple_of(20)
+            })
+            .collect();
+        assert!(encode_runs(&kind).len() < posting_value(&kind).len());
+        assert_eq!(tag(&kind), PostingsEncoding::Roaring);
+        // One record: a list (two bytes), never a run (three).
+        assert_eq!(tag(&[7]), PostingsEncoding::Varints);
     }
 }

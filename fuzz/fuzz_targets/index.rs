@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = decode_block_table(v.section(SECTION_BLOCKS), &v.header);
         if let Ok(d) = DictView::parse(v.section(SECTION_ENTITIES), v.version) {
             if let Ok(Some(value)) = d.get(b"product:1") {
-                let _ = decode_postings(value, v.header.record_count);
+                let _ = decode_postings(value, v.header.record_count, v.version);
             }
         }
         let h = v.header;
@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let split = TsColumn::split(data, count);
     let _ = split.get(count / 2);
-    let _ = decode_postings(data, count);
+    for version in [6, echolog_format::FORMAT_VERSION] {
+        let _ = decode_postings(data, count, version);
+    }
     for version in [6, echolog_format::FORMAT_VERSION] {
         if let Ok(d) = DictView::parse(data, version) {
             for i in 0..d.len().min(256) {

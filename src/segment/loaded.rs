@@ -7,7 +7,7 @@ use echolog_format::index::{
     ids_section_signature, BlockEntry, DictView, HourCounts, IdsView, IndexHeader,
     COMPACT_INDEX_VERSION_MIN, SECTION_IDS, SECTION_SUMMARY, SECTION_TAG_HOURS, SECTION_TS,
 };
-use echolog_format::postings::{decode_postings, Postings};
+use echolog_format::postings::{decode_postings, Postings, RUNS_VERSION_MIN};
 use echolog_format::ts_column::TsColumn;
 use echolog_format::FormatError;
 use roaring::RoaringBitmap;
@@ -68,6 +68,23 @@ impl SegDict<'_> {
     pub fn postings(&self, value: &[u8]) -> Result<RoaringBitmap> {
         postings(self.version, self.record_count, value).map_err(|e| self.seg.idx_corrupt(e))
     }
+
+    /// How many of `f` one value of this dictionary holds. Runs are counted a range at a time
+    /// (`range_cardinality`), without building their bitmap: a minute of a store whose events
+    /// arrive in time order is one long run and a few late events.
+    pub fn intersection_len(&self, value: &[u8], f: &RoaringBitmap) -> Result<u64> {
+        if self.version >= RUNS_VERSION_MIN {
+            let p = decode_postings(value, self.record_count, self.version)
+                .map_err(|e| self.seg.idx_corrupt(e))?;
+            if let Postings::Runs(runs) = p {
+                return Ok(runs
+                    .iter()
+                    .map(|&(first, last)| f.range_cardinality(first..=last))
+                    .sum());
+            }
+        }
+        Ok(f.intersection_len(&self.postings(value)?))
+    }
 }
 
 /// The ts column of a loaded segment, checked.
@@ -95,15 +112,22 @@ impl SegTs<'_> {
 }
 
 /// One dictionary value as a bitmap: a bare roaring bitmap before version 6, a tagged list or
-/// bitmap since.
+/// bitmap since, or (version 7 on) runs.
 fn postings(version: u32, record_count: u32, value: &[u8]) -> Result<RoaringBitmap, FormatError> {
     let roaring = if version >= COMPACT_INDEX_VERSION_MIN {
-        match decode_postings(value, record_count)? {
+        match decode_postings(value, record_count, version)? {
             Postings::Roaring(bytes) => bytes,
             Postings::Ordinals(ords) => {
                 // Strictly increasing (checked by the decoder), so this cannot fail.
                 return RoaringBitmap::from_sorted_iter(ords)
                     .map_err(|e| FormatError::invalid("posting list", e.to_string()));
+            }
+            Postings::Runs(runs) => {
+                let mut bm = RoaringBitmap::new();
+                for (first, last) in runs {
+                    bm.insert_range(first..=last);
+                }
+                return Ok(bm);
             }
         }
     } else {
