@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+mod common;
+
+use common::files_with_ext;
 use echolog::{CountQuery, Event, HistoryQuery, Options, Store};
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -322,15 +325,7 @@ fn a_version_4_store_with_purged_records_reads_back_counts_and_keeps_appending()
         assert_eq!(hourly(&s, &tag), hourly_by_tag(&expected, &tag), "{tag}");
     }
     // New segments have hourly counts (version 5 and later); old and new count together.
-    let more: Vec<Event> = (0..40)
-        .map(|i| Event {
-            entity: format!("product:{}", i % 7),
-            kind: "price_changed".into(),
-            ts: 1_763_769_600_000 + i * 600_000,
-            tags: vec![format!("tenant:t{}", i % 5)],
-            ..Default::default()
-        })
-        .collect();
+    let more = more_events(40, 600_000);
     s.append(more).unwrap();
     s.seal_active().unwrap();
     assert!(has_tag_hours(&d.path().join("00000000000000000124.idx")));
@@ -397,15 +392,7 @@ fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them
     assert_histories(&s, &expected);
     // New indexes are version 6 or later: packed ts column, tagged postings. Both kinds count
     // together.
-    let more: Vec<Event> = (0..300)
-        .map(|i| Event {
-            entity: format!("product:{}", i % 7),
-            kind: "price_changed".into(),
-            ts: 1_763_769_600_000 + i * 97_000,
-            tags: vec![format!("tenant:t{}", i % 5)],
-            ..Default::default()
-        })
-        .collect();
+    let more = more_events(300, 97_000);
     s.append(more).unwrap();
     s.seal_active().unwrap();
     let new_idx = std::fs::read_dir(d.path())
@@ -426,7 +413,7 @@ fn a_version_5_store_reads_its_plain_indexes_and_writes_compact_ones_beside_them
 
 /// Format version of every cluster file in `dir`, by file name.
 fn cluster_versions(dir: &Path) -> Vec<u32> {
-    sorted_files(dir, "clu")
+    files_with_ext(dir, "clu")
         .iter()
         .map(|p| {
             let bytes = std::fs::read(p).unwrap();
@@ -457,15 +444,7 @@ fn a_version_6_store_reads_its_cluster_files_beside_new_ones_and_merges_them() {
     }
     // A new segment's cluster file is written in this build's version; history reads old
     // and new files together.
-    let more: Vec<Event> = (0..300)
-        .map(|i| Event {
-            entity: format!("product:{}", i % 7),
-            kind: "price_changed".into(),
-            ts: 1_763_769_600_000 + i * 97_000,
-            tags: vec![format!("tenant:t{}", i % 5)],
-            ..Default::default()
-        })
-        .collect();
+    let more = more_events(300, 97_000);
     s.append(more).unwrap();
     s.seal_active().unwrap();
     s.compact_now().unwrap();
@@ -486,12 +465,12 @@ fn a_version_6_store_reads_its_cluster_files_beside_new_ones_and_merges_them() {
     drop(s);
     // Without cluster files and tag hours, history and counts read the dictionaries of the
     // version 6 indexes and of the new one (front-coded keys) together.
-    let idx_versions: Vec<u32> = sorted_files(d.path(), "idx")
+    let idx_versions: Vec<u32> = files_with_ext(d.path(), "idx")
         .iter()
         .map(|p| index_version(p))
         .collect();
     assert_eq!(idx_versions, vec![6, 6, 6, now]);
-    for p in sorted_files(d.path(), "clu") {
+    for p in files_with_ext(d.path(), "clu") {
         std::fs::remove_file(p).unwrap();
     }
     let s = Store::open(
@@ -511,13 +490,15 @@ fn a_version_6_store_reads_its_cluster_files_beside_new_ones_and_merges_them() {
     }
 }
 
-/// The files of `dir` with extension `ext`, by name.
-fn sorted_files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    v.sort();
-    v
+/// `n` new events over the fixtures' entities and tenants, `step_ms` apart.
+fn more_events(n: i64, step_ms: i64) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            entity: format!("product:{}", i % 7),
+            kind: "price_changed".into(),
+            ts: 1_763_769_600_000 + i * step_ms,
+            tags: vec![format!("tenant:t{}", i % 5)],
+            ..Default::default()
+        })
+        .collect()
 }

@@ -465,16 +465,6 @@ fn interval_and_never_policies_keep_acknowledged_events_across_a_clean_reopen() 
     }
 }
 
-fn seg_files(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    v.sort();
-    v
-}
-
 /// A store with deletes spread over sealed segments; returns the live count of "e1".
 fn store_with_deletes(dir: &std::path::Path) -> usize {
     let s = Store::open(dir, small()).unwrap();
@@ -544,7 +534,7 @@ fn a_seal_cut_short_before_the_next_segment_is_recovered() {
     let d = tempfile::tempdir().unwrap();
     let e1_live = store_with_deletes(d.path());
     // Crash after the index and tombstone file were written, before the new segment existed.
-    let newest = seg_files(d.path(), "seg").pop().unwrap();
+    let newest = common::files_with_ext(d.path(), "seg").pop().unwrap();
     assert_eq!(
         std::fs::metadata(&newest).unwrap().len(),
         32,
@@ -568,7 +558,7 @@ fn damage_before_valid_blocks_of_the_active_segment_refuses_to_open_instead_of_t
             s.append(vec![ev("a", i)]).unwrap();
         }
     }
-    let seg = seg_files(d.path(), "seg").pop().unwrap();
+    let seg = common::files_with_ext(d.path(), "seg").pop().unwrap();
     let mut b = std::fs::read(&seg).unwrap();
     b[32 + 60] ^= 0x10; // inside the first block's body
     std::fs::write(&seg, &b).unwrap();

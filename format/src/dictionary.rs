@@ -12,6 +12,7 @@
 //! Layout: `docs/format.md`, "Dictionary section".
 
 use crate::cursor::{put_varint, Cursor};
+use crate::front_coding::{common_prefix_len, read_shared_suffix, RebuiltKey};
 use crate::FormatError;
 
 /// Longest dictionary key, bytes (tags and entities are at most 256).
@@ -86,57 +87,12 @@ pub struct DictView<'a> {
     table_at: usize,
 }
 
-/// A key rebuilt from the keys before it.
-struct Key {
-    bytes: [u8; DICT_KEY_BYTES_MAX],
-    len: usize,
-}
-
-impl Key {
-    fn new() -> Self {
-        Key {
-            bytes: [0; DICT_KEY_BYTES_MAX],
-            len: 0,
-        }
-    }
-
-    fn get(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or_default()
-    }
-
-    fn set(&mut self, shared: usize, suffix: &[u8]) -> Result<(), FormatError> {
-        if shared > self.len {
-            return Err(FormatError::invalid(
-                WHAT,
-                format!("{shared} bytes shared with a key of {}", self.len),
-            ));
-        }
-        let end = shared + suffix.len();
-        self.bytes
-            .get_mut(shared..end)
-            .ok_or_else(|| FormatError::invalid(WHAT, "key too long"))?
-            .copy_from_slice(suffix);
-        self.len = end;
-        Ok(())
-    }
-}
-
 /// One coded entry: bytes shared with the key before, the rest of the key, the value.
 fn read_coded<'a>(c: &mut Cursor<'a>) -> Result<(usize, &'a [u8], &'a [u8]), FormatError> {
-    let shared = c.varint()?;
-    let suffix_len = c.varint()?;
-    let len = shared.saturating_add(suffix_len);
-    if len > DICT_KEY_BYTES_MAX as u64 {
-        return Err(FormatError::LimitExceeded {
-            what: "index dictionary key",
-            value: len,
-            max: DICT_KEY_BYTES_MAX as u64,
-        });
-    }
-    let suffix = c.take(suffix_len as usize)?;
+    let (shared, suffix) = read_shared_suffix(c, "index dictionary key", DICT_KEY_BYTES_MAX)?;
     let value_len = c.varint()?;
     let value = c.take(usize::try_from(value_len).unwrap_or(usize::MAX))?;
-    Ok((shared as usize, suffix, value))
+    Ok((shared, suffix, value))
 }
 
 impl<'a> DictView<'a> {
@@ -245,7 +201,7 @@ impl<'a> DictView<'a> {
             view: *self,
             next: 0,
             c: Cursor::new(WHAT, &[]),
-            key: Key::new(),
+            key: RebuiltKey::default(),
         }
     }
 
@@ -339,10 +295,6 @@ impl<'a> DictView<'a> {
     }
 }
 
-fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 /// One entry on a cursor: its key (borrowed from the cursor until its next step) and value.
 pub type DictEntry<'k, 'a> = (&'k [u8], &'a [u8]);
 
@@ -352,7 +304,7 @@ pub struct DictCursor<'a> {
     /// Index of the entry the next step reads.
     next: usize,
     c: Cursor<'a>,
-    key: Key,
+    key: RebuiltKey<DICT_KEY_BYTES_MAX>,
 }
 
 impl<'a> DictCursor<'a> {
@@ -365,7 +317,7 @@ impl<'a> DictCursor<'a> {
         self.next += 1;
         if !self.view.coded {
             let (k, v) = self.view.fixed_entry(i)?;
-            self.key.set(0, k)?;
+            self.key.set(WHAT, 0, k)?;
             return Ok(Some((self.key.get(), v)));
         }
         if i == 0 {
@@ -378,7 +330,7 @@ impl<'a> DictCursor<'a> {
                 format!("entry {i} starts a restart but shares bytes"),
             ));
         }
-        self.key.set(shared, suffix)?;
+        self.key.set(WHAT, shared, suffix)?;
         Ok(Some((self.key.get(), value)))
     }
 }

@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod cursors_file;
 pub mod dictionary;
 pub mod error;
+pub mod front_coding;
 pub mod id_filter_file;
 pub mod index;
 pub mod limits;

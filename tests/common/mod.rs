@@ -44,3 +44,14 @@ pub fn sim_store_opts() -> (SimDisk, PathBuf, Options) {
 pub fn open(dir: &Path, opts: &Options) -> Store {
     Store::open(dir, opts.clone()).unwrap()
 }
+
+/// The files of `dir` whose extension is `ext`, sorted by name (a store's files sort by seq).
+pub fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}

@@ -5,8 +5,9 @@
 //! most that many entries, and a binary search over the block table.
 //! Layout: `docs/format.md`, "Cluster file".
 
-use super::{le_u64, ClusterBlock, ClusterHeader, EntityRun, CLUSTER_HEADER_LEN};
+use super::{le_u64, ClusterBlock, ClusterHeader, EntityRun};
 use crate::cursor::{put_varint, Cursor};
+use crate::front_coding::{common_prefix_len, read_shared_suffix, RebuiltKey};
 use crate::limits::{BLOCK_RECORDS_MAX, ENTITY_BYTES_MAX};
 use crate::FormatError;
 
@@ -99,10 +100,6 @@ impl DirectoryBuilder {
     }
 }
 
-fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 /// One entry of the stream, still relative to the name before it.
 struct Entry<'a> {
     shared: usize,
@@ -111,65 +108,28 @@ struct Entry<'a> {
 }
 
 fn read_entry<'a>(c: &mut Cursor<'a>) -> Result<Entry<'a>, FormatError> {
-    let shared = c.varint()?;
-    let suffix_len = c.varint()?;
-    let len = shared.saturating_add(suffix_len);
-    if len > ENTITY_BYTES_MAX as u64 {
-        return Err(FormatError::LimitExceeded {
-            what: "cluster entity name",
-            value: len,
-            max: ENTITY_BYTES_MAX as u64,
-        });
-    }
-    let suffix = c.take(suffix_len as usize)?;
+    let (shared, suffix) = read_shared_suffix(c, "cluster entity name", ENTITY_BYTES_MAX)?;
     let count = c.varint()?;
     let count = u32::try_from(count)
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| FormatError::invalid(WHAT, format!("an entity of {count} records")))?;
     Ok(Entry {
-        shared: shared as usize,
+        shared,
         suffix,
         count,
     })
 }
 
 /// The name an entry stands for, rebuilt from the one before it.
-struct Name {
-    bytes: [u8; ENTITY_BYTES_MAX],
-    len: usize,
-}
+type Name = RebuiltKey<ENTITY_BYTES_MAX>;
 
-impl Name {
-    fn new() -> Self {
-        Name {
-            bytes: [0; ENTITY_BYTES_MAX],
-            len: 0,
-        }
-    }
-
-    fn get(&self) -> &[u8] {
-        self.bytes.get(..self.len).unwrap_or_default()
-    }
-
-    /// Applies `e`; `Greater` when the new name sorts after the old one, as entities must.
-    fn apply(&mut self, e: &Entry<'_>) -> Result<std::cmp::Ordering, FormatError> {
-        if e.shared > self.len {
-            return Err(FormatError::invalid(
-                WHAT,
-                format!("{} bytes shared with a name of {}", e.shared, self.len),
-            ));
-        }
-        // The new name equals the old one up to `shared`: the rest decides the order.
-        let order = e.suffix.cmp(self.get().get(e.shared..).unwrap_or_default());
-        let end = e.shared + e.suffix.len();
-        self.bytes
-            .get_mut(e.shared..end)
-            .ok_or_else(|| FormatError::invalid(WHAT, "entity name too long"))?
-            .copy_from_slice(e.suffix);
-        self.len = end;
-        Ok(order)
-    }
+/// Applies `e` to the name before it; `Greater` when the new name sorts after the old one, as
+/// entities must. The new name equals the old one up to `shared`: the rest decides.
+fn apply(name: &mut Name, e: &Entry<'_>) -> Result<std::cmp::Ordering, FormatError> {
+    let order = e.suffix.cmp(name.get().get(e.shared..).unwrap_or_default());
+    name.set(WHAT, e.shared, e.suffix)?;
+    Ok(order)
 }
 
 /// A version 7 directory borrowed from the file's bytes.
@@ -213,9 +173,10 @@ impl<'a> CodedDirectoryView<'a> {
     /// records before it; entries decode, ascend strictly, restart where the restart rows say,
     /// and their records add up to the header's count.
     pub(super) fn check(&self, header: &ClusterHeader) -> Result<(), FormatError> {
-        self.check_blocks(header)?;
+        let before = |i: u32| Some(self.records_before_block(i));
+        super::check_block_tiling(header, self.block_count, |i| self.block(i), before)?;
         let mut c = Cursor::new(WHAT, self.entries);
-        let (mut name, mut records) = (Name::new(), 0u64);
+        let (mut name, mut records) = (Name::default(), 0u64);
         for i in 0..self.entity_count {
             if i.is_multiple_of(RESTART_INTERVAL) {
                 let (at, before) = self.restart(i / RESTART_INTERVAL);
@@ -233,7 +194,7 @@ impl<'a> CodedDirectoryView<'a> {
                     format!("entity {i} starts a restart but shares bytes"),
                 ));
             }
-            if name.apply(&e)? != std::cmp::Ordering::Greater && i > 0 {
+            if apply(&mut name, &e)? != std::cmp::Ordering::Greater && i > 0 {
                 return Err(FormatError::invalid(
                     WHAT,
                     format!("entity {i} is out of order"),
@@ -248,37 +209,6 @@ impl<'a> CodedDirectoryView<'a> {
                     "entities hold {records} records and leave {} bytes; the header says {}",
                     c.remaining(),
                     header.record_count
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn check_blocks(&self, header: &ClusterHeader) -> Result<(), FormatError> {
-        let (mut at, mut records) = (CLUSTER_HEADER_LEN as u64, 0u64);
-        for i in 0..self.block_count {
-            let b = self
-                .block(i)
-                .ok_or(FormatError::invalid(WHAT, "block table"))?;
-            let before = self.records_before_block(i);
-            if b.offset != at || b.count == 0 || b.count > BLOCK_RECORDS_MAX || before != records {
-                return Err(FormatError::invalid(
-                    WHAT,
-                    format!(
-                        "block {i} at {} of {} records after {before}, expected at {at} after {records}",
-                        b.offset, b.count
-                    ),
-                ));
-            }
-            at += u64::from(b.len);
-            records += u64::from(b.count);
-        }
-        if at != header.directory_offset || records != header.record_count {
-            return Err(FormatError::invalid(
-                WHAT,
-                format!(
-                    "blocks end at {at} holding {records} records; the header says {} and {}",
-                    header.directory_offset, header.record_count
                 ),
             ));
         }
@@ -363,14 +293,14 @@ impl<'a> CodedDirectoryView<'a> {
         }
         let k = i / RESTART_INTERVAL;
         let mut c = self.cursor_at(k)?;
-        let (mut name, mut before) = (Name::new(), self.restart(k).1);
+        let (mut name, mut before) = (Name::default(), self.restart(k).1);
         for _ in k * RESTART_INTERVAL..i {
             let e = read_entry(&mut c)?;
-            name.apply(&e)?;
+            apply(&mut name, &e)?;
             before = before.saturating_add(u64::from(e.count));
         }
         let e = read_entry(&mut c)?;
-        name.apply(&e)?;
+        apply(&mut name, &e)?;
         Ok((name.get().to_vec(), self.run_at(before, e.count)?))
     }
 
@@ -401,14 +331,14 @@ impl<'a> CodedDirectoryView<'a> {
             return Ok(None);
         };
         let mut c = self.cursor_at(k)?;
-        let (mut name, mut before) = (Name::new(), self.restart(k).1);
+        let (mut name, mut before) = (Name::default(), self.restart(k).1);
         let first = k * RESTART_INTERVAL;
         let last = first
             .saturating_add(RESTART_INTERVAL)
             .min(self.entity_count);
         for _ in first..last {
             let e = read_entry(&mut c)?;
-            name.apply(&e)?;
+            apply(&mut name, &e)?;
             match name.get().cmp(entity) {
                 std::cmp::Ordering::Less => before = before.saturating_add(u64::from(e.count)),
                 std::cmp::Ordering::Equal => return self.run_at(before, e.count).map(Some),

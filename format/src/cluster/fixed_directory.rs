@@ -2,9 +2,11 @@
 //! entry per entity pointing into a blob of names. Read only; this build writes version 7
 //! (`coded_directory`). Layout: `docs/format.md`, "Cluster file", "Versions 3 to 6".
 
-use super::{le_u32, le_u64, ClusterBlock, ClusterHeader, EntityRun, CLUSTER_HEADER_LEN};
+use super::{le_u32, le_u64, ClusterBlock, ClusterHeader, EntityRun};
 use crate::cursor::Cursor;
-use crate::limits::{BLOCK_RECORDS_MAX, ENTITY_BYTES_MAX};
+#[cfg(test)]
+use crate::limits::BLOCK_RECORDS_MAX;
+use crate::limits::ENTITY_BYTES_MAX;
 use crate::FormatError;
 
 /// Bytes per block-table row: offset u64, length u32, record count u32, first seq u64.
@@ -50,33 +52,7 @@ impl<'a> FixedDirectoryView<'a> {
     /// that exist, follow each other without gap or overlap, and add up to the record count.
     pub(super) fn check(&self, header: &ClusterHeader) -> Result<(), FormatError> {
         const WHAT: &str = "cluster directory";
-        let mut at = CLUSTER_HEADER_LEN as u64;
-        let mut records = 0u64;
-        for i in 0..self.block_count {
-            let b = self
-                .block(i)
-                .ok_or(FormatError::invalid(WHAT, "block table"))?;
-            if b.offset != at || b.count == 0 || b.count > BLOCK_RECORDS_MAX {
-                return Err(FormatError::invalid(
-                    WHAT,
-                    format!(
-                        "block {i} at {} of {} records, expected at {at}",
-                        b.offset, b.count
-                    ),
-                ));
-            }
-            at += u64::from(b.len);
-            records += u64::from(b.count);
-        }
-        if at != header.directory_offset || records != header.record_count {
-            return Err(FormatError::invalid(
-                WHAT,
-                format!(
-                    "blocks end at {at} holding {records} records; the header says {} and {}",
-                    header.directory_offset, header.record_count
-                ),
-            ));
-        }
+        super::check_block_tiling(header, self.block_count, |i| self.block(i), |_| None)?;
         // The runs, in entity order, tile the records in file order.
         let (mut block, mut record, mut prev): (u32, u32, Option<&[u8]>) = (0, 0, None);
         for i in 0..self.entity_count {

@@ -20,6 +20,7 @@ pub use coded_directory::{CodedDirectoryView, DirectoryBuilder, RESTART_INTERVAL
 pub use fixed_directory::FixedDirectoryView;
 
 use crate::cursor::Cursor;
+use crate::limits::BLOCK_RECORDS_MAX;
 use crate::{check_version, verify_crc32, FormatError, FORMAT_VERSION};
 
 pub const CLUSTER_MAGIC: [u8; 8] = *b"ECHOCLUS";
@@ -216,6 +217,44 @@ impl<'a> DirectoryView<'a> {
             DirectoryView::Coded(d) => d.find(entity),
         }
     }
+}
+
+/// Blocks lie back to back from the end of the header to the directory, each of 1 to
+/// `BLOCK_RECORDS_MAX` records, and their counts add up to the header's. `before(i)`, in a
+/// layout that stores it, must be the records of the blocks before block `i`.
+fn check_block_tiling(
+    header: &ClusterHeader,
+    block_count: u32,
+    block: impl Fn(u32) -> Option<ClusterBlock>,
+    before: impl Fn(u32) -> Option<u64>,
+) -> Result<(), FormatError> {
+    const WHAT: &str = "cluster directory";
+    let (mut at, mut records) = (CLUSTER_HEADER_LEN as u64, 0u64);
+    for i in 0..block_count {
+        let b = block(i).ok_or(FormatError::invalid(WHAT, "block table"))?;
+        let counted = before(i).unwrap_or(records);
+        if b.offset != at || b.count == 0 || b.count > BLOCK_RECORDS_MAX || counted != records {
+            return Err(FormatError::invalid(
+                WHAT,
+                format!(
+                    "block {i} at {} of {} records after {counted}, expected at {at} after {records}",
+                    b.offset, b.count
+                ),
+            ));
+        }
+        at += u64::from(b.len);
+        records += u64::from(b.count);
+    }
+    if at != header.directory_offset || records != header.record_count {
+        return Err(FormatError::invalid(
+            WHAT,
+            format!(
+                "blocks end at {at} holding {records} records; the header says {} and {}",
+                header.directory_offset, header.record_count
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A little-endian u32 at `at`, 0 past the end (callers index checked tables).
