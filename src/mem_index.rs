@@ -284,12 +284,12 @@ fn bitmap_bytes(sorted: &[u32]) -> Vec<u8> {
 
 /// A dictionary value of an index: the varint list of `sorted` (ascending, unique) when it
 /// takes at most half the bytes of the roaring bitmap, else the bitmap; and runs instead of
-/// either when they take at most half the bytes of that. Decoding a list costs a varint per ordinal
-/// where a bitmap is copied whole, so a list must pay for that in bytes: it does for the
-/// entity of a handful of events (a few bytes against 16 plus 10 per touched 64 Ki chunk),
-/// not for a tag or minute of thousands (about 2 bytes an ordinal either way; measured: a
-/// one-tenant count read 1.8x slower from lists). Runs decode a range at a time: a minute of
-/// a store whose events arrive in time order is one run and its few late events.
+/// either when they take at most half the bytes of that. Decoding a list costs a varint per
+/// ordinal where a bitmap is copied whole, so a list must pay for that in bytes: it does for
+/// the entity of a handful of events (a few bytes against 16 plus 10 per touched 64 Ki
+/// chunk), not for a tag or minute of thousands (about 2 bytes an ordinal either way;
+/// measured: a one-tenant count read 1.8x slower from lists). Runs decode a range at a time:
+/// a minute of a store whose events arrive in time order is one run and its few late events.
 pub fn posting_value(sorted: &[u32]) -> Vec<u8> {
     let list = encode_varints(sorted);
     // Up to 4,096 ordinals every roaring container is an array, and the bitmap takes at least

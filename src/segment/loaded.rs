@@ -73,17 +73,17 @@ impl SegDict<'_> {
     /// (`range_cardinality`), without building their bitmap: a minute of a store whose events
     /// arrive in time order is one long run and a few late events.
     pub fn intersection_len(&self, value: &[u8], f: &RoaringBitmap) -> Result<u64> {
-        if self.version >= RUNS_VERSION_MIN {
-            let p = decode_postings(value, self.record_count, self.version)
-                .map_err(|e| self.seg.idx_corrupt(e))?;
-            if let Postings::Runs(runs) = p {
-                return Ok(runs
-                    .iter()
-                    .map(|&(first, last)| f.range_cardinality(first..=last))
-                    .sum());
-            }
+        if self.version < RUNS_VERSION_MIN {
+            return Ok(f.intersection_len(&self.postings(value)?));
         }
-        Ok(f.intersection_len(&self.postings(value)?))
+        let corrupt = |e| self.seg.idx_corrupt(e);
+        match decode_postings(value, self.record_count, self.version).map_err(corrupt)? {
+            Postings::Runs(runs) => Ok(runs
+                .iter()
+                .map(|&(first, last)| f.range_cardinality(first..=last))
+                .sum()),
+            other => Ok(f.intersection_len(&bitmap_of(other).map_err(corrupt)?)),
+        }
     }
 }
 
@@ -114,27 +114,29 @@ impl SegTs<'_> {
 /// One dictionary value as a bitmap: a bare roaring bitmap before version 6, a tagged list or
 /// bitmap since, or (version 7 on) runs.
 fn postings(version: u32, record_count: u32, value: &[u8]) -> Result<RoaringBitmap, FormatError> {
-    let roaring = if version >= COMPACT_INDEX_VERSION_MIN {
-        match decode_postings(value, record_count, version)? {
-            Postings::Roaring(bytes) => bytes,
-            Postings::Ordinals(ords) => {
-                // Strictly increasing (checked by the decoder), so this cannot fail.
-                return RoaringBitmap::from_sorted_iter(ords)
-                    .map_err(|e| FormatError::invalid("posting list", e.to_string()));
-            }
-            Postings::Runs(runs) => {
-                let mut bm = RoaringBitmap::new();
-                for (first, last) in runs {
-                    bm.insert_range(first..=last);
-                }
-                return Ok(bm);
-            }
-        }
+    if version >= COMPACT_INDEX_VERSION_MIN {
+        bitmap_of(decode_postings(value, record_count, version)?)
     } else {
-        value
-    };
-    RoaringBitmap::deserialize_from(roaring)
-        .map_err(|e| FormatError::invalid("roaring bitmap", e.to_string()))
+        bitmap_of(Postings::Roaring(value))
+    }
+}
+
+/// A decoded posting value as a bitmap.
+fn bitmap_of(p: Postings<'_>) -> Result<RoaringBitmap, FormatError> {
+    match p {
+        Postings::Roaring(bytes) => RoaringBitmap::deserialize_from(bytes)
+            .map_err(|e| FormatError::invalid("roaring bitmap", e.to_string())),
+        // Strictly increasing (checked by the decoder), so this cannot fail.
+        Postings::Ordinals(ords) => RoaringBitmap::from_sorted_iter(ords)
+            .map_err(|e| FormatError::invalid("posting list", e.to_string())),
+        Postings::Runs(runs) => {
+            let mut bm = RoaringBitmap::new();
+            for (first, last) in runs {
+                bm.insert_range(first..=last);
+            }
+            Ok(bm)
+        }
+    }
 }
 
 /// The byte ranges in the segment of `blocks` (ascending or descending, repeats allowed),
