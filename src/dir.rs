@@ -4,6 +4,7 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::segment::checkpoint::CHECKPOINT_EXT;
 use crate::storage::Storage;
 
 pub const LOCK_FILE: &str = "LOCK";
@@ -71,6 +72,8 @@ pub struct Listing {
     pub unknown: Vec<PathBuf>,
     /// Names of cluster files (`<base>-<end>.clu`), for compaction to choose from.
     pub clusters: Vec<String>,
+    /// Base seqs of checkpoint files (`<base>.ckpt`), sorted.
+    pub checkpoints: Vec<u64>,
 }
 
 fn parse_base(stem: &str) -> Option<u64> {
@@ -85,6 +88,7 @@ fn parse_base(stem: &str) -> Option<u64> {
 enum Name {
     Segment(u64),
     Index(u64),
+    Checkpoint(u64),
     Cluster,
     State,
     Unknown,
@@ -101,6 +105,7 @@ fn classify(name: &str) -> Name {
     match (parse_base(stem), ext) {
         (Some(b), SEGMENT_EXT) => Name::Segment(b),
         (Some(b), INDEX_EXT) => Name::Index(b),
+        (Some(b), CHECKPOINT_EXT) => Name::Checkpoint(b),
         _ => Name::Unknown,
     }
 }
@@ -119,6 +124,7 @@ pub fn list(storage: &Storage, dir: &Path) -> Result<Listing> {
         match classify(&name) {
             Name::Segment(b) => out.segments.push(b),
             Name::Index(b) => out.indexes.push(b),
+            Name::Checkpoint(b) => out.checkpoints.push(b),
             Name::Cluster => out.clusters.push(name),
             Name::State => {}
             Name::Unknown => out.unknown.push(path),
@@ -126,6 +132,7 @@ pub fn list(storage: &Storage, dir: &Path) -> Result<Listing> {
     }
     out.segments.sort_unstable();
     out.indexes.sort_unstable();
+    out.checkpoints.sort_unstable();
     out.temp_files.sort();
     out.unknown.sort();
     Ok(out)
@@ -165,6 +172,7 @@ mod tests {
             segment_name(10),
             segment_name(2),
             index_name(2),
+            format!("{:020}.ckpt", 10),
             format!("{}.tmp", index_name(3)),
             "TOMBSTONES.tmp".into(),
             "x.tmp".into(),
@@ -175,6 +183,7 @@ mod tests {
         let l = list(&s, &dir).unwrap();
         assert_eq!(l.segments, vec![2, 10]);
         assert_eq!(l.indexes, vec![2]);
+        assert_eq!(l.checkpoints, vec![10]);
         assert_eq!(
             l.temp_files,
             vec![

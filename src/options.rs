@@ -51,6 +51,13 @@ pub struct Options {
     /// short-lived opens (the CLI, tests) from leaving a trail of tiny segments. `None`:
     /// never seal at close.
     pub seal_at_close_bytes_min: Option<u64>,
+    /// The commit thread saves the active segment's index in a checkpoint file each time the
+    /// durable segment has grown by this many bytes, so that open after a crash loads it
+    /// and decodes only the blocks after it. `None`: no checkpoints (open after a crash then
+    /// decodes the whole active segment: 1.0-1.6 s for a full 32 MiB one). With sync=never
+    /// the segment is fdatasynced before each checkpoint, since a checkpoint may only cover
+    /// durable bytes.
+    pub checkpoint_bytes: Option<u64>,
     /// Target decompressed size of one block; a block is cut at the first record boundary
     /// past it. Smaller blocks make history reads cheaper, larger ones compress better.
     pub block_raw_bytes_target: usize,
@@ -111,6 +118,7 @@ impl Default for Options {
             sync: SyncPolicy::Always,
             segment_size_bytes_max: 32 * 1024 * 1024,
             seal_at_close_bytes_min: Some(2 * 1024 * 1024),
+            checkpoint_bytes: Some(CHECKPOINT_BYTES_DEFAULT),
             block_raw_bytes_target: 64 * 1024,
             zstd_level: 1,
             block_cache_bytes_max: 256 * 1024 * 1024,
@@ -134,6 +142,12 @@ impl Default for Options {
     }
 }
 
+/// Default of [`Options::checkpoint_bytes`].
+pub const CHECKPOINT_BYTES_DEFAULT: u64 = 4 * 1024 * 1024;
+/// Smallest `checkpoint_bytes` (tests use small stores; a store with parts this small spends
+/// more on them than a scan of the tail would cost).
+pub const CHECKPOINT_BYTES_MIN: u64 = 1024;
+
 /// Limits on options themselves, so a typo cannot make a store unusable.
 pub const SEGMENT_SIZE_BYTES_MIN: u64 = 4096;
 pub const SEGMENT_SIZE_BYTES_LIMIT: u64 = 1 << 30;
@@ -152,6 +166,13 @@ impl Options {
                 "segment_size_bytes_max: {} is outside {SEGMENT_SIZE_BYTES_MIN}..={SEGMENT_SIZE_BYTES_LIMIT}",
                 self.segment_size_bytes_max
             )));
+        }
+        if let Some(b) = self.checkpoint_bytes {
+            if !(CHECKPOINT_BYTES_MIN..=SEGMENT_SIZE_BYTES_LIMIT).contains(&b) {
+                return Err(Error::invalid(format!(
+                    "checkpoint_bytes: {b} is outside {CHECKPOINT_BYTES_MIN}..={SEGMENT_SIZE_BYTES_LIMIT}"
+                )));
+            }
         }
         // A block is cut after the record that crosses the target, so the target plus one
         // largest record (payload plus at most ~9 KiB of other fields) must fit in a block.
@@ -223,6 +244,10 @@ mod tests {
             (
                 "segment_size_bytes_max",
                 Box::new(|o| o.segment_size_bytes_max = 2 << 30),
+            ),
+            (
+                "checkpoint_bytes",
+                Box::new(|o| o.checkpoint_bytes = Some(100)),
             ),
             (
                 "block_raw_bytes_target",

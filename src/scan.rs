@@ -38,6 +38,13 @@ enum Search {
 
 /// Scans `bytes` (a whole segment file) whose header must name `base_seq`.
 pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
+    let version = check_header(bytes, base_seq)?;
+    let index = MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64);
+    Ok(scan_blocks(bytes, 0, index, version))
+}
+
+/// Decodes a segment header and checks it names `base_seq`; returns its format version.
+pub fn check_header(bytes: &[u8], base_seq: u64) -> Result<u32, FormatError> {
     let header = SegmentHeader::decode(bytes)?;
     if header.base_seq != base_seq {
         return Err(FormatError::Invalid {
@@ -48,14 +55,22 @@ pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
             ),
         });
     }
-    let mut index = MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64);
-    let mut pos = SEGMENT_HEADER_LEN;
+    Ok(header.version)
+}
+
+/// Scans the blocks of a segment file of format `version` from `index.len` on, adding them
+/// to `index`: `bytes` are the file's bytes from offset `at` (at most `index.len`) to its end.
+/// Recovery with a checkpoint starts where the checkpoint ends; without one, past the header.
+pub fn scan_blocks(bytes: &[u8], at: u64, mut index: MemIndex, version: u32) -> Scan {
+    let base_seq = index.base_seq;
+    debug_assert!(at <= index.len);
+    let mut pos = (index.len - at) as usize;
     // Blocks of a commit unit whose end marker has not been seen yet.
     let mut pending: Vec<(MemBlock, DecodedBlock)> = Vec::new();
-    let mut next_seq = base_seq;
+    let mut next_seq = index.end_seq();
     let mut stopped = None;
     while pos < bytes.len() {
-        match decode_at(bytes, pos, base_seq, next_seq) {
+        match decode_at(bytes, pos, at, base_seq, next_seq) {
             Ok((block, decoded, end)) => {
                 // Every record's contents must decode, not just its framing; decode each once.
                 let records: Result<Vec<_>, FormatError> = (0..u64::from(decoded.count()))
@@ -64,7 +79,7 @@ pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
                 let records = match records {
                     Ok(r) => r,
                     Err(e) => {
-                        stopped = Some((pos as u64, e));
+                        stopped = Some((at + pos as u64, e));
                         break;
                     }
                 };
@@ -95,35 +110,37 @@ pub fn scan_segment(bytes: &[u8], base_seq: u64) -> Result<Scan, FormatError> {
                 }
             }
             Err(e) => {
-                stopped = Some((pos as u64, e));
+                stopped = Some((at + pos as u64, e));
                 break;
             }
         }
     }
     let valid_len = index.len;
-    let corrupt_at = stopped.as_ref().and_then(|(at, _)| {
-        let from = *at as usize + 1;
-        let search = if header.version >= 2 {
+    let corrupt_at = stopped.as_ref().and_then(|(stop, _)| {
+        let from = (*stop - at) as usize + 1;
+        let search = if version >= 2 {
             // Only a block written after an fdatasync covering the damaged bytes proves them
             // durable: pages of the unsynced last write may reach the disk in any order.
             later_block(bytes, from, next_seq, true)
         } else {
             later_block(bytes, from, index.end_seq(), false)
         };
-        (search != Search::NotFound).then_some(*at)
+        (search != Search::NotFound).then_some(*stop)
     });
-    Ok(Scan {
-        version: header.version,
+    Scan {
+        version,
         index,
         valid_len,
         stopped,
         corrupt_at,
-    })
+    }
 }
 
+/// Decodes the block at `pos` of `bytes`, which start at file offset `at`.
 fn decode_at(
     bytes: &[u8],
     pos: usize,
+    at: u64,
     base_seq: u64,
     expect_seq: u64,
 ) -> Result<(MemBlock, DecodedBlock, bool), FormatError> {
@@ -148,7 +165,7 @@ fn decode_at(
     let decoded = DecodedBlock::decode(&bytes[pos..], h.first_seq, h.count)?;
     let block = MemBlock {
         entry: BlockEntry {
-            offset: pos as u64,
+            offset: at + pos as u64,
             first_ordinal,
             count: h.count,
             min_ts: h.min_ts,

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::{encoded_len_max, validate_event, Event, EventRef, StoredEvent};
 use crate::history::EventSink;
 use crate::options::{Options, SyncPolicy};
-use crate::scan::scan_segment;
+use crate::segment::checkpoint;
 use crate::segment::{ActiveSegment, LoadedSegment, SealedSegment};
 use crate::storage::Storage;
 use crate::tombstones::{
@@ -56,6 +56,13 @@ pub struct OpenReport {
     pub temp_files_removed: usize,
     pub unknown_files: Vec<PathBuf>,
     pub indexes_rebuilt: usize,
+    /// Records of the active segment whose index came from its checkpoint.
+    pub checkpoint_records: u64,
+    /// Records of the active segment decoded by the scan after the checkpoint (all of them
+    /// without one).
+    pub scanned_records: u64,
+    /// Checkpoint files of segments that are no longer active, removed (a seal cut short).
+    pub checkpoints_removed: usize,
 }
 
 /// Store-wide counters.
@@ -331,6 +338,12 @@ impl Store {
                 report.unknown_files.push(dir.join(index_name(*idx)));
             }
         }
+        for &c in listing.checkpoints.iter().filter(|c| **c != active_base) {
+            let p = dir.join(checkpoint::checkpoint_name(c));
+            storage.remove(&p)?;
+            tracing::warn!(file = %p.display(), "removed the checkpoint of a segment that is no longer active (a seal cut short)");
+            report.checkpoints_removed += 1;
+        }
         // Sealed segments: nothing is read, unless an index is missing.
         let mut sealed = Vec::with_capacity(segments.len() - 1);
         for w in segments.windows(2) {
@@ -344,15 +357,16 @@ impl Store {
             sealed.push(s);
         }
         report.sealed_segments = sealed.len();
-        // The active segment: scan, cut a torn tail, rebuild its index in memory.
+        // The active segment: its index from the checkpoint, then a scan of the blocks after
+        // it; cut a torn tail.
         let path = dir.join(dir::segment_name(active_base));
-        let bytes = storage.read_all(&path)?;
-        report.bytes_read += bytes.len() as u64;
-        let scan = scan_segment(&bytes, active_base).map_err(|source| Error::Corruption {
-            file: path.clone(),
-            offset: 0,
-            source,
-        })?;
+        let recovered = checkpoint::recover_active(&storage, &dir, active_base, &path)?;
+        report.bytes_read += recovered.bytes_read;
+        report.checkpoint_records = u64::from(recovered.checkpoint_records);
+        let checkpointer = recovered.checkpointer;
+        let scan = recovered.scan;
+        report.scanned_records =
+            u64::from(scan.index.record_count() - recovered.checkpoint_records);
         // Damage that a later, complete commit follows is not a torn tail: refuse to open
         // rather than truncate committed data.
         if let (Some(at), Some((_, source))) = (scan.corrupt_at, &scan.stopped) {
@@ -363,8 +377,9 @@ impl Store {
             });
         }
         let mut file = storage.open(&path, true)?;
-        if scan.valid_len < bytes.len() as u64 {
-            let cut = bytes.len() as u64 - scan.valid_len;
+        let file_len = file.size_bytes().map_err(|e| Error::io(&path, e))?;
+        if scan.valid_len < file_len {
+            let cut = file_len - scan.valid_len;
             let why = scan
                 .stopped
                 .as_ref()
@@ -374,7 +389,6 @@ impl Store {
             tracing::warn!(file = %path.display(), bytes = cut, offset = scan.valid_len, reason = %why, "truncated the torn tail of the active segment");
             report.truncated_bytes = cut;
         }
-        drop(bytes);
         // An active segment of an older format version is not appended to: when empty it is
         // replaced by one of this version, otherwise it is sealed below, once the store is up.
         // Version 1 blocks lack PRIOR_DURABLE: such a segment is sealed, not appended to.
@@ -401,7 +415,14 @@ impl Store {
             storage.clone(),
             scan.index,
         ));
-        let writer = Writer::new(file, active.clone(), len, next_seq, opts.zstd_level)?;
+        let writer = Writer::new(
+            file,
+            active.clone(),
+            len,
+            next_seq,
+            opts.zstd_level,
+            checkpointer,
+        )?;
         let cursors = crate::cursors::Cursors::load(&storage, &dir)?;
         let active_len = active.index().record_count();
         let clusters =

@@ -24,6 +24,7 @@ use crate::error::{is_disk_full, Error, Result};
 use crate::event::Event;
 use crate::mem_index::{MemBlock, MemIndex};
 use crate::options::SyncPolicy;
+use crate::segment::checkpoint::{Checkpointer, Covered};
 use crate::segment::{ActiveSegment, SealedSegment};
 use crate::storage::{FileHandle, Storage};
 use crate::store::{Inner, View};
@@ -161,6 +162,8 @@ pub(crate) struct Writer {
     raw: Vec<u8>,
     pub last_sync: Instant,
     pub dirty: bool,
+    /// The active segment's index checkpoint.
+    pub checkpoint: Checkpointer,
 }
 
 impl Writer {
@@ -170,6 +173,7 @@ impl Writer {
         len: u64,
         next_seq: u64,
         zstd_level: i32,
+        checkpoint: Checkpointer,
     ) -> Result<Self> {
         let compressor = zstd::bulk::Compressor::new(zstd_level)
             .map_err(|e| Error::invalid(format!("zstd_level: {e}")))?;
@@ -184,6 +188,7 @@ impl Writer {
             raw: Vec::new(),
             last_sync: Instant::now(),
             dirty: false,
+            checkpoint,
         })
     }
 }
@@ -290,6 +295,7 @@ impl Inner {
         for (done, r) in dones.into_iter().zip(results) {
             done.complete(r);
         }
+        self.checkpoint_if_due();
         // The group's events are freed only now, after every appender has its answer: the
         // frees of their strings took about a tenth of the commit thread's time, and a woken
         // appender prepares its next batch on the other core meanwhile. Handing each blocked
@@ -297,6 +303,52 @@ impl Inner {
         // `examples/ingest 4000000 2 never`, five interleaved runs: 408k-553k events/s against
         // 535k-621k here): the appender is the busier thread.
         drop(work);
+    }
+
+    /// Appends a part to the active segment's checkpoint once the durable segment has grown
+    /// by `checkpoint_bytes` since the last one. Runs after a group's appenders have their
+    /// answers, so a part delays the next group, never this one. With sync=never the segment
+    /// is fdatasynced first: a part may cover only durable bytes.
+    fn checkpoint_if_due(&self) {
+        let Some(every) = self.opts.checkpoint_bytes else {
+            return;
+        };
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if self.poisoned().is_some() || !w.checkpoint.due(w.len, every) {
+            return;
+        }
+        if w.dirty && self.opts.sync == SyncPolicy::Never {
+            if self.storage.sync(&*w.file, &w.active.path).is_err() {
+                return;
+            }
+            w.synced();
+        }
+        if w.dirty {
+            // sync=interval: the next commit that syncs takes the part.
+            return;
+        }
+        let started = Instant::now();
+        let Writer {
+            active,
+            checkpoint,
+            file,
+            ..
+        } = &mut *w;
+        let idx = active.index();
+        match checkpoint.write(&self.storage, &idx, &**file, &active.path) {
+            Ok(bytes) => tracing::debug!(
+                base_seq = active.base_seq,
+                records = idx.record_count(),
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "checkpointed the active segment's index"
+            ),
+            Err(e) => tracing::warn!(
+                base_seq = active.base_seq,
+                error = %e,
+                "could not write a checkpoint of the active segment's index; no more for this segment (open after a crash scans more of it)"
+            ),
+        }
     }
 
     /// At close: seals the active segment when it holds at least `seal_at_close_bytes_min`
@@ -690,6 +742,11 @@ impl Inner {
             .sealed(&sealed, ids, hashes);
         w.file = file;
         w.active = active;
+        let done = std::mem::replace(
+            &mut w.checkpoint,
+            Checkpointer::new(&self.dir, end_seq, Covered::start()),
+        );
+        done.remove(&self.storage);
         w.len = SEGMENT_HEADER_LEN as u64;
         w.durable_len = w.len;
         w.dirty = false;

@@ -243,7 +243,9 @@ fn opts(count_events_per_minute_bitmap: u64) -> Options {
     Options {
         segment_size_bytes_max: 4096,
         // Some reopens find the active segment sealed at close, others rebuild it.
-        seal_at_close_bytes_min: Some(1024),
+        seal_at_close_bytes_min: Some(2048),
+        // Reopens that rebuild it may load part of it from its checkpoint.
+        checkpoint_bytes: Some(1024),
         block_raw_bytes_target: 200,
         count_events_per_minute_bitmap,
         // Compaction runs when the test says (Op::Compact), so every run is reproducible;

@@ -196,6 +196,8 @@ fn opts(base: &Options) -> Options {
         // Dropping the store (before every crash and power loss here) seals an active segment
         // past a quarter of its size: the seal at close meets armed faults and power cuts.
         seal_at_close_bytes_min: Some(2048),
+        // Checkpoint parts meet the faults and power cuts too; recovery loads what they hold.
+        checkpoint_bytes: Some(2048),
         block_raw_bytes_target: 512,
         compaction: false,
         compaction_fanout: 2,

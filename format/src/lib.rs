@@ -8,6 +8,7 @@
 //! cannot drift from it).
 
 pub mod block;
+pub mod checkpoint;
 pub mod cluster;
 pub mod cursor;
 pub mod cursors_file;

@@ -7,19 +7,11 @@
 //! every u64 list round-trips.
 
 use super::CLUSTER_CODED_VERSION_MIN;
-use crate::cursor::{put_varint, Cursor};
+use crate::cursor::{put_varint, unzigzag, zigzag, Cursor};
 use crate::limits::BLOCK_RECORDS_MAX;
 use crate::FormatError;
 
 const WHAT: &str = "cluster block seqs";
-
-fn zigzag(d: i64) -> u64 {
-    ((d << 1) ^ (d >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
 
 /// Appends the raw body of a block of the current version: `seqs` delta-coded, then `records`.
 pub fn encode_cluster_body(out: &mut Vec<u8>, seqs: &[u64], records: &[u8]) {

@@ -1,0 +1,769 @@
+//! The checkpoint of the active segment's index (`<base>.ckpt`): the commit thread appends a
+//! part each time the durable segment has grown by `checkpoint_bytes` since the last one, and
+//! open loads the parts into the in-memory index and scans only the blocks after them.
+//!
+//! Rebuilding the index from the segment costs a decompression and a decode of every record
+//! and about five hash-map postings each (1.0-1.6 s for a full 32 MiB segment); a part hands
+//! back each key once with its ordinals, so loading costs a map insert per key.
+//!
+//! Crash safety rests on three rules, so that the file never needs an fdatasync or a rename:
+//! - a part covers only segment bytes already durable when it is written;
+//! - a part is used only when it checks (CRC32s, version) and continues the part before it
+//!   exactly (segment, first ordinal, first block, first byte), so a torn or stale part ends
+//!   the checkpoint where the last good one ends;
+//! - the last block a checkpoint covers is read from the segment and must be the block it
+//!   names (checksum, seqs, length); otherwise the checkpoint is ignored and the whole
+//!   segment scanned.
+//!
+//! Any failure to write a part stops checkpoints for that segment (logged): open then scans
+//! more, and nothing else changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use echolog_format::block::decode_block;
+use echolog_format::checkpoint::{
+    decode_part, encode_part, Part, PartBlock, PartHeader, PartSource,
+};
+use echolog_format::index::BlockEntry;
+use echolog_format::segment_header::SEGMENT_HEADER_LEN;
+
+use crate::error::{Error, Result};
+use crate::key_map::KeyMap;
+use crate::mem_index::{Key, MemBlock, MemIndex};
+use crate::scan::{check_header, scan_blocks, Scan};
+use crate::storage::{FileHandle, Storage};
+
+pub const CHECKPOINT_EXT: &str = "ckpt";
+
+pub fn checkpoint_name(base_seq: u64) -> String {
+    format!("{base_seq:020}.{CHECKPOINT_EXT}")
+}
+
+/// How far a checkpoint reaches into its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covered {
+    pub records: u32,
+    pub blocks: u32,
+    /// Bytes of the segment file covered, its header included.
+    pub segment_len: u64,
+    pub raw_bytes: u64,
+    /// Bytes of the checkpoint file holding the parts that cover them.
+    pub file_len: u64,
+}
+
+impl Covered {
+    /// Nothing but the segment header.
+    pub fn start() -> Self {
+        Covered {
+            records: 0,
+            blocks: 0,
+            segment_len: SEGMENT_HEADER_LEN as u64,
+            raw_bytes: 0,
+            file_len: 0,
+        }
+    }
+}
+
+/// The commit thread's checkpoint of the active segment.
+pub(crate) struct Checkpointer {
+    base_seq: u64,
+    path: PathBuf,
+    file: Option<Arc<dyn FileHandle>>,
+    covered: Covered,
+    /// A write failed: no more parts for this segment.
+    failed: bool,
+}
+
+impl Checkpointer {
+    /// The checkpoint of the segment at `base_seq`, continuing after `covered`.
+    pub fn new(dir: &Path, base_seq: u64, covered: Covered) -> Self {
+        Checkpointer {
+            base_seq,
+            path: dir.join(checkpoint_name(base_seq)),
+            file: None,
+            covered,
+            failed: false,
+        }
+    }
+
+    /// Whether a part is due over a segment of `durable_len` durable bytes.
+    pub fn due(&self, durable_len: u64, every_bytes: u64) -> bool {
+        !self.failed && durable_len >= self.covered.segment_len.saturating_add(every_bytes)
+    }
+
+    /// Appends a part covering everything `idx` holds past the last part. Every block of
+    /// `idx` must be durable in `segment`. Returns the part's length in bytes.
+    pub fn write(
+        &mut self,
+        storage: &Storage,
+        idx: &MemIndex,
+        segment: &dyn FileHandle,
+        segment_path: &Path,
+    ) -> Result<u64> {
+        debug_assert_eq!(idx.base_seq, self.base_seq);
+        let r = last_block_crc(storage, idx, segment, segment_path).and_then(|crc| {
+            let (header, bytes) = encode_from(idx, &self.covered, crc);
+            self.append(storage, &bytes)?;
+            Ok((header, bytes))
+        });
+        if r.is_err() {
+            self.failed = true;
+        }
+        let (header, bytes) = r?;
+        self.covered = Covered {
+            records: header.first_ordinal + header.record_count,
+            blocks: header.first_block + header.block_count,
+            segment_len: header.segment_end,
+            raw_bytes: self.covered.raw_bytes + header.raw_bytes,
+            file_len: self.covered.file_len + bytes.len() as u64,
+        };
+        Ok(bytes.len() as u64)
+    }
+
+    fn append(&mut self, storage: &Storage, bytes: &[u8]) -> Result<()> {
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            // A file without a valid part (or none) is started over.
+            None if self.covered.file_len == 0 => storage.create(&self.path)?,
+            None => storage.open(&self.path, true)?,
+        };
+        self.file = Some(file.clone());
+        storage.write_derived(&*file, &self.path, bytes, self.covered.file_len)
+    }
+
+    /// The segment is sealed (its index file is durable): the checkpoint is no longer needed.
+    /// A file left by a failure here is removed at the next open.
+    pub fn remove(self, storage: &Storage) {
+        drop(self.file);
+        match storage.remove(&self.path) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "could not remove the checkpoint of a sealed segment; the next open removes it")
+            }
+        }
+    }
+}
+
+/// The checksum field of the last block of `idx`, read from the segment.
+fn last_block_crc(
+    storage: &Storage,
+    idx: &MemIndex,
+    segment: &dyn FileHandle,
+    segment_path: &Path,
+) -> Result<u32> {
+    let last = idx
+        .blocks
+        .last()
+        .ok_or_else(|| Error::Inconsistent("a checkpoint of an empty segment".into()))?;
+    let mut crc = [0u8; 4];
+    storage.read_at(segment, segment_path, &mut crc, last.entry.offset)?;
+    Ok(u32::from_le_bytes(crc))
+}
+
+/// The part covering everything `idx` holds past `from`, whose last block's checksum is
+/// `last_block_crc`.
+fn encode_from(idx: &MemIndex, from: &Covered, last_block_crc: u32) -> (PartHeader, Vec<u8>) {
+    let (k0, k1) = (from.records, idx.record_count());
+    let blocks = idx.blocks.get(from.blocks as usize..).unwrap_or_default();
+    let header = PartHeader {
+        base_seq: idx.base_seq,
+        first_ordinal: k0,
+        record_count: k1 - k0,
+        first_block: from.blocks,
+        block_count: blocks.len() as u32,
+        segment_start: from.segment_len,
+        segment_end: idx.len,
+        raw_bytes: idx.raw_bytes - from.raw_bytes,
+        last_block_crc,
+    };
+    let mut minutes: Vec<(i64, &[u32])> = idx
+        .minutes
+        .iter()
+        .filter_map(|(m, ords)| Some((*m, in_range(ords, k0, k1)?)))
+        .collect();
+    minutes.sort_unstable_by_key(|(m, _)| *m);
+    let mut ids: Vec<(u64, u32)> = idx
+        .ids
+        .iter()
+        .map(|(h, o)| (*h, *o))
+        .chain(idx.id_collisions.iter().copied())
+        .filter(|(_, o)| (k0..k1).contains(o))
+        .collect();
+    ids.sort_unstable_by_key(|(_, o)| *o);
+    let src = PartSource {
+        blocks: blocks
+            .iter()
+            .map(|b| PartBlock {
+                len: b.len,
+                count: b.entry.count,
+                min_ts: b.entry.min_ts,
+                max_ts: b.entry.max_ts,
+            })
+            .collect(),
+        ts: idx.ts.get(k0 as usize..).unwrap_or_default(),
+        entities: keys_in_range(&idx.entities, k0, k1),
+        kinds: keys_in_range(&idx.kinds, k0, k1),
+        tags: keys_in_range(&idx.tags, k0, k1),
+        minutes,
+        ids,
+    };
+    (header, encode_part(&header, &src))
+}
+
+/// The keys of `map` with ordinals in `k0..k1`, and those ordinals, keys ascending.
+fn keys_in_range(map: &KeyMap<Key, Vec<u32>>, k0: u32, k1: u32) -> Vec<(&[u8], &[u32])> {
+    let mut v: Vec<(&[u8], &[u32])> = map
+        .iter()
+        .filter_map(|(k, ords)| Some((k.as_bytes(), in_range(ords, k0, k1)?)))
+        .collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+/// The ordinals of `ords` (ascending) in `k0..k1`, if any.
+fn in_range(ords: &[u32], k0: u32, k1: u32) -> Option<&[u32]> {
+    let i = ords.partition_point(|&o| o < k0);
+    let j = ords.partition_point(|&o| o < k1);
+    (i < j).then(|| &ords[i..j])
+}
+
+/// What open took from a checkpoint file.
+pub(crate) struct Loaded {
+    pub index: MemIndex,
+    pub covered: Covered,
+    pub parts: usize,
+    /// The checksum the last part gives its last block.
+    pub last_block_crc: u32,
+    /// Why the parts ended before the file did, if they did.
+    pub stopped: Option<String>,
+}
+
+/// Loads the parts of a checkpoint file's `bytes` into an index of the segment at `base_seq`,
+/// whose file is `segment_len` bytes long, while each part checks and continues the last.
+pub(crate) fn load(bytes: &[u8], base_seq: u64, segment_len: u64) -> Loaded {
+    let mut index = MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64);
+    let mut covered = Covered::start();
+    let mut parts = 0;
+    let mut last_block_crc = 0;
+    let mut stopped = None;
+    while let Some(rest) = bytes
+        .get(covered.file_len as usize..)
+        .filter(|r| !r.is_empty())
+    {
+        let (part, len) = match decode_part(rest) {
+            Ok(p) => p,
+            Err(e) => {
+                stopped = Some(e.to_string());
+                break;
+            }
+        };
+        let crc = part.header.last_block_crc;
+        if let Err(why) = apply(&mut index, part, segment_len) {
+            stopped = Some(why);
+            break;
+        }
+        parts += 1;
+        last_block_crc = crc;
+        covered = Covered {
+            records: index.record_count(),
+            blocks: index.blocks.len() as u32,
+            segment_len: index.len,
+            raw_bytes: index.raw_bytes,
+            file_len: covered.file_len + len as u64,
+        };
+    }
+    Loaded {
+        index,
+        covered,
+        parts,
+        last_block_crc,
+        stopped,
+    }
+}
+
+/// A part's string keys, checked.
+type StrKeys<'a> = Vec<(&'a str, Vec<u32>)>;
+
+fn str_keys(keys: Vec<(&[u8], Vec<u32>)>) -> std::result::Result<StrKeys<'_>, String> {
+    keys.into_iter()
+        .map(|(k, v)| {
+            std::str::from_utf8(k)
+                .map(|k| (k, v))
+                .map_err(|_| "a key that is not UTF-8".to_string())
+        })
+        .collect()
+}
+
+/// Adds `part` to `index` when it continues it; leaves `index` unchanged when it does not.
+fn apply(
+    index: &mut MemIndex,
+    part: Part<'_>,
+    segment_len: u64,
+) -> std::result::Result<(), String> {
+    let h = part.header;
+    let expected = (
+        index.base_seq,
+        index.record_count(),
+        index.blocks.len() as u32,
+        index.len,
+    );
+    let found = (h.base_seq, h.first_ordinal, h.first_block, h.segment_start);
+    if found != expected {
+        return Err(format!(
+            "part starts at (base seq, ordinal, block, offset) {found:?} where {expected:?} was expected"
+        ));
+    }
+    if h.segment_end > segment_len {
+        return Err(format!(
+            "part covers the segment up to byte {} of {segment_len}",
+            h.segment_end
+        ));
+    }
+    let entities = str_keys(part.entities)?;
+    let kinds = str_keys(part.kinds)?;
+    let tags = str_keys(part.tags)?;
+    // Checked: from here on nothing fails.
+    let mut ordinal = h.first_ordinal;
+    for b in &part.blocks {
+        index.add_block(MemBlock {
+            entry: BlockEntry {
+                offset: index.len,
+                first_ordinal: ordinal,
+                count: b.count,
+                min_ts: b.min_ts,
+                max_ts: b.max_ts,
+            },
+            len: b.len,
+        });
+        ordinal += b.count;
+    }
+    index.raw_bytes += h.raw_bytes;
+    for &t in &part.ts {
+        index.min_ts = index.min_ts.min(t);
+        index.max_ts = index.max_ts.max(t);
+    }
+    index.ts.extend_from_slice(&part.ts);
+    for (map, keys) in [
+        (&mut index.entities, entities),
+        (&mut index.kinds, kinds),
+        (&mut index.tags, tags),
+    ] {
+        for (k, ords) in keys {
+            match map.get_mut(k) {
+                Some(v) => v.extend_from_slice(&ords),
+                None => {
+                    map.insert(Key::from(k), ords);
+                }
+            }
+        }
+    }
+    for (m, ords) in part.minutes {
+        index.minutes.entry(m).or_default().extend_from_slice(&ords);
+    }
+    for (hash, ord) in part.ids {
+        match index.ids.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => index.id_collisions.push((hash, ord)),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(ord);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What recovery of the active segment read and found.
+pub(crate) struct Recovered {
+    pub scan: Scan,
+    pub checkpointer: Checkpointer,
+    /// Bytes read from the segment and the checkpoint file.
+    pub bytes_read: u64,
+    /// Records whose postings came from the checkpoint rather than from a scan.
+    pub checkpoint_records: u32,
+}
+
+/// Reads the active segment at `base_seq` for recovery: its index from the checkpoint as far
+/// as that reaches, the blocks after it by a scan (`scan_blocks`: torn tails, damage).
+pub(crate) fn recover_active(
+    storage: &Storage,
+    dir: &Path,
+    base_seq: u64,
+    path: &Path,
+) -> Result<Recovered> {
+    let corrupt = |offset: u64| {
+        move |source| Error::Corruption {
+            file: path.to_path_buf(),
+            offset,
+            source,
+        }
+    };
+    let file = storage.open(path, false)?;
+    let file_len = file.size_bytes().map_err(|e| Error::io(path, e))?;
+    let mut head = vec![0u8; (SEGMENT_HEADER_LEN as u64).min(file_len) as usize];
+    storage.read_at(&*file, path, &mut head, 0)?;
+    let version = check_header(&head, base_seq).map_err(corrupt(0))?;
+    let (loaded, mut bytes_read) = load_checked(storage, dir, base_seq, &*file, path, file_len);
+    let (index, covered, whole) = match loaded {
+        Some(l) => (l.index, l.covered, l.stopped.is_none()),
+        None => (
+            MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64),
+            Covered::start(),
+            false,
+        ),
+    };
+    let checkpoint_records = covered.records;
+    // Parts go on after the last one only when every byte of the file was a good part.
+    // Otherwise the next part starts the file over and covers the whole segment: bytes past
+    // the good parts (a torn part, or parts of a segment since cut shorter) never stay
+    // behind a new part, where one could pass for its continuation.
+    let checkpointer = if whole {
+        Checkpointer::new(dir, base_seq, covered)
+    } else {
+        Checkpointer::new(dir, base_seq, Covered::start())
+    };
+    // Without a checkpoint the scan reads the whole file (the header again, for simplicity).
+    let at = if covered.records == 0 {
+        0
+    } else {
+        covered.segment_len
+    };
+    let mut tail = vec![
+        0u8;
+        usize::try_from(file_len - at).map_err(|_| {
+            Error::Inconsistent(format!("{} is too large to read", path.display()))
+        })?
+    ];
+    storage.read_at(&*file, path, &mut tail, at)?;
+    bytes_read += tail.len() as u64;
+    let scan = scan_blocks(&tail, at, index, version);
+    Ok(Recovered {
+        scan,
+        checkpointer,
+        bytes_read,
+        checkpoint_records,
+    })
+}
+
+/// The checkpoint of the segment at `base_seq`, if it has one that holds a prefix of it; and
+/// the bytes read to find out. Never an error: a checkpoint is derived data.
+fn load_checked(
+    storage: &Storage,
+    dir: &Path,
+    base_seq: u64,
+    segment: &dyn FileHandle,
+    segment_path: &Path,
+    segment_len: u64,
+) -> (Option<Loaded>, u64) {
+    let path = dir.join(checkpoint_name(base_seq));
+    let bytes = match storage.read_all(&path) {
+        Ok(b) => b,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return (None, 0)
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "could not read the checkpoint; scanning the whole active segment");
+            return (None, 0);
+        }
+    };
+    let read = bytes.len() as u64;
+    let loaded = load(&bytes, base_seq, segment_len);
+    if let Some(why) = &loaded.stopped {
+        tracing::warn!(file = %path.display(), parts = loaded.parts, reason = %why, "checkpoint ends early (a part torn by a crash, or damaged); the segment is scanned from where its good parts end");
+    }
+    if loaded.parts == 0 {
+        return (None, read);
+    }
+    let Some(last) = loaded.index.blocks.last().copied() else {
+        return (None, read);
+    };
+    let mut block = vec![0u8; last.len as usize];
+    let same = storage
+        .read_at(segment, segment_path, &mut block, last.entry.offset)
+        .is_ok()
+        && decode_block(&block).is_ok_and(|(h, _)| {
+            h.crc == loaded.last_block_crc
+                && h.first_seq == base_seq + u64::from(last.entry.first_ordinal)
+                && h.count == last.entry.count
+                && h.total_len() == u64::from(last.len)
+        });
+    if !same {
+        tracing::warn!(file = %path.display(), offset = last.entry.offset, "the checkpoint's last block is not in the segment; ignoring the checkpoint and scanning the whole segment");
+        return (None, read + u64::from(last.len));
+    }
+    (Some(loaded), read + u64::from(last.len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index as a comparable value: every field, maps sorted.
+    pub(crate) fn canonical(idx: &MemIndex) -> String {
+        let sorted = |m: &KeyMap<Key, Vec<u32>>| {
+            let mut v: Vec<_> = m.iter().map(|(k, o)| (k.to_string(), o.clone())).collect();
+            v.sort();
+            v
+        };
+        let mut minutes: Vec<_> = idx.minutes.iter().map(|(k, v)| (*k, v.clone())).collect();
+        minutes.sort();
+        let mut ids: Vec<_> = idx.ids.iter().map(|(h, o)| (*h, *o)).collect();
+        ids.sort();
+        let mut collisions = idx.id_collisions.clone();
+        collisions.sort();
+        let blocks: Vec<_> = idx.blocks.iter().map(|b| (b.entry, b.len)).collect();
+        format!(
+            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {} {} {}",
+            idx.base_seq,
+            blocks,
+            idx.ts,
+            sorted(&idx.entities),
+            sorted(&idx.kinds),
+            sorted(&idx.tags),
+            minutes,
+            ids,
+            collisions,
+            idx.min_ts,
+            idx.max_ts,
+            idx.len,
+            idx.raw_bytes
+        )
+    }
+
+    /// An index of `n` records in blocks of 3, with ids (one hash repeated: a collision).
+    fn index(n: u32) -> MemIndex {
+        let mut idx = MemIndex::new(7, SEGMENT_HEADER_LEN as u64);
+        for i in 0..n {
+            let tags = [format!("tenant:{}", i % 4), "all".to_string()];
+            let id = match i % 5 {
+                0 => String::new(),
+                1 => "same".to_string(),
+                _ => format!("id-{i}"),
+            };
+            idx.add(
+                &format!("e{}", i % 7),
+                if i % 2 == 0 { "a" } else { "b" },
+                1_700_000_000_000 + i64::from(i) * 7_000 - i64::from(i % 3) * 90_000,
+                tags.iter().map(String::as_str),
+                &id,
+            );
+            if i % 3 == 2 || i + 1 == n {
+                let first = idx
+                    .blocks
+                    .last()
+                    .map_or(0, |b| b.entry.first_ordinal + b.entry.count);
+                idx.add_block(MemBlock {
+                    entry: BlockEntry {
+                        offset: idx.len,
+                        first_ordinal: first,
+                        count: i + 1 - first,
+                        min_ts: 0,
+                        max_ts: 1,
+                    },
+                    len: 100 + i,
+                });
+                idx.raw_bytes += 10;
+            }
+        }
+        idx
+    }
+
+    /// A checkpoint written in parts as the index grows: the parts of its first `n` records.
+    fn parts(stops: &[u32]) -> (MemIndex, Vec<u8>) {
+        let full = index(*stops.last().unwrap());
+        let mut covered = Covered::start();
+        let mut file = Vec::new();
+        for &n in stops {
+            let idx = index(n);
+            let (h, bytes) = encode_from(&idx, &covered, 0);
+            covered = Covered {
+                records: h.first_ordinal + h.record_count,
+                blocks: h.first_block + h.block_count,
+                segment_len: h.segment_end,
+                raw_bytes: covered.raw_bytes + h.raw_bytes,
+                file_len: covered.file_len + bytes.len() as u64,
+            };
+            file.extend(bytes);
+        }
+        (full, file)
+    }
+
+    #[test]
+    fn parts_load_into_the_index_they_were_written_from() {
+        let (full, file) = parts(&[6, 9, 30, 31]);
+        let l = load(&file, 7, u64::MAX);
+        assert_eq!((l.parts, l.stopped), (4, None));
+        assert_eq!(canonical(&l.index), canonical(&full));
+        assert_eq!(l.covered.file_len, file.len() as u64);
+    }
+
+    #[test]
+    fn a_torn_or_stale_part_ends_the_checkpoint_at_the_last_good_one() {
+        let (_, file) = parts(&[6, 9, 30]);
+        let (upto9, first_two) = parts(&[6, 9]);
+        // Torn in the third part.
+        let l = load(&file[..file.len() - 1], 7, u64::MAX);
+        assert_eq!(l.parts, 2);
+        assert_eq!(canonical(&l.index), canonical(&upto9));
+        assert_eq!(l.covered.file_len, first_two.len() as u64);
+        // The first part twice: the second copy does not continue the first.
+        let (_, one) = parts(&[6]);
+        let twice = [one.clone(), one].concat();
+        let l = load(&twice, 7, u64::MAX);
+        assert_eq!(l.parts, 1);
+        assert!(l.stopped.unwrap().contains("expected"));
+        // Another segment's checkpoint.
+        assert_eq!(load(&file, 8, u64::MAX).parts, 0);
+        // A segment shorter than the parts claim.
+        let short = index(9).len - 1;
+        assert_eq!(load(&file, 7, short).parts, 1);
+    }
+
+    mod store {
+        use super::canonical;
+        use crate::scan::scan_segment;
+        use crate::storage::sim::SimDisk;
+        use crate::{Event, Options, Store, SyncPolicy};
+        use std::path::{Path, PathBuf};
+
+        fn opts(disk: &SimDisk, sync: SyncPolicy) -> Options {
+            Options {
+                backend: Some(disk.backend()),
+                sync,
+                segment_size_bytes_max: 1 << 20,
+                seal_at_close_bytes_min: None,
+                checkpoint_bytes: Some(4096),
+                block_raw_bytes_target: 1024,
+                compaction: false,
+                ..Options::default()
+            }
+        }
+
+        fn batch(from: u64, n: u64) -> Vec<Event> {
+            (from..from + n)
+                .map(|i| Event {
+                    entity: format!("product:{}", i % 37),
+                    kind: format!("k{}", i % 3),
+                    ts: 1_700_000_000_000 + i as i64 * 1_000 - (i % 5) as i64 * 120_000,
+                    tags: vec![format!("tenant:{}", i % 4)],
+                    payload: format!("{{\"i\":{i}}}").into_bytes(),
+                    id: (i % 2 == 0).then(|| format!("id-{i}")),
+                })
+                .collect()
+        }
+
+        fn fill(dir: &Path, o: &Options, events: u64) {
+            let s = Store::open(dir, o.clone()).unwrap();
+            let mut i = 0;
+            while i < events {
+                s.append(batch(i, 25)).unwrap();
+                i += 25;
+            }
+        }
+
+        /// The active index of the store at `dir`, and the one a scan of its segment builds.
+        fn both(disk: &SimDisk, s: &Store, dir: &Path) -> (String, String) {
+            let view = s.inner.current_view();
+            let got = canonical(&view.active.index());
+            let seg = disk.read_file(&view.active.path).unwrap();
+            let want = canonical(&scan_segment(&seg, view.active.base_seq).unwrap().index);
+            assert!(disk.read_file(&dir.join("x")).is_none());
+            (got, want)
+        }
+
+        #[test]
+        fn open_after_a_crash_loads_the_checkpoint_and_builds_the_index_a_full_scan_builds() {
+            for sync in [SyncPolicy::Always, SyncPolicy::Never] {
+                let disk = SimDisk::new();
+                let dir = PathBuf::from("/data");
+                let o = opts(&disk, sync);
+                fill(&dir, &o, 2000);
+                disk.crash();
+                let s = Store::open(&dir, o.clone()).unwrap();
+                let r = s.open_report();
+                assert!(r.checkpoint_records > 1000, "{sync:?}: {r:?}");
+                assert_eq!(r.checkpoint_records + r.scanned_records, 2000);
+                let (got, want) = both(&disk, &s, &dir);
+                assert_eq!(got, want, "{sync:?}");
+                // Ids from the checkpoint are still recognised.
+                let again = s.append(batch(0, 25)).unwrap();
+                assert_eq!(again.duplicates, 13, "{sync:?}");
+            }
+        }
+
+        #[test]
+        fn a_power_loss_leaves_a_checkpoint_that_is_used_only_where_it_holds() {
+            for seed in 0..12 {
+                let disk = SimDisk::new();
+                let dir = PathBuf::from("/data");
+                let o = opts(&disk, SyncPolicy::Always);
+                fill(&dir, &o, 1500);
+                disk.power_loss(seed);
+                let s = Store::open(&dir, o.clone()).unwrap();
+                assert_eq!(s.last_seq(), 1500, "seed {seed}");
+                let (got, want) = both(&disk, &s, &dir);
+                assert_eq!(got, want, "seed {seed}");
+                // And the checkpoint goes on from there.
+                s.append(batch(1500, 500)).unwrap();
+                drop(s);
+                disk.crash();
+                let s = Store::open(&dir, o.clone()).unwrap();
+                assert!(s.open_report().checkpoint_records > 0, "seed {seed}");
+                let (got, want) = both(&disk, &s, &dir);
+                assert_eq!(got, want, "seed {seed}");
+            }
+        }
+
+        #[test]
+        fn parts_past_a_shorter_segment_or_a_last_block_it_does_not_hold_are_not_used() {
+            let disk = SimDisk::new();
+            let dir = PathBuf::from("/data");
+            let o = opts(&disk, SyncPolicy::Always);
+            fill(&dir, &o, 1000);
+            disk.crash();
+            let seg = dir.join(crate::dir::segment_name(1));
+            let ckpt = dir.join(super::super::checkpoint_name(1));
+            let bytes = disk.read_file(&seg).unwrap();
+            // The segment swapped for a shorter copy of itself (an operator's restore, say):
+            // the parts it still holds are used, the rest scanned.
+            disk.write_file(&seg, &bytes[..bytes.len() / 2]);
+            let s = Store::open(&dir, o.clone()).unwrap();
+            let r = s.open_report().clone();
+            let kept = s.last_seq();
+            assert!(
+                r.checkpoint_records > 0 && r.checkpoint_records < kept,
+                "{r:?}"
+            );
+            let (got, want) = both(&disk, &s, &dir);
+            assert_eq!(got, want);
+            drop(s);
+            disk.crash();
+            // The checkpoint's last block damaged in the segment (and last in it): the
+            // checkpoint is not used at all, and the scan cuts the block's commit (a batch of
+            // 25) as a torn tail.
+            let seg_len = disk.read_file(&seg).unwrap().len() as u64;
+            let l = super::super::load(&disk.read_file(&ckpt).unwrap(), 1, seg_len);
+            let last = *l.index.blocks.last().unwrap();
+            let end = (last.entry.offset + u64::from(last.len)) as usize;
+            let mut cut = disk.read_file(&seg).unwrap()[..end].to_vec();
+            cut[end - 1] ^= 1;
+            disk.write_file(&seg, &cut);
+            let s = Store::open(&dir, o.clone()).unwrap();
+            assert_eq!(s.open_report().checkpoint_records, 0);
+            let first = u64::from(last.entry.first_ordinal);
+            assert_eq!(s.last_seq(), first - first % 25);
+            let (got, want) = both(&disk, &s, &dir);
+            assert_eq!(got, want);
+            // Sealed: the checkpoint goes; a leftover one is removed at open.
+            let kept = s.last_seq();
+            s.seal_active().unwrap();
+            assert!(disk.read_file(&ckpt).is_none());
+            drop(s);
+            disk.write_file(&ckpt, b"left by a seal cut short");
+            let s = Store::open(&dir, o).unwrap();
+            assert_eq!(s.open_report().checkpoints_removed, 1);
+            assert!(disk.read_file(&ckpt).is_none());
+            assert_eq!(s.last_seq(), kept);
+        }
+    }
+}
