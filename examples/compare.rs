@@ -140,6 +140,14 @@ fn main() {
         let t = Instant::now();
         let s = Store::open(&dir, opts).expect("open");
         let opened = t.elapsed();
+        let r = s.open_report();
+        println!(
+            "recovery: {} records from the checkpoint in {:.1} ms, {} scanned in {:.1} ms",
+            r.checkpoint_records,
+            r.checkpoint_load_us as f64 / 1e3,
+            r.scanned_records,
+            r.scan_us as f64 / 1e3
+        );
         let st = s.stats().expect("stats");
         let stats_at = t.elapsed();
         // Then the first count of one tenant by hour over the whole store, as the

@@ -135,6 +135,60 @@ impl MemIndex {
         self.blocks.push(block);
     }
 
+    /// Appends `tail`, the index of the records right after these (its `base_seq` is this
+    /// index's end seq, its first block starts at this index's `len`), shifting its ordinals.
+    /// The result is the index a scan of both stretches in one pass builds.
+    pub fn append(&mut self, tail: MemIndex) {
+        assert_eq!(
+            tail.base_seq,
+            self.end_seq(),
+            "a tail starts where the index ends"
+        );
+        let shift = self.record_count();
+        for mut b in tail.blocks {
+            b.entry.first_ordinal += shift;
+            self.add_block(b);
+        }
+        assert_eq!(self.len, tail.len, "a tail's blocks follow the index's");
+        self.min_ts = self.min_ts.min(tail.min_ts);
+        self.max_ts = self.max_ts.max(tail.max_ts);
+        self.ts.extend_from_slice(&tail.ts);
+        self.raw_bytes += tail.raw_bytes;
+        for (map, more) in [
+            (&mut self.entities, tail.entities),
+            (&mut self.kinds, tail.kinds),
+            (&mut self.tags, tail.tags),
+        ] {
+            for (k, ords) in more {
+                let shifted = ords.iter().map(|o| o + shift);
+                match map.get_mut(&k) {
+                    Some(v) => v.extend(shifted),
+                    None => {
+                        map.insert(k, shifted.collect());
+                    }
+                }
+            }
+        }
+        for (m, ords) in tail.minutes {
+            let v = self.minutes.entry(m).or_default();
+            v.extend(ords.iter().map(|o| o + shift));
+        }
+        // In ordinal order, as a scan meets them: the first of a hash is the map's, the
+        // rest collisions.
+        let mut ids: Vec<(u64, u32)> = tail.ids.into_iter().chain(tail.id_collisions).collect();
+        ids.sort_unstable_by_key(|(_, o)| *o);
+        for (h, o) in ids {
+            match self.ids.entry(h) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.id_collisions.push((h, o + shift))
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(o + shift);
+                }
+            }
+        }
+    }
+
     /// Ordinals whose id hashes like `id` (candidates: the caller compares the stored id).
     pub fn id_candidates(&self, hash: u64) -> Vec<u32> {
         let mut out: Vec<u32> = self.ids.get(&hash).copied().into_iter().collect();

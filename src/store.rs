@@ -63,6 +63,10 @@ pub struct OpenReport {
     pub scanned_records: u64,
     /// Checkpoint files of segments that are no longer active, removed (a seal cut short).
     pub checkpoints_removed: usize,
+    /// Time spent reading and loading the active segment's checkpoint.
+    pub checkpoint_load_us: u64,
+    /// Time spent reading and scanning the active segment's blocks after the checkpoint.
+    pub scan_us: u64,
 }
 
 /// Store-wide counters.
@@ -363,6 +367,8 @@ impl Store {
         let recovered = checkpoint::recover_active(&storage, &dir, active_base, &path)?;
         report.bytes_read += recovered.bytes_read;
         report.checkpoint_records = u64::from(recovered.checkpoint_records);
+        report.checkpoint_load_us = recovered.load_time.as_micros() as u64;
+        report.scan_us = recovered.scan_time.as_micros() as u64;
         let checkpointer = recovered.checkpointer;
         let scan = recovered.scan;
         report.scanned_records =

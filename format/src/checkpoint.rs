@@ -15,6 +15,8 @@
 //! checked here, so a loader appending a part's ordinals to the ones before it keeps every
 //! posting list ascending without sorting.
 
+use std::ops::Range;
+
 use crate::cursor::{put_len_prefixed, put_varint, unzigzag, zigzag, Cursor};
 use crate::limits::{
     ENTITY_BYTES_MAX, KIND_BYTES_MAX, SEGMENT_RECORDS_MAX, TAGS_COUNT_MAX, TAG_BYTES_MAX,
@@ -76,8 +78,9 @@ pub struct PartSource<'a> {
     pub ids: Vec<(u64, u32)>,
 }
 
-/// String keys with their ordinals, keys borrowed from a part's bytes.
-pub type Keys<'a> = Vec<(&'a [u8], Vec<u32>)>;
+/// String keys with where their ordinals are in [`Part::ordinals`], keys borrowed from a
+/// part's bytes.
+pub type Keys<'a> = Vec<(&'a [u8], Range<usize>)>;
 
 /// A part as read: keys borrowed from the file's bytes, ordinals owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +91,18 @@ pub struct Part<'a> {
     pub entities: Keys<'a>,
     pub kinds: Keys<'a>,
     pub tags: Keys<'a>,
-    pub minutes: Vec<(i64, Vec<u32>)>,
+    pub minutes: Vec<(i64, Range<usize>)>,
     pub ids: Vec<(u64, u32)>,
+    /// The ordinals of every key of every section, one after the other: one allocation per
+    /// part rather than one per key.
+    pub ordinals: Vec<u32>,
+}
+
+impl Part<'_> {
+    /// The ordinals at `r` (a range this part's decoder handed out).
+    pub fn ordinals(&self, r: &Range<usize>) -> &[u32] {
+        self.ordinals.get(r.clone()).unwrap_or_default()
+    }
 }
 
 /// Encodes one part. `header.record_count`, `block_count` and `segment_end` must agree with
@@ -180,6 +193,13 @@ pub fn decode_part(bytes: &[u8]) -> Result<(Part<'_>, usize), FormatError> {
     Ok((part, end))
 }
 
+/// The header of the part at the start of `bytes` (its own CRC32 checked, not the body's) and
+/// the part's length in bytes: enough to know where a checkpoint ends without decoding it.
+pub fn peek_part(bytes: &[u8]) -> Result<(PartHeader, usize), FormatError> {
+    let (header, body_len, _) = decode_part_header(bytes)?;
+    Ok((header, PART_HEADER_LEN + body_len as usize))
+}
+
 /// The header, the body's length and the body's CRC32.
 fn decode_part_header(bytes: &[u8]) -> Result<(PartHeader, u32, u32), FormatError> {
     let mut c = Cursor::new(WHAT, bytes);
@@ -256,17 +276,13 @@ fn decode_body(header: PartHeader, body: &[u8]) -> Result<Part<'_>, FormatError>
         ts.push(prev);
     }
     let total = u64::from(records);
-    let entities = decode_keys(
-        &mut c,
-        &header,
-        "checkpoint entities",
-        ENTITY_BYTES_MAX,
-        total,
-    )?;
-    let kinds = decode_keys(&mut c, &header, "checkpoint kinds", KIND_BYTES_MAX, total)?;
+    let mut ords = Vec::with_capacity((3 * records as usize).min(c.remaining()));
+    let o = &mut ords;
+    let entities = decode_keys(&mut c, &header, o, ENTITIES, ENTITY_BYTES_MAX, total)?;
+    let kinds = decode_keys(&mut c, &header, o, KINDS, KIND_BYTES_MAX, total)?;
     let tags_max = total * TAGS_COUNT_MAX as u64;
-    let tags = decode_keys(&mut c, &header, "checkpoint tags", TAG_BYTES_MAX, tags_max)?;
-    let minutes = decode_minutes(&mut c, &header)?;
+    let tags = decode_keys(&mut c, &header, o, TAGS, TAG_BYTES_MAX, tags_max)?;
+    let minutes = decode_minutes(&mut c, &header, o)?;
     let ids = decode_ids(&mut c, &header)?;
     if !c.is_empty() {
         return Err(FormatError::invalid(
@@ -283,8 +299,13 @@ fn decode_body(header: PartHeader, body: &[u8]) -> Result<Part<'_>, FormatError>
         tags,
         minutes,
         ids,
+        ordinals: ords,
     })
 }
+
+const ENTITIES: &str = "checkpoint entities";
+const KINDS: &str = "checkpoint kinds";
+const TAGS: &str = "checkpoint tags";
 
 fn decode_blocks(header: &PartHeader, c: &mut Cursor<'_>) -> Result<Vec<PartBlock>, FormatError> {
     let mut blocks = Vec::with_capacity((header.block_count as usize).min(c.remaining()));
@@ -330,15 +351,21 @@ fn decode_blocks(header: &PartHeader, c: &mut Cursor<'_>) -> Result<Vec<PartBloc
     Ok(blocks)
 }
 
-/// Ordinals of one key: ascending, within the part's records.
-fn decode_ordinals(c: &mut Cursor<'_>, header: &PartHeader) -> Result<Vec<u32>, FormatError> {
+/// Ordinals of one key (ascending, within the part's records), appended to `out`; returns
+/// where they are in it.
+fn decode_ordinals(
+    c: &mut Cursor<'_>,
+    header: &PartHeader,
+    out: &mut Vec<u32>,
+) -> Result<Range<usize>, FormatError> {
     let n = c.varint()?;
     limit("checkpoint postings", n, u64::from(header.record_count))?;
     if n == 0 {
         return Err(FormatError::invalid(WHAT, "a key without ordinals"));
     }
     let end = u64::from(header.first_ordinal) + u64::from(header.record_count);
-    let mut out = Vec::with_capacity((n as usize).min(c.remaining()));
+    let start = out.len();
+    out.reserve((n as usize).min(c.remaining()));
     let mut prev = u64::from(header.first_ordinal);
     for i in 0..n {
         let d = c.varint()?;
@@ -355,30 +382,31 @@ fn decode_ordinals(c: &mut Cursor<'_>, header: &PartHeader) -> Result<Vec<u32>, 
         }
         out.push(prev as u32);
     }
-    Ok(out)
+    Ok(start..out.len())
 }
 
 /// A section of string keys, ascending, with at most `postings_max` ordinals in all.
 fn decode_keys<'a>(
     c: &mut Cursor<'a>,
     header: &PartHeader,
+    ords: &mut Vec<u32>,
     what: &'static str,
     key_bytes_max: usize,
     postings_max: u64,
 ) -> Result<Keys<'a>, FormatError> {
     let n = c.varint()?;
     limit(what, n, postings_max)?;
-    let mut out: Vec<(&'a [u8], Vec<u32>)> = Vec::with_capacity((n as usize).min(c.remaining()));
+    let mut out: Keys<'a> = Vec::with_capacity((n as usize).min(c.remaining()));
     let mut postings = 0u64;
     for _ in 0..n {
         let key = c.len_prefixed(what, key_bytes_max)?;
         if out.last().is_some_and(|(k, _)| *k >= key) {
             return Err(FormatError::invalid(what, "keys not in ascending order"));
         }
-        let ords = decode_ordinals(c, header)?;
-        postings += ords.len() as u64;
+        let r = decode_ordinals(c, header, ords)?;
+        postings += r.len() as u64;
         limit(what, postings, postings_max)?;
-        out.push((key, ords));
+        out.push((key, r));
     }
     Ok(out)
 }
@@ -386,17 +414,18 @@ fn decode_keys<'a>(
 fn decode_minutes(
     c: &mut Cursor<'_>,
     header: &PartHeader,
-) -> Result<Vec<(i64, Vec<u32>)>, FormatError> {
+    ords: &mut Vec<u32>,
+) -> Result<Vec<(i64, Range<usize>)>, FormatError> {
     const WHAT_MINUTES: &str = "checkpoint minutes";
     let n = c.varint()?;
     limit(WHAT_MINUTES, n, u64::from(header.record_count))?;
-    let mut out: Vec<(i64, Vec<u32>)> = Vec::with_capacity((n as usize).min(c.remaining()));
+    let mut out: Vec<(i64, Range<usize>)> = Vec::with_capacity((n as usize).min(c.remaining()));
     for _ in 0..n {
         let minute = unzigzag(c.varint()?);
         if out.last().is_some_and(|(m, _)| *m >= minute) {
             return Err(FormatError::invalid(WHAT_MINUTES, "minutes not ascending"));
         }
-        out.push((minute, decode_ordinals(c, header)?));
+        out.push((minute, decode_ordinals(c, header, ords)?));
     }
     Ok(out)
 }
@@ -480,11 +509,14 @@ mod tests {
             vec![1_700_000_000_000, 1_700_000_000_005, 1_699_999_999_000]
         );
         assert_eq!(part.blocks[1].len, 50);
+        let ords = |r| part.ordinals(r).to_vec();
+        let entities: Vec<_> = part.entities.iter().map(|(k, r)| (*k, ords(r))).collect();
         assert_eq!(
-            part.entities,
+            entities,
             vec![(&b"a"[..], vec![10, 12]), (&b"b"[..], vec![11])]
         );
-        assert_eq!(part.minutes[0], (-5, vec![12]));
+        assert_eq!(part.minutes[0].0, -5);
+        assert_eq!(ords(&part.minutes[0].1), vec![12]);
         assert_eq!(part.ids, vec![(7, 10), (u64::MAX, 12)]);
     }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use echolog_format::block::decode_block;
 use echolog_format::checkpoint::{
-    decode_part, encode_part, Part, PartBlock, PartHeader, PartSource,
+    decode_part, encode_part, peek_part, Keys, Part, PartBlock, PartHeader, PartSource,
 };
 use echolog_format::index::BlockEntry;
 use echolog_format::segment_header::SEGMENT_HEADER_LEN;
@@ -283,10 +283,10 @@ pub(crate) fn load(bytes: &[u8], base_seq: u64, segment_len: u64) -> Loaded {
     }
 }
 
-/// A part's string keys, checked.
-type StrKeys<'a> = Vec<(&'a str, Vec<u32>)>;
+/// A part's string keys, checked, with where their ordinals are.
+type StrKeys<'a> = Vec<(&'a str, std::ops::Range<usize>)>;
 
-fn str_keys(keys: Vec<(&[u8], Vec<u32>)>) -> std::result::Result<StrKeys<'_>, String> {
+fn str_keys(keys: Keys<'_>) -> std::result::Result<StrKeys<'_>, String> {
     keys.into_iter()
         .map(|(k, v)| {
             std::str::from_utf8(k)
@@ -299,7 +299,7 @@ fn str_keys(keys: Vec<(&[u8], Vec<u32>)>) -> std::result::Result<StrKeys<'_>, St
 /// Adds `part` to `index` when it continues it; leaves `index` unchanged when it does not.
 fn apply(
     index: &mut MemIndex,
-    part: Part<'_>,
+    mut part: Part<'_>,
     segment_len: u64,
 ) -> std::result::Result<(), String> {
     let h = part.header;
@@ -321,9 +321,9 @@ fn apply(
             h.segment_end
         ));
     }
-    let entities = str_keys(part.entities)?;
-    let kinds = str_keys(part.kinds)?;
-    let tags = str_keys(part.tags)?;
+    let entities = str_keys(std::mem::take(&mut part.entities))?;
+    let kinds = str_keys(std::mem::take(&mut part.kinds))?;
+    let tags = str_keys(std::mem::take(&mut part.tags))?;
     // Checked: from here on nothing fails.
     let mut ordinal = h.first_ordinal;
     for b in &part.blocks {
@@ -350,19 +350,21 @@ fn apply(
         (&mut index.kinds, kinds),
         (&mut index.tags, tags),
     ] {
-        for (k, ords) in keys {
+        for (k, r) in keys {
+            let ords = part.ordinals(&r);
             match map.get_mut(k) {
-                Some(v) => v.extend_from_slice(&ords),
+                Some(v) => v.extend_from_slice(ords),
                 None => {
-                    map.insert(Key::from(k), ords);
+                    map.insert(Key::from(k), ords.to_vec());
                 }
             }
         }
     }
-    for (m, ords) in part.minutes {
-        index.minutes.entry(m).or_default().extend_from_slice(&ords);
+    for (m, r) in &part.minutes {
+        let ords = part.ordinals(r);
+        index.minutes.entry(*m).or_default().extend_from_slice(ords);
     }
-    for (hash, ord) in part.ids {
+    for &(hash, ord) in &part.ids {
         match index.ids.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => index.id_collisions.push((hash, ord)),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -381,117 +383,170 @@ pub(crate) struct Recovered {
     pub bytes_read: u64,
     /// Records whose postings came from the checkpoint rather than from a scan.
     pub checkpoint_records: u32,
+    /// Time spent reading and loading the checkpoint, and reading and scanning the rest.
+    pub load_time: std::time::Duration,
+    pub scan_time: std::time::Duration,
 }
 
 /// Reads the active segment at `base_seq` for recovery: its index from the checkpoint as far
-/// as that reaches, the blocks after it by a scan (`scan_blocks`: torn tails, damage).
+/// as that reaches, the blocks after it by a scan (`scan_blocks`: torn tails, damage). The
+/// part headers say where the checkpoint ends, so the scan of the blocks after it runs on a
+/// second thread while the parts load; should the parts not hold after all (a damaged body,
+/// a last block the segment does not hold), the whole segment is scanned instead.
 pub(crate) fn recover_active(
     storage: &Storage,
     dir: &Path,
     base_seq: u64,
     path: &Path,
 ) -> Result<Recovered> {
-    let corrupt = |offset: u64| {
-        move |source| Error::Corruption {
-            file: path.to_path_buf(),
-            offset,
-            source,
-        }
-    };
+    let started = std::time::Instant::now();
     let file = storage.open(path, false)?;
     let file_len = file.size_bytes().map_err(|e| Error::io(path, e))?;
     let mut head = vec![0u8; (SEGMENT_HEADER_LEN as u64).min(file_len) as usize];
     storage.read_at(&*file, path, &mut head, 0)?;
-    let version = check_header(&head, base_seq).map_err(corrupt(0))?;
-    let (loaded, mut bytes_read) = load_checked(storage, dir, base_seq, &*file, path, file_len);
-    let (index, covered, whole) = match loaded {
-        Some(l) => (l.index, l.covered, l.stopped.is_none()),
-        None => (
-            MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64),
-            Covered::start(),
-            false,
-        ),
+    let version = check_header(&head, base_seq).map_err(|source| Error::Corruption {
+        file: path.to_path_buf(),
+        offset: 0,
+        source,
+    })?;
+    let ckpt_path = dir.join(checkpoint_name(base_seq));
+    let ckpt = read_checkpoint(storage, &ckpt_path);
+    let mut bytes_read = ckpt.as_ref().map_or(0, |b| b.len() as u64);
+    let plan = ckpt
+        .as_deref()
+        .map_or_else(Covered::start, |b| plan(b, base_seq, file_len));
+    let read_from = |at: u64| -> Result<Vec<u8>> {
+        let len = usize::try_from(file_len - at)
+            .map_err(|_| Error::Inconsistent(format!("{} is too large to read", path.display())))?;
+        let mut buf = vec![0u8; len];
+        storage.read_at(&*file, path, &mut buf, at)?;
+        Ok(buf)
     };
-    let checkpoint_records = covered.records;
+    let whole_scan = |bytes_read: &mut u64| -> Result<Scan> {
+        let all = read_from(0)?;
+        *bytes_read += all.len() as u64;
+        let index = MemIndex::new(base_seq, SEGMENT_HEADER_LEN as u64);
+        Ok(scan_blocks(&all, 0, index, version))
+    };
+    let fresh = |scan: Scan, bytes_read: u64, load_time| Recovered {
+        scan,
+        checkpointer: Checkpointer::new(dir, base_seq, Covered::start()),
+        bytes_read,
+        checkpoint_records: 0,
+        load_time,
+        scan_time: started.elapsed() - load_time,
+    };
+    let Some(ckpt) = ckpt.filter(|_| plan.records > 0) else {
+        let scan = whole_scan(&mut bytes_read)?;
+        return Ok(fresh(scan, bytes_read, std::time::Duration::ZERO));
+    };
+    let tail = read_from(plan.segment_len)?;
+    bytes_read += tail.len() as u64;
+    let tail_index = MemIndex::new(base_seq + u64::from(plan.records), plan.segment_len);
+    let (loaded, tail_scan, load_time) = std::thread::scope(|s| {
+        let scanner = s.spawn(|| scan_blocks(&tail, plan.segment_len, tail_index, version));
+        let loaded = load(
+            ckpt.get(..plan.file_len as usize).unwrap_or_default(),
+            base_seq,
+            file_len,
+        );
+        let loaded = verify_last_block(storage, &*file, path, &ckpt_path, loaded);
+        let load_time = started.elapsed();
+        (loaded, scanner.join(), load_time)
+    });
+    let tail_scan = tail_scan
+        .map_err(|_| Error::Inconsistent("the scan of the active segment panicked".into()))?;
+    bytes_read += loaded
+        .as_ref()
+        .map_or(0, |l| l.index.blocks.last().map_or(0, |b| u64::from(b.len)));
+    let Some(mut loaded) = loaded.filter(|l| l.covered == plan && l.stopped.is_none()) else {
+        tracing::warn!(file = %ckpt_path.display(), "the checkpoint does not hold as its part headers say; scanning the whole active segment");
+        let scan = whole_scan(&mut bytes_read)?;
+        return Ok(fresh(scan, bytes_read, load_time));
+    };
     // Parts go on after the last one only when every byte of the file was a good part.
     // Otherwise the next part starts the file over and covers the whole segment: bytes past
     // the good parts (a torn part, or parts of a segment since cut shorter) never stay
     // behind a new part, where one could pass for its continuation.
-    let checkpointer = if whole {
-        Checkpointer::new(dir, base_seq, covered)
-    } else {
-        Checkpointer::new(dir, base_seq, Covered::start())
-    };
-    // Without a checkpoint the scan reads the whole file (the header again, for simplicity).
-    let at = if covered.records == 0 {
-        0
-    } else {
-        covered.segment_len
-    };
-    let mut tail = vec![
-        0u8;
-        usize::try_from(file_len - at).map_err(|_| {
-            Error::Inconsistent(format!("{} is too large to read", path.display()))
-        })?
-    ];
-    storage.read_at(&*file, path, &mut tail, at)?;
-    bytes_read += tail.len() as u64;
-    let scan = scan_blocks(&tail, at, index, version);
+    let whole = plan.file_len == ckpt.len() as u64;
+    if !whole {
+        tracing::warn!(file = %ckpt_path.display(), parts = loaded.parts, "the checkpoint ends in bytes that are not a part continuing the others (one torn by a crash, or of a segment since cut shorter); the blocks after its good parts are scanned");
+    }
+    let covered = if whole { plan } else { Covered::start() };
+    loaded.index.append(tail_scan.index);
     Ok(Recovered {
-        scan,
-        checkpointer,
+        scan: Scan {
+            index: loaded.index,
+            ..tail_scan
+        },
+        checkpointer: Checkpointer::new(dir, base_seq, covered),
         bytes_read,
-        checkpoint_records,
+        checkpoint_records: plan.records,
+        load_time,
+        scan_time: started.elapsed() - load_time,
     })
 }
 
-/// The checkpoint of the segment at `base_seq`, if it has one that holds a prefix of it; and
-/// the bytes read to find out. Never an error: a checkpoint is derived data.
-fn load_checked(
-    storage: &Storage,
-    dir: &Path,
-    base_seq: u64,
-    segment: &dyn FileHandle,
-    segment_path: &Path,
-    segment_len: u64,
-) -> (Option<Loaded>, u64) {
-    let path = dir.join(checkpoint_name(base_seq));
-    let bytes = match storage.read_all(&path) {
-        Ok(b) => b,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return (None, 0)
-        }
+/// The checkpoint file's bytes, if it has any. Never an error: a checkpoint is derived data.
+fn read_checkpoint(storage: &Storage, path: &Path) -> Option<Vec<u8>> {
+    match storage.read_all(path) {
+        Ok(b) => Some(b),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "could not read the checkpoint; scanning the whole active segment");
-            return (None, 0);
+            None
         }
-    };
-    let read = bytes.len() as u64;
-    let loaded = load(&bytes, base_seq, segment_len);
-    if let Some(why) = &loaded.stopped {
-        tracing::warn!(file = %path.display(), parts = loaded.parts, reason = %why, "checkpoint ends early (a part torn by a crash, or damaged); the segment is scanned from where its good parts end");
     }
-    if loaded.parts == 0 {
-        return (None, read);
+}
+
+/// Where the parts of a checkpoint's `bytes` end, from their headers alone: as far as each
+/// one's header checks and continues the one before, within a segment of `segment_len` bytes.
+fn plan(bytes: &[u8], base_seq: u64, segment_len: u64) -> Covered {
+    let mut c = Covered::start();
+    while let Some(rest) = bytes.get(c.file_len as usize..).filter(|r| !r.is_empty()) {
+        let Ok((h, len)) = peek_part(rest) else {
+            break;
+        };
+        let continues = (h.base_seq, h.first_ordinal, h.first_block, h.segment_start)
+            == (base_seq, c.records, c.blocks, c.segment_len);
+        if !continues || h.segment_end > segment_len || len > rest.len() {
+            break;
+        }
+        c = Covered {
+            records: c.records + h.record_count,
+            blocks: c.blocks + h.block_count,
+            segment_len: h.segment_end,
+            raw_bytes: c.raw_bytes + h.raw_bytes,
+            file_len: c.file_len + len as u64,
+        };
     }
-    let Some(last) = loaded.index.blocks.last().copied() else {
-        return (None, read);
-    };
+    c
+}
+
+/// `loaded` if the segment holds the last block it covers (its checksum, seqs and length).
+fn verify_last_block(
+    storage: &Storage,
+    segment: &dyn FileHandle,
+    segment_path: &Path,
+    ckpt_path: &Path,
+    loaded: Loaded,
+) -> Option<Loaded> {
+    let last = loaded.index.blocks.last().copied()?;
     let mut block = vec![0u8; last.len as usize];
     let same = storage
         .read_at(segment, segment_path, &mut block, last.entry.offset)
         .is_ok()
         && decode_block(&block).is_ok_and(|(h, _)| {
             h.crc == loaded.last_block_crc
-                && h.first_seq == base_seq + u64::from(last.entry.first_ordinal)
+                && h.first_seq == loaded.index.base_seq + u64::from(last.entry.first_ordinal)
                 && h.count == last.entry.count
                 && h.total_len() == u64::from(last.len)
         });
     if !same {
-        tracing::warn!(file = %path.display(), offset = last.entry.offset, "the checkpoint's last block is not in the segment; ignoring the checkpoint and scanning the whole segment");
-        return (None, read + u64::from(last.len));
+        tracing::warn!(file = %ckpt_path.display(), offset = last.entry.offset, "the checkpoint's last block is not in the segment; ignoring the checkpoint");
+        return None;
     }
-    (Some(loaded), read + u64::from(last.len))
+    Some(loaded)
 }
 
 #[cfg(test)]
