@@ -1,5 +1,6 @@
 //! Library ingest rate for the seed workload, batches of 1000, one appending thread per
-//! `--threads`. Run: `cargo run --release --example ingest -- [events] [threads] [always|never]`.
+//! `--threads`. Run: `cargo run --release --example ingest -- [events] [threads] [always|never]
+//! [checkpoint bytes|off]` (the last one sets `checkpoint_bytes`, to time what checkpoints cost).
 
 #[path = "../benches/workload/mod.rs"]
 mod workload;
@@ -16,11 +17,17 @@ fn main() {
     let sync = args
         .get(3)
         .map_or(SyncPolicy::Always, |s| s.parse().expect("sync policy"));
+    let checkpoint_bytes = match args.get(4).map(String::as_str) {
+        None => Options::default().checkpoint_bytes,
+        Some("off") => None,
+        Some(b) => Some(b.parse().expect("checkpoint bytes")),
+    };
     let d = tempfile::tempdir().expect("tempdir");
     let s = Store::open(
         d.path(),
         Options {
             sync,
+            checkpoint_bytes,
             ..Options::default()
         },
     )
@@ -50,7 +57,7 @@ fn main() {
     let secs = start.elapsed().as_secs_f64();
     let st = s.stats().expect("stats");
     println!(
-        "{} events in {secs:.2}s: {:.0} events/s ({threads} threads, {sync:?}); disk {} bytes = {:.3}x raw {} bytes",
+        "{} events in {secs:.2}s: {:.0} events/s ({threads} threads, {sync:?}, checkpoint_bytes {checkpoint_bytes:?}); disk {} bytes = {:.3}x raw {} bytes",
         st.events,
         st.events as f64 / secs,
         st.disk_bytes,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use echolog_format::block::decode_block;
 use echolog_format::checkpoint::{
-    decode_part, encode_part, peek_part, Keys, Part, PartBlock, PartHeader, PartSource,
+    check_part, decode_part, encode_part, Keys, Part, PartBlock, PartHeader, PartSource,
 };
 use echolog_format::index::BlockEntry;
 use echolog_format::segment_header::SEGMENT_HEADER_LEN;
@@ -178,12 +178,11 @@ fn encode_from(idx: &MemIndex, from: &Covered, last_block_crc: u32) -> (PartHead
         raw_bytes: idx.raw_bytes - from.raw_bytes,
         last_block_crc,
     };
-    let mut minutes: Vec<(i64, &[u32])> = idx
+    let minutes: Vec<(i64, &[u32])> = idx
         .minutes
         .iter()
         .filter_map(|(m, ords)| Some((*m, in_range(ords, k0, k1)?)))
         .collect();
-    minutes.sort_unstable_by_key(|(m, _)| *m);
     let mut ids: Vec<(u64, u32)> = idx
         .ids
         .iter()
@@ -212,14 +211,11 @@ fn encode_from(idx: &MemIndex, from: &Covered, last_block_crc: u32) -> (PartHead
     (header, encode_part(&header, &src))
 }
 
-/// The keys of `map` with ordinals in `k0..k1`, and those ordinals, keys ascending.
+/// The keys of `map` with ordinals in `k0..k1`, and those ordinals, in the map's order.
 fn keys_in_range(map: &KeyMap<Key, Vec<u32>>, k0: u32, k1: u32) -> Vec<(&[u8], &[u32])> {
-    let mut v: Vec<(&[u8], &[u32])> = map
-        .iter()
+    map.iter()
         .filter_map(|(k, ords)| Some((k.as_bytes(), in_range(ords, k0, k1)?)))
-        .collect();
-    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    v
+        .collect()
 }
 
 /// The ordinals of `ords` (ascending) in `k0..k1`, if any.
@@ -345,6 +341,7 @@ fn apply(
         index.max_ts = index.max_ts.max(t);
     }
     index.ts.extend_from_slice(&part.ts);
+    let k0 = h.first_ordinal;
     for (map, keys) in [
         (&mut index.entities, entities),
         (&mut index.kinds, kinds),
@@ -353,7 +350,7 @@ fn apply(
         for (k, r) in keys {
             let ords = part.ordinals(&r);
             match map.get_mut(k) {
-                Some(v) => v.extend_from_slice(ords),
+                Some(v) => extend_postings(v, ords, k0),
                 None => {
                     map.insert(Key::from(k), ords.to_vec());
                 }
@@ -362,7 +359,7 @@ fn apply(
     }
     for (m, r) in &part.minutes {
         let ords = part.ordinals(r);
-        index.minutes.entry(*m).or_default().extend_from_slice(ords);
+        extend_postings(index.minutes.entry(*m).or_default(), ords, k0);
     }
     for &(hash, ord) in &part.ids {
         match index.ids.entry(hash) {
@@ -373,6 +370,23 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// Appends a part's `ords` (ascending, from `k0` on) to a posting list whose ordinals before
+/// `k0` come from earlier parts. A key the part names twice (which a writer never does) has
+/// ordinals from `k0` on already: the two are merged, so the list stays ascending.
+fn extend_postings(v: &mut Vec<u32>, ords: &[u32], k0: u32) {
+    let merge = v
+        .last()
+        .is_some_and(|&l| ords.first().is_some_and(|&f| f <= l));
+    v.extend_from_slice(ords);
+    if merge {
+        let from = v.partition_point(|&o| o < k0);
+        if let Some(tail) = v.get_mut(from..) {
+            tail.sort_unstable();
+        }
+        v.dedup();
+    }
 }
 
 /// What recovery of the active segment read and found.
@@ -390,9 +404,10 @@ pub(crate) struct Recovered {
 
 /// Reads the active segment at `base_seq` for recovery: its index from the checkpoint as far
 /// as that reaches, the blocks after it by a scan (`scan_blocks`: torn tails, damage). The
-/// part headers say where the checkpoint ends, so the scan of the blocks after it runs on a
-/// second thread while the parts load; should the parts not hold after all (a damaged body,
-/// a last block the segment does not hold), the whole segment is scanned instead.
+/// parts' headers and checksums say where the checkpoint ends, so the scan of the blocks
+/// after it runs on a second thread while the parts load; should the parts not hold after all
+/// (a body that does not decode, a last block the segment does not hold), the whole segment
+/// is scanned instead.
 pub(crate) fn recover_active(
     storage: &Storage,
     dir: &Path,
@@ -460,7 +475,7 @@ pub(crate) fn recover_active(
         .as_ref()
         .map_or(0, |l| l.index.blocks.last().map_or(0, |b| u64::from(b.len)));
     let Some(mut loaded) = loaded.filter(|l| l.covered == plan && l.stopped.is_none()) else {
-        tracing::warn!(file = %ckpt_path.display(), "the checkpoint does not hold as its part headers say; scanning the whole active segment");
+        tracing::warn!(file = %ckpt_path.display(), "the checkpoint's parts do not hold (a body that does not decode, or a last block the segment does not hold); scanning the whole active segment");
         let scan = whole_scan(&mut bytes_read)?;
         return Ok(fresh(scan, bytes_read, load_time));
     };
@@ -499,17 +514,18 @@ fn read_checkpoint(storage: &Storage, path: &Path) -> Option<Vec<u8>> {
     }
 }
 
-/// Where the parts of a checkpoint's `bytes` end, from their headers alone: as far as each
-/// one's header checks and continues the one before, within a segment of `segment_len` bytes.
+/// Where the intact parts of a checkpoint's `bytes` end, without decoding their bodies: as far
+/// as each one's checksums hold and its header continues the one before, within a segment of
+/// `segment_len` bytes.
 fn plan(bytes: &[u8], base_seq: u64, segment_len: u64) -> Covered {
     let mut c = Covered::start();
     while let Some(rest) = bytes.get(c.file_len as usize..).filter(|r| !r.is_empty()) {
-        let Ok((h, len)) = peek_part(rest) else {
+        let Ok((h, len)) = check_part(rest) else {
             break;
         };
         let continues = (h.base_seq, h.first_ordinal, h.first_block, h.segment_start)
             == (base_seq, c.records, c.blocks, c.segment_len);
-        if !continues || h.segment_end > segment_len || len > rest.len() {
+        if !continues || h.segment_end > segment_len {
             break;
         }
         c = Covered {
@@ -650,6 +666,17 @@ mod tests {
         assert_eq!((l.parts, l.stopped), (4, None));
         assert_eq!(canonical(&l.index), canonical(&full));
         assert_eq!(l.covered.file_len, file.len() as u64);
+    }
+
+    #[test]
+    fn a_key_named_twice_in_a_part_keeps_its_postings_ascending_and_unique() {
+        let mut v = vec![1, 4, 10, 12];
+        extend_postings(&mut v, &[11, 13], 10);
+        assert_eq!(v, vec![1, 4, 10, 11, 12, 13]);
+        extend_postings(&mut v, &[20], 10);
+        assert_eq!(v, vec![1, 4, 10, 11, 12, 13, 20]);
+        extend_postings(&mut v, &[12, 20, 21], 10);
+        assert_eq!(v, vec![1, 4, 10, 11, 12, 13, 20, 21]);
     }
 
     #[test]
