@@ -304,6 +304,7 @@ pub(crate) fn in_range(ts: i64, from_ts: Option<i64>, to_ts: Option<i64>) -> boo
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        let opened = std::time::Instant::now();
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let storage = Storage::new(opts.backend.as_ref(), opts.observer.as_ref());
@@ -508,7 +509,15 @@ impl Store {
         } else {
             None
         };
-        tracing::info!(dir = %inner.dir.display(), last_seq = next_seq - 1, "store open");
+        let r = &inner.open_report;
+        tracing::info!(
+            dir = %inner.dir.display(),
+            last_seq = next_seq - 1,
+            ms = opened.elapsed().as_millis() as u64,
+            checkpoint_records = r.checkpoint_records,
+            scanned_records = r.scanned_records,
+            "store open"
+        );
         Ok(Store {
             _closer: Arc::new(Closer {
                 inner: inner.clone(),

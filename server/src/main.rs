@@ -108,6 +108,11 @@ enum Cmd {
         /// has no index to rebuild (25-50 ms per MiB); 0: never.
         #[arg(long, env = "ECHOLOG_SEAL_AT_CLOSE_BYTES_MIN", default_value_t = Options::default().seal_at_close_bytes_min.unwrap_or(0))]
         seal_at_close_bytes_min: u64,
+        /// Save the active segment's index in a checkpoint each time the segment has grown by
+        /// this many durable bytes, so a start after a crash decodes only the blocks after it;
+        /// 0: never (a start after a crash then decodes the whole active segment).
+        #[arg(long, env = "ECHOLOG_CHECKPOINT_BYTES", default_value_t = Options::default().checkpoint_bytes.unwrap_or(0))]
+        checkpoint_bytes: u64,
         #[arg(long, env = "ECHOLOG_PAYLOAD_BYTES_MAX", default_value_t = Options::default().payload_bytes_max)]
         payload_bytes_max: usize,
         #[arg(long, env = "ECHOLOG_BATCH_EVENTS_MAX", default_value_t = Options::default().batch_events_max)]
@@ -501,6 +506,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             sync,
             segment_size_bytes,
             seal_at_close_bytes_min,
+            checkpoint_bytes,
             payload_bytes_max,
             batch_events_max,
             batch_bytes_max,
@@ -563,6 +569,7 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
                 segment_size_bytes_max: segment_size_bytes,
                 seal_at_close_bytes_min: (seal_at_close_bytes_min > 0)
                     .then_some(seal_at_close_bytes_min),
+                checkpoint_bytes: (checkpoint_bytes > 0).then_some(checkpoint_bytes),
                 payload_bytes_max,
                 batch_events_max,
                 batch_bytes_max,
