@@ -31,13 +31,15 @@ pub fn id_hash(id: &str) -> u64 {
 }
 
 /// A block of the active segment: its table entry and its length in the file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemBlock {
     pub entry: BlockEntry,
     pub len: u32,
 }
 
-#[derive(Debug, Default)]
+/// Two indexes are equal when they hold the same postings, whatever the order their maps were
+/// filled in (a checkpoint's load against a scan: `verify` and the tests compare them).
+#[derive(Debug, Default, PartialEq)]
 pub struct MemIndex {
     pub base_seq: u64,
     pub blocks: Vec<MemBlock>,

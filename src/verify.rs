@@ -16,6 +16,7 @@ use crate::cluster::{ClusterCursor, ClusterFile};
 use crate::dir::{self, index_name, segment_name};
 use crate::error::{Error, Result};
 use crate::scan::scan_segment;
+use crate::segment::checkpoint;
 use crate::segment::SealedSegment;
 use crate::storage::Storage;
 use crate::tombstones::TOMBSTONES_FILE;
@@ -35,6 +36,9 @@ pub struct VerifyReport {
     pub index_files: usize,
     /// Cluster files read whole (every block's checksum, every record's framing and seq).
     pub cluster_files: usize,
+    /// Records of the active segment whose index its checkpoint holds, checked against a
+    /// scan of the segment.
+    pub checkpoint_records: u64,
     pub records: u64,
     pub bytes_checked: u64,
     /// Corruption: bad checksums, bad framing, seqs that do not line up.
@@ -95,7 +99,49 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     for name in &listing.clusters {
         verify_cluster(&storage, dir, name, &mut r);
     }
+    for base in &listing.checkpoints {
+        verify_checkpoint(&storage, dir, *base, segs.last() == Some(base), &mut r);
+    }
     Ok(r)
+}
+
+/// The active segment's checkpoint: the index open would build from it (and a scan of the
+/// blocks after it) must be the index a scan of the whole segment builds.
+fn verify_checkpoint(storage: &Storage, dir: &Path, base: u64, active: bool, r: &mut VerifyReport) {
+    let path = dir.join(checkpoint::checkpoint_name(base));
+    if !active {
+        r.notes.push(format!(
+            "{}: checkpoint of a segment that is no longer the active one (removed at the next open)",
+            path.display()
+        ));
+        return;
+    }
+    let seg = dir.join(segment_name(base));
+    let (Ok(recovered), Ok(bytes)) = (
+        checkpoint::recover_active(storage, dir, base, &seg),
+        storage.read_all(&seg),
+    ) else {
+        return; // the segment's own check reports why it cannot be read
+    };
+    let Ok(scan) = scan_segment(&bytes, base) else {
+        return;
+    };
+    if recovered.checkpoint_records == 0 {
+        r.notes.push(format!(
+            "{}: not used (torn, damaged, or not matching its segment): the next open scans the whole segment",
+            path.display()
+        ));
+    } else if recovered.scan.index != scan.index {
+        let what = format!(
+            "the index loaded from it ({} records, of them {} from the checkpoint) differs from a scan of its segment ({} records)",
+            recovered.scan.index.record_count(),
+            recovered.checkpoint_records,
+            scan.index.record_count()
+        );
+        problem(r, &path, 0, what);
+    } else {
+        r.checkpoint_records += u64::from(recovered.checkpoint_records);
+    }
 }
 
 /// A cluster file: header, directory (every rule), then every block and record, each seq

@@ -612,3 +612,78 @@ fn batches_over_the_configured_limits_are_too_large_and_store_nothing() {
     assert_eq!(s.last_seq(), 0);
     assert_eq!(s.append(vec![ev("a", 1)]).unwrap().seqs, vec![1]);
 }
+
+#[test]
+fn verify_checks_the_active_segments_checkpoint_against_a_scan_of_its_segment() {
+    use echolog_format::checkpoint::{decode_part, encode_part, PartSource};
+    let d = tempfile::tempdir().unwrap();
+    let o = Options {
+        segment_size_bytes_max: 1 << 20,
+        seal_at_close_bytes_min: None,
+        checkpoint_bytes: Some(4096),
+        compaction: false,
+        ..Options::default()
+    };
+    let s = Store::open(d.path(), o.clone()).unwrap();
+    for i in 0..2000u64 {
+        s.append(vec![ev(&format!("e{}", i % 10), i)]).unwrap();
+    }
+    drop(s);
+    let r = echolog::verify(d.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert!(r.checkpoint_records > 1000, "{r:?}");
+    // A checkpoint whose checksums hold but which lies: its first part re-encoded with two
+    // entities' postings swapped. Open would trust it; verify compares it with the segment.
+    let ckpt = d.path().join(format!("{:020}.ckpt", 1));
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let (part, len) = decode_part(&bytes).unwrap();
+    let mut entities: Vec<(&[u8], &[u32])> = part
+        .entities
+        .iter()
+        .map(|(k, r)| (*k, part.ordinals(r)))
+        .collect();
+    let (a, b) = (entities[0].1, entities[1].1);
+    entities[0].1 = b;
+    entities[1].1 = a;
+    let src = PartSource {
+        blocks: part.blocks.clone(),
+        ts: &part.ts,
+        entities,
+        kinds: part
+            .kinds
+            .iter()
+            .map(|(k, r)| (*k, part.ordinals(r)))
+            .collect(),
+        tags: part
+            .tags
+            .iter()
+            .map(|(k, r)| (*k, part.ordinals(r)))
+            .collect(),
+        minutes: part
+            .minutes
+            .iter()
+            .map(|(m, r)| (*m, part.ordinals(r)))
+            .collect(),
+        ids: part.ids.clone(),
+    };
+    let mut lying = encode_part(&part.header, &src);
+    lying.extend_from_slice(&bytes[len..]);
+    std::fs::write(&ckpt, &lying).unwrap();
+    let r = echolog::verify(d.path()).unwrap();
+    assert_eq!(r.problems.len(), 1, "{r:?}");
+    assert!(r.problems[0].what.contains("differs from a scan"), "{r:?}");
+    // A damaged checkpoint is only a note: open scans the segment instead.
+    let mut damaged = bytes.clone();
+    damaged[10] ^= 1;
+    std::fs::write(&ckpt, &damaged).unwrap();
+    let r = echolog::verify(d.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert!(
+        r.notes.iter().any(|n| n.contains("not used")),
+        "{:?}",
+        r.notes
+    );
+    let s = Store::open(d.path(), o).unwrap();
+    assert_eq!(s.open_report().checkpoint_records, 0);
+    assert_eq!(s.last_seq(), 2000);
+}
