@@ -378,21 +378,32 @@ fn decode_ordinals(
     out.reserve((n as usize).min(c.remaining()));
     let mut prev = u64::from(header.first_ordinal);
     for i in 0..n {
-        let d = c.varint()?;
-        // The first ordinal may equal the part's first; every later one must be above the last.
-        if i > 0 && d == 0 {
-            return Err(FormatError::invalid(WHAT, "ordinals not ascending"));
-        }
-        prev = prev.saturating_add(d);
-        if prev >= end {
-            return Err(FormatError::invalid(
-                WHAT,
-                format!("ordinal {prev} outside the part (ends at {end})"),
-            ));
-        }
+        prev = next_ordinal(WHAT, prev, c.varint()?, i == 0, end)?;
         out.push(prev as u32);
     }
     Ok(start..out.len())
+}
+
+/// The ordinal `d` after `prev`, checked: above it (the `first` one may equal the part's first
+/// ordinal) and before the part's `end`.
+fn next_ordinal(
+    what: &'static str,
+    prev: u64,
+    d: u64,
+    first: bool,
+    end: u64,
+) -> Result<u64, FormatError> {
+    if !first && d == 0 {
+        return Err(FormatError::invalid(what, "ordinals not ascending"));
+    }
+    let next = prev.saturating_add(d);
+    if next >= end {
+        return Err(FormatError::invalid(
+            what,
+            format!("ordinal {next} outside the part (ends at {end})"),
+        ));
+    }
+    Ok(next)
 }
 
 /// A section of string keys with at most `postings_max` ordinals in all.
@@ -444,17 +455,8 @@ fn decode_ids(c: &mut Cursor<'_>, header: &PartHeader) -> Result<Vec<(u64, u32)>
     let mut prev = u64::from(header.first_ordinal);
     for i in 0..n {
         let hash = c.u64()?;
-        let d = c.varint()?;
-        if i > 0 && d == 0 {
-            return Err(FormatError::invalid(WHAT_IDS, "two ids on one record"));
-        }
-        prev = prev.saturating_add(d);
-        if prev >= end {
-            return Err(FormatError::invalid(
-                WHAT_IDS,
-                format!("ordinal {prev} outside the part (ends at {end})"),
-            ));
-        }
+        // Ascending: one id a record at most.
+        prev = next_ordinal(WHAT_IDS, prev, c.varint()?, i == 0, end)?;
         out.push((hash, prev as u32));
     }
     Ok(out)
