@@ -295,7 +295,15 @@ impl Inner {
         for (done, r) in dones.into_iter().zip(results) {
             done.complete(r);
         }
-        self.checkpoint_if_due();
+        // A panic there must not end the commit thread (every later appender would wait
+        // forever): it costs that segment its checkpoint, nothing else.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.checkpoint_if_due()))
+            .is_err()
+        {
+            tracing::error!("internal error: writing a checkpoint part panicked; no more parts for this segment");
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            w.checkpoint.stop();
+        }
         // The group's events are freed only now, after every appender has its answer: the
         // frees of their strings took about a tenth of the commit thread's time, and a woken
         // appender prepares its next batch on the other core meanwhile. Handing each blocked

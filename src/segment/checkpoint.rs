@@ -87,6 +87,11 @@ impl Checkpointer {
         }
     }
 
+    /// No more parts for this segment.
+    pub fn stop(&mut self) {
+        self.failed = true;
+    }
+
     /// Whether a part is due over a segment of `durable_len` durable bytes.
     pub fn due(&self, durable_len: u64, every_bytes: u64) -> bool {
         !self.failed && durable_len >= self.covered.segment_len.saturating_add(every_bytes)
