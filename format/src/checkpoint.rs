@@ -179,24 +179,18 @@ fn put_ordinals(out: &mut Vec<u8>, first_ordinal: u32, ords: &[u32]) {
 
 /// Decodes the part at the start of `bytes`; returns it and its length in bytes.
 pub fn decode_part(bytes: &[u8]) -> Result<(Part<'_>, usize), FormatError> {
-    let header = decode_part_header(bytes)?;
-    let body_len = header.1 as usize;
-    let end = PART_HEADER_LEN + body_len;
-    let body = bytes
-        .get(PART_HEADER_LEN..end)
-        .ok_or(FormatError::Truncated {
-            what: WHAT,
-            needed: end as u64,
-            available: bytes.len() as u64,
-        })?;
-    verify_crc32("checkpoint part body", header.2, body)?;
-    let part = decode_body(header.0, body)?;
-    Ok((part, end))
+    let (header, body, end) = checked(bytes)?;
+    Ok((decode_body(header, body)?, end))
 }
 
 /// The header of the part at the start of `bytes` and the part's length in bytes, with both
 /// CRC32s checked: where a checkpoint's intact parts end, without decoding their bodies.
 pub fn check_part(bytes: &[u8]) -> Result<(PartHeader, usize), FormatError> {
+    checked(bytes).map(|(header, _, end)| (header, end))
+}
+
+/// The header, the body (its CRC32 checked) and the part's length.
+fn checked(bytes: &[u8]) -> Result<(PartHeader, &[u8], usize), FormatError> {
     let (header, body_len, body_crc) = decode_part_header(bytes)?;
     let end = PART_HEADER_LEN + body_len as usize;
     let body = bytes
@@ -207,7 +201,7 @@ pub fn check_part(bytes: &[u8]) -> Result<(PartHeader, usize), FormatError> {
             available: bytes.len() as u64,
         })?;
     verify_crc32("checkpoint part body", body_crc, body)?;
-    Ok((header, end))
+    Ok((header, body, end))
 }
 
 /// The header, the body's length and the body's CRC32.
