@@ -92,9 +92,10 @@ impl Checkpointer {
         self.failed = true;
     }
 
-    /// Whether a part is due over a segment of `durable_len` durable bytes.
-    pub fn due(&self, durable_len: u64, every_bytes: u64) -> bool {
-        !self.failed && durable_len >= self.covered.segment_len.saturating_add(every_bytes)
+    /// Whether a part is due over a segment of `len` bytes (the caller then checks that they
+    /// are durable).
+    pub fn due(&self, len: u64, every_bytes: u64) -> bool {
+        !self.failed && len >= self.covered.segment_len.saturating_add(every_bytes)
     }
 
     /// Appends a part covering everything `idx` holds past the last part. Every block of
@@ -170,6 +171,7 @@ fn last_block_crc(
 /// The part covering everything `idx` holds past `from`, whose last block's checksum is
 /// `last_block_crc`.
 fn encode_from(idx: &MemIndex, from: &Covered, last_block_crc: u32) -> (PartHeader, Vec<u8>) {
+    // A part runs to the index's end: only where it starts bounds the ordinals it takes.
     let (k0, k1) = (from.records, idx.record_count());
     let blocks = idx.blocks.get(from.blocks as usize..).unwrap_or_default();
     let header = PartHeader {
@@ -186,14 +188,14 @@ fn encode_from(idx: &MemIndex, from: &Covered, last_block_crc: u32) -> (PartHead
     let minutes: Vec<(i64, &[u32])> = idx
         .minutes
         .iter()
-        .filter_map(|(m, ords)| Some((*m, in_range(ords, k0, k1)?)))
+        .filter_map(|(m, ords)| Some((*m, since(ords, k0)?)))
         .collect();
     let mut ids: Vec<(u64, u32)> = idx
         .ids
         .iter()
         .map(|(h, o)| (*h, *o))
         .chain(idx.id_collisions.iter().copied())
-        .filter(|(_, o)| (k0..k1).contains(o))
+        .filter(|(_, o)| *o >= k0)
         .collect();
     ids.sort_unstable_by_key(|(_, o)| *o);
     let src = PartSource {
@@ -207,27 +209,26 @@ fn encode_from(idx: &MemIndex, from: &Covered, last_block_crc: u32) -> (PartHead
             })
             .collect(),
         ts: idx.ts.get(k0 as usize..).unwrap_or_default(),
-        entities: keys_in_range(&idx.entities, k0, k1),
-        kinds: keys_in_range(&idx.kinds, k0, k1),
-        tags: keys_in_range(&idx.tags, k0, k1),
+        entities: keys_since(&idx.entities, k0),
+        kinds: keys_since(&idx.kinds, k0),
+        tags: keys_since(&idx.tags, k0),
         minutes,
         ids,
     };
     (header, encode_part(&header, &src))
 }
 
-/// The keys of `map` with ordinals in `k0..k1`, and those ordinals, in the map's order.
-fn keys_in_range(map: &KeyMap<Key, Vec<u32>>, k0: u32, k1: u32) -> Vec<(&[u8], &[u32])> {
+/// The keys of `map` with ordinals from `k0` on, and those ordinals, in the map's order.
+fn keys_since(map: &KeyMap<Key, Vec<u32>>, k0: u32) -> Vec<(&[u8], &[u32])> {
     map.iter()
-        .filter_map(|(k, ords)| Some((k.as_bytes(), in_range(ords, k0, k1)?)))
+        .filter_map(|(k, ords)| Some((k.as_bytes(), since(ords, k0)?)))
         .collect()
 }
 
-/// The ordinals of `ords` (ascending) in `k0..k1`, if any.
-fn in_range(ords: &[u32], k0: u32, k1: u32) -> Option<&[u32]> {
-    let i = ords.partition_point(|&o| o < k0);
-    let j = ords.partition_point(|&o| o < k1);
-    (i < j).then(|| &ords[i..j])
+/// The ordinals of `ords` (ascending) from `k0` on, if any.
+fn since(ords: &[u32], k0: u32) -> Option<&[u32]> {
+    ords.get(ords.partition_point(|&o| o < k0)..)
+        .filter(|s| !s.is_empty())
 }
 
 /// What open took from a checkpoint file.
@@ -775,7 +776,8 @@ mod tests {
 
         #[test]
         fn open_after_a_crash_loads_the_checkpoint_and_builds_the_index_a_full_scan_builds() {
-            for sync in [SyncPolicy::Always, SyncPolicy::Never] {
+            let interval = SyncPolicy::Interval(std::time::Duration::from_millis(1));
+            for sync in [SyncPolicy::Always, SyncPolicy::Never, interval] {
                 let disk = SimDisk::new();
                 let dir = PathBuf::from("/data");
                 let o = opts(&disk, sync);
@@ -791,6 +793,38 @@ mod tests {
                 let again = s.append(batch(0, 25)).unwrap();
                 assert_eq!(again.duplicates, 13, "{sync:?}");
             }
+        }
+
+        #[test]
+        fn a_failed_part_write_stops_parts_for_the_segment_and_nothing_else() {
+            use crate::storage::sim::{Errno, FaultOp, FaultRule};
+            let disk = SimDisk::new();
+            let dir = PathBuf::from("/data");
+            let o = opts(&disk, SyncPolicy::Always);
+            let ckpt = dir.join(super::super::checkpoint_name(1));
+            let s = Store::open(&dir, o.clone()).unwrap();
+            let mut i = 0;
+            while disk.read_file(&ckpt).is_none() {
+                s.append(batch(i, 25)).unwrap();
+                i += 25;
+            }
+            let written = disk.read_file(&ckpt).unwrap().len();
+            disk.add_rule(FaultRule::new(FaultOp::Write, Errno::Eio).path(".ckpt"));
+            // Appends go on (the store stays writable) and no part follows the failed one.
+            for _ in 0..80 {
+                s.append(batch(i, 25)).unwrap();
+                i += 25;
+            }
+            assert_eq!(disk.injected(), 1);
+            assert!(s.inner.poisoned().is_none());
+            assert_eq!(disk.read_file(&ckpt).unwrap().len(), written);
+            drop(s);
+            disk.crash();
+            let s = Store::open(&dir, o).unwrap();
+            assert_eq!(s.last_seq(), i);
+            assert!(s.open_report().checkpoint_records > 0);
+            let (got, want) = both(&disk, &s, &dir);
+            assert_eq!(got, want);
         }
 
         #[test]
