@@ -385,7 +385,10 @@ impl EventStore for Service {
             q
         };
         let first_q = page(&q, left);
-        let first = self.run(move |s| history_page(s, &first_q)).await?;
+        let first = self
+            .slots
+            .run_bounded(&self.store, move |s| history_page(s, &first_q))
+            .await?;
         if is_last_page(&first, left, page_bytes) {
             // The whole answer is in hand (most histories): send it without a task and a
             // channel between the engine and the transport. It is at most one page.
