@@ -292,7 +292,7 @@ impl Server {
             .args(["--http-listen", "none"])
             .arg("--data-dir")
             .arg(dir)
-            .env("RUST_LOG", "warn")
+            .env("ECHOLOG_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;
         let server = Server {

@@ -2,12 +2,13 @@
 //!
 //! Loads N events of the seed workload (default 100M) through the library with compaction
 //! running, printing the ingest rate per tenth of N and compaction's backlog; then appends
-//! through gRPC (batches of 1000 from 4 clients, a server in this process on 127.0.0.1); waits
-//! for compaction to finish; reopens (warm, and cold when it may drop the page cache) timing
-//! open plus the first Stats; and times the query classes in process and through gRPC:
-//! random product, newest 50 of a busy entity, whole history of a busy and of the hottest
-//! entity, and hourly counts of one tenant over 30 days. Prints disk bytes, their ratio to
-//! the raw events, and resident memory (anonymous and file-backed).
+//! through gRPC (batches of 1000 from 4 clients to the `echolog serve` binary, its own process
+//! on 127.0.0.1, as a server is deployed); waits for compaction to finish; reopens (warm, and
+//! cold when it may drop the page cache) timing open plus the first Stats; and times the query
+//! classes through gRPC (the server process again) and in process: random product, newest 50
+//! of a busy entity, whole history of a busy and of the hottest entity, and hourly counts of
+//! one tenant over 30 days. Prints disk bytes, their ratio to the raw events, and resident
+//! memory (anonymous and file-backed) of the server process and of this one.
 
 #[path = "../../benches/workload/mod.rs"]
 mod workload;
@@ -36,7 +37,11 @@ fn summary(us: &mut [f64]) -> String {
 }
 
 fn status(field: &str) -> String {
-    std::fs::read_to_string("/proc/self/status")
+    status_of("/proc/self/status", field)
+}
+
+fn status_of(path: &str, field: &str) -> String {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -229,40 +234,63 @@ async fn grpc_ingest(url: String, from: u64, n: u64) {
     );
 }
 
-/// A server on the store in this process, on 127.0.0.1.
-struct Running {
+/// How long the server may take to listen after starting (it opens the store first).
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The `echolog serve` binary on the store, in its own process on a free port of 127.0.0.1:
+/// the server with its own runtime and allocator, apart from this process's client.
+struct ServerProcess {
+    child: std::process::Child,
     url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
 }
 
-impl Running {
-    /// Stops the server and waits until it has let go of the store (so it can be reopened).
-    fn stop(self, rt: &tokio::runtime::Runtime) {
-        let _ = self.stop.send(());
-        let _ = rt.block_on(self.task);
-    }
-}
-
-fn start_server(rt: &tokio::runtime::Runtime, store: &Store) -> Running {
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let cfg = echolog_server::ServerConfig {
-        message_bytes_max: 16 << 20,
-        ..Default::default()
-    };
-    let serving = echolog_server::serve(store.clone(), listener, cfg, async move {
-        let _ = stopped.await;
-    });
-    let task = rt.spawn(async move {
-        if let Err(e) = serving.await {
-            eprintln!("server: {e}");
+impl ServerProcess {
+    fn start(dir: &str, extra_args: &[&str]) -> ServerProcess {
+        // A port the kernel just handed out and let go: free unless something races for it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_echolog"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", "none", "--message-bytes-max", "16777216"])
+            .args(["--data-dir", dir])
+            .args(extra_args)
+            .env("ECHOLOG_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start echolog serve");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < SERVER_START_TIMEOUT,
+                "the server did not listen within {SERVER_START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-    });
-    Running { url, stop, task }
+        ServerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A line of the server's /proc status (`RssAnon:`, `RssFile:`).
+    fn status(&self, field: &str) -> String {
+        status_of(&format!("/proc/{}/status", self.child.id()), field)
+    }
+
+    /// Stops the server as an operator would (SIGTERM: in-flight calls finish, the store
+    /// closes) and waits for it to let go of the store.
+    fn stop(mut self) {
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        if !term.is_ok_and(|s| s.success()) {
+            let _ = self.child.kill();
+        }
+        let exit = self.child.wait().expect("wait for the server");
+        assert!(exit.success(), "the server exited with {exit}");
+    }
 }
 
 fn wait_for_compaction(s: &Store) -> Duration {
@@ -357,9 +385,13 @@ fn main() {
         n as f64 / started.elapsed().as_secs_f64()
     );
     let grpc_n = (n / 20).max(BATCH);
-    let server = start_server(&rt, &s);
+    // The server takes the store over, compaction's backlog with it; it does not seal at
+    // close either, so the opens below still find an active segment to recover.
+    drop(s);
+    let server = ServerProcess::start(&dir, &["--seal-at-close-bytes-min", "0"]);
     rt.block_on(grpc_ingest(server.url.clone(), n, grpc_n));
-    server.stop(&rt);
+    server.stop();
+    let s = Store::open(&dir, no_seal.clone()).expect("open");
     let waited = wait_for_compaction(&s);
     let st = s.stats().expect("stats");
     println!(
@@ -409,24 +441,22 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e3
     );
     time_opens(&dir, &Options::default(), "after a clean close");
-    let s = Store::open(&dir, Options::default()).expect("open");
     let l = lists();
-    // Through gRPC first, so the memory figure is the server's (and a client that keeps
-    // nothing), not the in-process calls' result vectors.
-    let server = start_server(&rt, &s);
-    // The first pass after open reads the files from disk (cold after the cold open above);
-    // the second finds them in the page cache.
+    // Default options, as `echolog serve` starts. The first pass after open reads the files
+    // from disk (cold after the cold open above); the second finds them in the page cache.
+    let server = ServerProcess::start(&dir, &[]);
     rt.block_on(through_grpc(server.url.clone(), &l, "first pass"));
     rt.block_on(through_grpc(server.url.clone(), &l, "second pass"));
-    server.stop(&rt);
     println!(
-        "resident memory after the gRPC queries: anonymous {}, file-backed {}",
-        status("RssAnon:"),
-        status("RssFile:")
+        "resident memory of the server process after the gRPC queries: anonymous {}, file-backed {}",
+        server.status("RssAnon:"),
+        server.status("RssFile:")
     );
+    server.stop();
+    let s = Store::open(&dir, Options::default()).expect("open");
     in_process(&s, &l);
     println!(
-        "resident memory after the in-process queries too (their answers are whole vectors): anonymous {}, file-backed {}",
+        "resident memory of this process after the in-process queries (their answers are whole vectors): anonymous {}, file-backed {}",
         status("RssAnon:"),
         status("RssFile:")
     );
