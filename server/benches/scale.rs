@@ -145,7 +145,7 @@ fn time_count(s: &Store, label: &str) {
 }
 
 async fn through_grpc(url: String, l: &Lists, pass: &str) {
-    let mut c = EventStoreClient::connect(url)
+    let mut c = EventStoreClient::connect(url.clone())
         .await
         .expect("connect")
         .max_decoding_message_size(64 << 20);
@@ -174,6 +174,24 @@ async fn through_grpc(url: String, l: &Lists, pass: &str) {
             list.len()
         );
     };
+    // The transport's floor: a call that does nothing (Health/Check), on its own connection.
+    let channel = tonic::transport::Channel::from_shared(url.clone())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut us = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        let check = tonic_health::pb::HealthCheckRequest::default();
+        health.check(check).await.expect("health");
+        us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!(
+        "gRPC, {pass}: round trip of a no-op call (Health/Check): {}",
+        summary(&mut us)
+    );
     time("random product", &l.random, false, 0).await;
     time("newest 50 of a busy entity", &l.busy_newest, true, 50).await;
     time("whole history of a busy entity", &l.busy, false, 0).await;
