@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 use echolog_format::block::record_at;
 use echolog_format::index::SECTION_ENTITIES;
 
-use crate::cluster::{parse_cluster_name, ClusterCursor, ClusterFile, ClusterWriter};
+use crate::cluster::{parse_cluster_name, ClusterFile, ClusterWriter, RunCursor, RunSink};
 use crate::error::{Error, Result};
 use crate::segment::SealedSegment;
 use crate::storage::Storage;
 use crate::store::{Inner, View};
 use crate::tombstones::KIND_PURGED;
+use echolog_format::cluster::ClusterBlock;
 
 /// Compaction's shared state: the stop flag, the wake-up, the step lock and its counters.
 #[derive(Default)]
@@ -87,6 +88,11 @@ pub enum Step {
         level: u32,
         inputs: usize,
         bytes: u64,
+        /// Records of the output that went out in whole blocks copied from the inputs
+        /// (neither decompressed nor compressed again).
+        records_copied: u64,
+        /// Records of the output in all.
+        records: u64,
     },
 }
 
@@ -187,13 +193,15 @@ pub(crate) fn step(inner: &Inner) -> Result<Step> {
 }
 
 fn merge_step(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Step> {
-    let out = merge(inner, group)?;
+    let (out, copied) = merge(inner, group)?;
     let s = Step::Merged {
         base_seq: out.base_seq,
         end_seq: out.end_seq,
         level: out.level,
         inputs: group.len(),
         bytes: out.size_bytes,
+        records_copied: copied.records,
+        records: copied.of_records,
     };
     tracing::info!(
         base_seq = out.base_seq,
@@ -201,6 +209,8 @@ fn merge_step(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Step> {
         level = out.level,
         inputs = group.len(),
         bytes = out.size_bytes,
+        records_copied = copied.records,
+        blocks_copied = copied.blocks,
         "compaction: merged cluster files"
     );
     replace(inner, group, Some(out));
@@ -297,6 +307,17 @@ struct Output<'a> {
     writer: ClusterWriter,
     started: Instant,
     records: u64,
+    /// `records` at which to next check for closing and throttle.
+    next_check: u64,
+    copied: Copied,
+}
+
+/// Whole blocks a merge copied as they were, the records in them, and the records it wrote.
+#[derive(Debug, Default, Clone, Copy)]
+struct Copied {
+    blocks: u64,
+    records: u64,
+    of_records: u64,
 }
 
 impl<'a> Output<'a> {
@@ -316,17 +337,25 @@ impl<'a> Output<'a> {
             writer,
             started: Instant::now(),
             records: 0,
+            next_check: CHECKPOINT_RECORDS,
+            copied: Copied::default(),
         })
     }
 
-    /// Adds a record; every CHECKPOINT_RECORDS, stops if the store is closing and sleeps as
-    /// long as the write-rate bound asks.
+    /// Adds a record.
     fn push(&mut self, entity: &[u8], seq: u64, ts: i64, record: &[u8]) -> Result<()> {
         self.writer.push(entity, seq, ts, record)?;
         self.records += 1;
-        if !self.records.is_multiple_of(CHECKPOINT_RECORDS) {
+        self.check()
+    }
+
+    /// Past every CHECKPOINT_RECORDS records: stops if the store is closing, and sleeps as
+    /// long as the write-rate bound asks.
+    fn check(&mut self) -> Result<()> {
+        if self.records < self.next_check {
             return Ok(());
         }
+        self.next_check = self.records + CHECKPOINT_RECORDS;
         stop_if_closing(self.inner)?;
         let limit = self.inner.opts.compaction_bytes_per_second_max;
         let wait = throttle_wait(self.writer.bytes_written, limit, self.started.elapsed());
@@ -349,6 +378,20 @@ impl<'a> Output<'a> {
             &h,
             size,
         )))
+    }
+}
+
+impl RunSink for Output<'_> {
+    fn record(&mut self, entity: &[u8], seq: u64, ts: i64, bytes: &[u8]) -> Result<()> {
+        self.push(entity, seq, ts, bytes)
+    }
+
+    fn block(&mut self, entity: &[u8], bytes: &[u8], row: ClusterBlock) -> Result<()> {
+        self.writer.push_block_copy(entity, bytes, row)?;
+        self.records += u64::from(row.count);
+        self.copied.blocks += 1;
+        self.copied.records += u64::from(row.count);
+        self.check()
     }
 }
 
@@ -471,36 +514,35 @@ fn build(inner: &Inner, seg: &SealedSegment) -> Result<Arc<ClusterFile>> {
 
 /// Merges adjacent files (ascending, contiguous seq ranges) into one of the next level: a
 /// k-way merge on (entity, seq) of their records, read sequentially.
-fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Arc<ClusterFile>> {
+fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<(Arc<ClusterFile>, Copied)> {
     let (first, last) = match (group.first(), group.last()) {
         (Some(f), Some(l)) => (f, l),
         _ => return Err(Error::Inconsistent("empty merge".into())),
     };
     let mut out = Output::create(inner, first.base_seq, last.end_seq, first.level + 1)?;
-    let mut cursors = group
+    let mut inputs = group
         .iter()
-        .map(|f| ClusterCursor::open(f.clone()))
+        .map(|f| RunCursor::open(f.clone(), true))
         .collect::<Result<Vec<_>>>()?;
-    for c in cursors.iter_mut() {
-        c.advance()?;
-    }
-    loop {
-        // Inputs cover ascending, disjoint seq ranges: ties on entity go to the older input.
-        let mut best: Option<usize> = None;
-        for (i, c) in cursors.iter().enumerate() {
-            let Some(e) = c.entity() else { continue };
-            if best.is_none_or(|b| cursors[b].entity().is_some_and(|be| e < be)) {
-                best = Some(i);
+    // The smallest entity of the inputs goes next, its runs oldest input first: inputs cover
+    // ascending, disjoint seq ranges, so that is seq order.
+    while let Some(entity) = inputs
+        .iter()
+        .filter_map(|c| c.entity())
+        .min()
+        .map(<[u8]>::to_vec)
+    {
+        for c in inputs.iter_mut() {
+            if c.entity() == Some(entity.as_slice()) {
+                c.emit_run(&mut out)?;
             }
         }
-        let Some(i) = best else { break };
-        let c = &mut cursors[i];
-        if let Some((entity, seq, ts, bytes)) = c.current() {
-            out.push(entity, seq, ts, bytes)?;
-        }
-        c.advance()?;
     }
-    out.finish()
+    let copied = Copied {
+        of_records: out.records,
+        ..out.copied
+    };
+    Ok((out.finish()?, copied))
 }
 
 /// At open: the cluster files to use, and the ones to remove (damaged, not aligned with the

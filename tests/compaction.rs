@@ -178,6 +178,20 @@ fn history_through_cluster_files_equals_history_through_segments() {
         .count();
     assert_eq!(built as u32, sealed, "one level-0 file per sealed segment");
     assert!(merged > 0, "{steps:?}");
+    // product:0 fills whole 1 KiB blocks: merges copy those as they are and write the
+    // blocks where runs meet record by record (check_all below reads both kinds).
+    let (copied, records) = steps.iter().fold((0, 0), |(c, n), st| match st {
+        Step::Merged {
+            records_copied,
+            records,
+            ..
+        } => (c + records_copied, n + records),
+        _ => (c, n),
+    });
+    assert!(
+        copied > 0 && copied < records,
+        "{copied} of {records} copied"
+    );
     let st = s.stats().unwrap();
     assert_eq!(st.compaction_backlog_segments, 0);
     // Fanout 2: at most one file per level (plus one) remains, O(log N).

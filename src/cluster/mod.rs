@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 use crate::read_ahead::pipelined;
 use crate::storage::{temp_path, Advice, FileHandle, Mapped, Storage};
 
+mod runs;
+pub use runs::{RunCursor, RunSink};
+
 pub const CLUSTER_EXT: &str = "clu";
 
 /// `{base:020}-{end:020}.clu`: the seq range is in the name, so open can choose files without
@@ -483,19 +486,7 @@ impl ClusterWriter {
                 self.header.end_seq
             )));
         }
-        if self.run.is_none() || entity != self.entity.as_slice() {
-            if self.run.is_some() && entity < self.entity.as_slice() {
-                return Err(Error::Inconsistent(format!(
-                    "{}: records arrive out of entity order",
-                    self.path.display()
-                )));
-            }
-            self.end_entity();
-            self.entity.clear();
-            self.entity.extend_from_slice(entity);
-            self.last_seq = 0;
-            self.run = Some(0);
-        }
+        self.enter_entity(entity)?;
         if seq <= self.last_seq {
             return Err(Error::Inconsistent(format!(
                 "{}: seq {seq} after {} within one entity",
@@ -504,9 +495,7 @@ impl ClusterWriter {
             )));
         }
         self.last_seq = seq;
-        if let Some(r) = self.run.as_mut() {
-            *r += 1;
-        }
+        self.grow_run(1)?;
         self.seqs.push(seq);
         self.records.extend_from_slice(record);
         self.min_ts = self.min_ts.min(ts);
@@ -517,6 +506,98 @@ impl ClusterWriter {
         {
             self.flush_block()?;
         }
+        Ok(())
+    }
+
+    /// Starts `entity`'s run unless it is the current one; entities must ascend.
+    fn enter_entity(&mut self, entity: &[u8]) -> Result<()> {
+        if self.run.is_some() && entity == self.entity.as_slice() {
+            return Ok(());
+        }
+        if self.run.is_some() && entity < self.entity.as_slice() {
+            return Err(Error::Inconsistent(format!(
+                "{}: records arrive out of entity order",
+                self.path.display()
+            )));
+        }
+        self.end_entity();
+        self.entity.clear();
+        self.entity.extend_from_slice(entity);
+        self.last_seq = 0;
+        self.run = Some(0);
+        Ok(())
+    }
+
+    /// Adds a whole block of `entity`'s records as it is, without decompressing it: a merge
+    /// copying a block of an input that holds nothing but part of one entity's run. `bytes`
+    /// is the block (header and body, checksum checked by [`checked_block`]) and `row` its
+    /// row in the input's block table. The block being filled is flushed first, so blocks
+    /// stay in record order. The copied block's seqs are not decoded: its first seq must
+    /// follow the entity's last one, and the next record must follow its first seq plus its
+    /// count (a lower bound of its last seq; the input checked the order within the block
+    /// when it wrote it).
+    pub fn push_block_copy(
+        &mut self,
+        entity: &[u8],
+        bytes: &[u8],
+        row: ClusterBlock,
+    ) -> Result<()> {
+        let last_seq_min = row
+            .first_seq
+            .checked_add(u64::from(row.count.saturating_sub(1)))
+            .filter(|_| row.count > 0 && bytes.len() == row.len as usize);
+        let Some(last_seq_min) = last_seq_min.filter(|l| {
+            (self.header.base_seq..self.header.end_seq).contains(&row.first_seq)
+                && *l < self.header.end_seq
+        }) else {
+            return Err(Error::Inconsistent(format!(
+                "{}: a copied block of {} records from seq {} ({} bytes, {} in its row) does not fit the file's range {}..{}",
+                self.path.display(),
+                row.count,
+                row.first_seq,
+                bytes.len(),
+                row.len,
+                self.header.base_seq,
+                self.header.end_seq
+            )));
+        };
+        self.enter_entity(entity)?;
+        if row.first_seq <= self.last_seq {
+            return Err(Error::Inconsistent(format!(
+                "{}: a copied block from seq {} after {} within one entity",
+                self.path.display(),
+                row.first_seq,
+                self.last_seq
+            )));
+        }
+        self.flush_block()?;
+        self.pending.extend_from_slice(bytes);
+        self.directory.push_block(ClusterBlock {
+            offset: self.offset,
+            ..row
+        });
+        self.offset += bytes.len() as u64;
+        self.last_seq = last_seq_min;
+        self.grow_run(row.count)?;
+        self.record_count += u64::from(row.count);
+        if self.pending.len() >= WRITE_CHUNK_BYTES {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Counts `records` more in the current entity's run (a directory entry counts in u32).
+    fn grow_run(&mut self, records: u32) -> Result<()> {
+        let Some(r) = self.run.as_mut() else {
+            return Ok(());
+        };
+        *r = r.checked_add(records).ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "{}: one entity's run passes {} records in one file",
+                self.path.display(),
+                u32::MAX
+            ))
+        })?;
         Ok(())
     }
 
@@ -610,7 +691,7 @@ impl Drop for ClusterWriter {
     }
 }
 
-/// Reads a cluster file's records one after the other in file order, for merges.
+/// Reads a cluster file's records one after the other in file order (for `verify`).
 pub struct ClusterCursor {
     file: Arc<ClusterFile>,
     loaded: Arc<Loaded>,
@@ -674,12 +755,6 @@ impl ClusterCursor {
         }
     }
 
-    /// The current record's entity.
-    pub fn entity(&self) -> Option<&[u8]> {
-        let (_, _, e, _) = self.current.as_ref()?;
-        self.block.as_ref()?.raw.get(e.clone())
-    }
-
     /// The current record: entity, seq, ts and its encoded bytes.
     pub fn current(&self) -> Option<(&[u8], u64, i64, &[u8])> {
         let (seq, ts, e, b) = self.current.as_ref()?;
@@ -735,6 +810,57 @@ mod tests {
             "end_seq is exclusive"
         );
         assert!(w.push(b"c", 9, 1, &record("c")).is_err(), "below base_seq");
+        drop(w);
+        assert!(
+            disk.files(Path::new("/d")).is_empty(),
+            "the temp file is gone"
+        );
+    }
+
+    /// A block copied whole must fit the file as a record would: in range, after the
+    /// entity's last seq, entities ascending, its row matching its bytes.
+    #[test]
+    fn copied_blocks_out_of_order_or_range_are_errors_and_leave_no_file() {
+        let (disk, mut w) = writer();
+        let row = |first_seq, count, len| ClusterBlock {
+            offset: 0,
+            len,
+            count,
+            first_seq,
+        };
+        let bytes = vec![0u8; 64];
+        w.push(b"b", 12, 1, &record("b")).unwrap();
+        assert!(
+            w.push_block_copy(b"b", &bytes, row(12, 2, 64)).is_err(),
+            "seqs ascend"
+        );
+        assert!(
+            w.push_block_copy(b"a", &bytes, row(13, 2, 64)).is_err(),
+            "entity order"
+        );
+        assert!(
+            w.push_block_copy(b"c", &bytes, row(19, 2, 64)).is_err(),
+            "past end_seq"
+        );
+        assert!(
+            w.push_block_copy(b"c", &bytes, row(9, 2, 64)).is_err(),
+            "below base_seq"
+        );
+        assert!(
+            w.push_block_copy(b"c", &bytes, row(13, 2, 65)).is_err(),
+            "row and bytes"
+        );
+        assert!(
+            w.push_block_copy(b"c", &bytes, row(13, 0, 64)).is_err(),
+            "no records"
+        );
+        // After a copied block of seqs 13 and up (two records), the entity goes on above 14.
+        w.push_block_copy(b"c", &bytes, row(13, 2, 64)).unwrap();
+        assert!(
+            w.push(b"c", 14, 1, &record("c")).is_err(),
+            "inside the copied block"
+        );
+        w.push(b"c", 15, 1, &record("c")).unwrap();
         drop(w);
         assert!(
             disk.files(Path::new("/d")).is_empty(),
