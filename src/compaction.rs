@@ -1,6 +1,7 @@
-//! Background compaction: sealed segments are rewritten into cluster files (`cluster.rs`),
+//! Background compaction: sealed segments are rewritten into cluster files (`cluster/`),
 //! records in (entity, seq) order, and cluster files are merged, `fanout` adjacent files of
-//! one level into one of the next, so that an entity lives in O(log N) files.
+//! one level into one of the next, so that an entity lives in O(log N) files. A merge copies
+//! the blocks that hold one entity's records only as they are (`cluster/runs.rs`).
 //!
 //! One step at a time, on one thread per store, through the storage seam:
 //! 1. cluster files whose whole range retention removed are dropped;
@@ -193,7 +194,29 @@ pub(crate) fn step(inner: &Inner) -> Result<Step> {
 }
 
 fn merge_step(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Step> {
-    let (out, copied) = merge(inner, group)?;
+    let (out, copied) = match merge(inner, group) {
+        Ok(done) => done,
+        Err(Error::Corruption {
+            file,
+            offset,
+            source,
+        }) => {
+            let Some(bad) = group.iter().find(|f| f.path == file) else {
+                return Err(Error::Corruption {
+                    file,
+                    offset,
+                    source,
+                });
+            };
+            // A cluster file is a copy of its segments: a damaged one goes, and the steps
+            // after this one cluster its segments again, instead of the merge failing for
+            // good.
+            tracing::warn!(file = %file.display(), offset, error = %source, "compaction: a merge input is damaged; removing it, its segments will be clustered again");
+            replace(inner, std::slice::from_ref(bad), None);
+            return Ok(Step::Dropped { files: 1 });
+        }
+        Err(e) => return Err(e),
+    };
     let s = Step::Merged {
         base_seq: out.base_seq,
         end_seq: out.end_seq,
