@@ -194,28 +194,23 @@ pub(crate) fn step(inner: &Inner) -> Result<Step> {
 }
 
 fn merge_step(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Step> {
-    let (out, copied) = match merge(inner, group) {
+    let (out, copied, records) = match merge(inner, group) {
         Ok(done) => done,
-        Err(Error::Corruption {
-            file,
-            offset,
-            source,
-        }) => {
-            let Some(bad) = group.iter().find(|f| f.path == file) else {
-                return Err(Error::Corruption {
-                    file,
-                    offset,
-                    source,
-                });
+        Err(e) => {
+            let bad = match &e {
+                Error::Corruption { file, .. } => group.iter().find(|f| &f.path == file),
+                _ => None,
+            };
+            let Some(bad) = bad else {
+                return Err(e);
             };
             // A cluster file is a copy of its segments: a damaged one goes, and the steps
             // after this one cluster its segments again, instead of the merge failing for
             // good.
-            tracing::warn!(file = %file.display(), offset, error = %source, "compaction: a merge input is damaged; removing it, its segments will be clustered again");
+            tracing::warn!(error = %e, "compaction: a merge input is damaged; removing it, its segments will be clustered again");
             replace(inner, std::slice::from_ref(bad), None);
             return Ok(Step::Dropped { files: 1 });
         }
-        Err(e) => return Err(e),
     };
     let s = Step::Merged {
         base_seq: out.base_seq,
@@ -224,7 +219,7 @@ fn merge_step(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<Step> {
         inputs: group.len(),
         bytes: out.size_bytes,
         records_copied: copied.records,
-        records: copied.of_records,
+        records,
     };
     tracing::info!(
         base_seq = out.base_seq,
@@ -335,12 +330,11 @@ struct Output<'a> {
     copied: Copied,
 }
 
-/// Whole blocks a merge copied as they were, the records in them, and the records it wrote.
+/// Whole blocks a merge copied as they were, and the records in them.
 #[derive(Debug, Default, Clone, Copy)]
 struct Copied {
     blocks: u64,
     records: u64,
-    of_records: u64,
 }
 
 impl<'a> Output<'a> {
@@ -535,9 +529,10 @@ fn build(inner: &Inner, seg: &SealedSegment) -> Result<Arc<ClusterFile>> {
     out.finish()
 }
 
-/// Merges adjacent files (ascending, contiguous seq ranges) into one of the next level: a
-/// k-way merge on (entity, seq) of their records, read sequentially.
-fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<(Arc<ClusterFile>, Copied)> {
+/// Merges adjacent files (ascending, contiguous seq ranges) into one of the next level,
+/// entity by entity, each input read once in order. Returns the file, what it copied whole
+/// and the records it holds.
+fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<(Arc<ClusterFile>, Copied, u64)> {
     let (first, last) = match (group.first(), group.last()) {
         (Some(f), Some(l)) => (f, l),
         _ => return Err(Error::Inconsistent("empty merge".into())),
@@ -561,11 +556,8 @@ fn merge(inner: &Inner, group: &[Arc<ClusterFile>]) -> Result<(Arc<ClusterFile>,
             }
         }
     }
-    let copied = Copied {
-        of_records: out.records,
-        ..out.copied
-    };
-    Ok((out.finish()?, copied))
+    let (copied, records) = (out.copied, out.records);
+    Ok((out.finish()?, copied, records))
 }
 
 /// At open: the cluster files to use, and the ones to remove (damaged, not aligned with the

@@ -392,6 +392,17 @@ fn cluster_record(d: &DecodedBlock, i: u32) -> Result<(u64, RecordRef<'_>), Form
     Ok((seq, record_at(&d.raw, off)?))
 }
 
+/// Where record `i`'s encoded bytes are in `d.raw`: from its offset to the next record's (or
+/// the body's end).
+fn record_span(d: &DecodedBlock, i: u32) -> std::ops::Range<usize> {
+    let start = d.offsets.get(i as usize).copied().unwrap_or(0) as usize;
+    let end = d
+        .offsets
+        .get(i as usize + 1)
+        .map_or(d.raw.len(), |o| *o as usize);
+    start..end
+}
+
 /// Writes one cluster file: records pushed in (entity, seq) order go into blocks of about
 /// `block_raw_bytes_target`; `finish` adds the directory and header, fdatasyncs, renames the
 /// temp file into place and fsyncs the directory. Dropping it unfinished removes the temp file.
@@ -730,12 +741,7 @@ impl ClusterCursor {
                         .map_err(|e| corrupt(&self.file.path, self.block_offset, e))?;
                     let base = d.raw.as_ptr() as usize;
                     let at = r.entity.as_ptr() as usize - base;
-                    let start = d.offsets.get(i as usize).copied().unwrap_or(0) as usize;
-                    let end = d
-                        .offsets
-                        .get(i as usize + 1)
-                        .map_or(d.raw.len(), |o| *o as usize);
-                    self.current = Some((seq, r.ts, at..at + r.entity.len(), start..end));
+                    self.current = Some((seq, r.ts, at..at + r.entity.len(), record_span(d, i)));
                     return Ok(true);
                 }
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use echolog_format::block::decode_block;
 use echolog_format::cluster::{ClusterBlock, EntityRun};
 
-use super::{cluster_record, corrupt, ClusterFile, Loaded};
+use super::{cluster_record, corrupt, record_span, ClusterFile, Loaded};
 use crate::block_cache::DecodedBlock;
 use crate::error::Result;
 
@@ -158,14 +158,9 @@ impl RunCursor {
             if r.entity.as_bytes() != entity {
                 return Err(self.inconsistent(row, "a record outside its entity's run"));
             }
-            let start = d.offsets.get(i as usize).copied().unwrap_or(0) as usize;
-            let end = d
-                .offsets
-                .get(i as usize + 1)
-                .map_or(d.raw.len(), |o| *o as usize);
             let bytes = d
                 .raw
-                .get(start..end)
+                .get(record_span(d, i))
                 .ok_or_else(|| self.inconsistent(row, "a record outside its block"))?;
             sink.record(entity, seq, r.ts, bytes)?;
         }
