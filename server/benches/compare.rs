@@ -14,24 +14,24 @@
 //!   compare two builds of the server on one store, or to profile it), printed only; with
 //!   CLASS, only the classes whose names start with it (`whole`: the two whole histories).
 
+#[path = "common/server_process.rs"]
+mod server_process;
 #[path = "../../benches/workload/mod.rs"]
 mod workload;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use echolog::{Options, Store};
 use echolog_server::pb::event_store_client::EventStoreClient;
 use echolog_server::pb::{self};
 use serde_json::json;
+use server_process::ServerProcess;
 
 type Error = Box<dyn std::error::Error>;
 
 const BATCH: u64 = 1000;
-/// How long the server may take to answer its first call after starting.
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Untimed queries before each timed list (connection set-up, first page-ins).
 const WARMUP_QUERIES: usize = 20;
 /// Calls that do nothing, timed for the transport's floor.
@@ -191,13 +191,13 @@ fn run_echolog(n: u64, work: &Path) -> Result<(), Error> {
         "raw_bytes": stats.raw_bytes,
     }))?;
     in_process_columns(&dir, &mut results)?;
-    let mut server = Server::start(&dir)?;
+    let server = ServerProcess::start(&dir, &[])?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let timed = rt.block_on(queries(&server.url, &mut results, None));
-    let rss = server.rss_anon();
-    server.stop();
+    let rss = server.status("RssAnon:");
+    server.stop()?;
     timed?;
     results.write(json!({
         "engine": "echolog", "class": "server memory", "rss_anon": rss,
@@ -273,66 +273,6 @@ fn load(n: u64, dir: &Path) -> Result<(f64, echolog::Stats), Error> {
         st.cluster_files
     );
     Ok((started.elapsed().as_secs_f64(), st))
-}
-
-/// The `echolog serve` binary on the store, on a free port of 127.0.0.1.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Result<Server, Error> {
-        // A port the kernel just handed out and let go: free unless something races for it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_echolog"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--http-listen", "none"])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("ECHOLOG_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > SERVER_START_TIMEOUT {
-                return Err(
-                    format!("the server did not listen within {SERVER_START_TIMEOUT:?}").into(),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
-    }
-
-    /// The server's anonymous resident memory, as /proc says it (`RssAnon:` line).
-    fn rss_anon(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("RssAnon:"))
-                    .map(|l| l.trim_start_matches("RssAnon:").trim().to_owned())
-            })
-            .unwrap_or_else(|| "?".into())
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 type Client = EventStoreClient<tonic::transport::Channel>;

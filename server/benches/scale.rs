@@ -10,6 +10,8 @@
 //! one tenant over 30 days. Prints disk bytes, their ratio to the raw events, and resident
 //! memory (anonymous and file-backed) of the server process and of this one.
 
+#[path = "common/server_process.rs"]
+mod server_process;
 #[path = "../../benches/workload/mod.rs"]
 mod workload;
 
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use echolog::{HistoryQuery, Options, Store};
 use echolog_server::pb::event_store_client::EventStoreClient;
 use echolog_server::pb::{self, AppendRequest};
+use server_process::{status_of, ServerProcess};
 use workload::{lists, tenant_count, Lists};
 
 const APPENDERS: u64 = 4;
@@ -38,17 +41,6 @@ fn summary(us: &mut [f64]) -> String {
 
 fn status(field: &str) -> String {
     status_of("/proc/self/status", field)
-}
-
-fn status_of(path: &str, field: &str) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .map(|l| l.trim_start_matches(field).trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".into())
 }
 
 /// Loads events [from, to) with APPENDERS threads, each taking every APPENDERS-th batch.
@@ -260,65 +252,6 @@ async fn grpc_ingest(url: String, from: u64, n: u64) -> u64 {
         .compaction_bytes_written
 }
 
-/// How long the server may take to listen after starting (it opens the store first).
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The `echolog serve` binary on the store, in its own process on a free port of 127.0.0.1:
-/// the server with its own runtime and allocator, apart from this process's client.
-struct ServerProcess {
-    child: std::process::Child,
-    url: String,
-}
-
-impl ServerProcess {
-    fn start(dir: &str, extra_args: &[&str]) -> ServerProcess {
-        // A port the kernel just handed out and let go: free unless something races for it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_echolog"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--http-listen", "none", "--message-bytes-max", "16777216"])
-            .args(["--data-dir", dir])
-            .args(extra_args)
-            .env("ECHOLOG_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start echolog serve");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < SERVER_START_TIMEOUT,
-                "the server did not listen within {SERVER_START_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        ServerProcess {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// A line of the server's /proc status (`RssAnon:`, `RssFile:`).
-    fn status(&self, field: &str) -> String {
-        status_of(&format!("/proc/{}/status", self.child.id()), field)
-    }
-
-    /// Stops the server as an operator would (SIGTERM: in-flight calls finish, the store
-    /// closes) and waits for it to let go of the store.
-    fn stop(mut self) {
-        let term = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        if !term.is_ok_and(|s| s.success()) {
-            let _ = self.child.kill();
-        }
-        let exit = self.child.wait().expect("wait for the server");
-        assert!(exit.success(), "the server exited with {exit}");
-    }
-}
-
 fn wait_for_compaction(s: &Store) -> Duration {
     let t = Instant::now();
     loop {
@@ -417,9 +350,15 @@ fn main() {
     // (this process, the server, this process again) are added up.
     let mut written = s.stats().expect("stats").compaction_bytes_written;
     drop(s);
-    let server = ServerProcess::start(&dir, &["--seal-at-close-bytes-min", "0"]);
+    let no_seal_args = [
+        "--seal-at-close-bytes-min",
+        "0",
+        "--message-bytes-max",
+        "16777216",
+    ];
+    let server = ServerProcess::start(dir.as_ref(), &no_seal_args).expect("start echolog serve");
     written += rt.block_on(grpc_ingest(server.url.clone(), n, grpc_n));
-    server.stop();
+    server.stop().expect("stop echolog serve");
     let s = Store::open(&dir, no_seal.clone()).expect("open");
     let waited = wait_for_compaction(&s);
     let st = s.stats().expect("stats");
@@ -473,7 +412,8 @@ fn main() {
     let l = lists();
     // Default options, as `echolog serve` starts. The first pass after open reads the files
     // from disk (cold after the cold open above); the second finds them in the page cache.
-    let server = ServerProcess::start(&dir, &[]);
+    let server = ServerProcess::start(dir.as_ref(), &["--message-bytes-max", "16777216"])
+        .expect("start echolog serve");
     rt.block_on(through_grpc(server.url.clone(), &l, "first pass"));
     rt.block_on(through_grpc(server.url.clone(), &l, "second pass"));
     println!(
@@ -481,7 +421,7 @@ fn main() {
         server.status("RssAnon:"),
         server.status("RssFile:")
     );
-    server.stop();
+    server.stop().expect("stop echolog serve");
     let s = Store::open(&dir, Options::default()).expect("open");
     in_process(&s, &l);
     println!(
