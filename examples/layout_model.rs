@@ -68,6 +68,14 @@ fn layout(entities: &[u32], from: usize, s: usize, k: u32) -> Layout {
         count[e as usize] += 1;
     }
     let rare = |e: u32| count[e as usize] <= k;
+    let present: Vec<u32> = count.iter().copied().filter(|&c| c > 0).collect();
+    println!(
+        "K={k}: {} entities in the file, the rarest with {} records; {} with at most K, holding {} records",
+        present.len(),
+        present.iter().min().unwrap_or(&0),
+        present.iter().filter(|&&c| c <= k).count(),
+        present.iter().filter(|&&c| c <= k).map(|&c| u64::from(c)).sum::<u64>(),
+    );
     let mut seqs: Vec<u32> = Vec::with_capacity(s);
     seqs.extend(
         file.iter()
