@@ -19,13 +19,11 @@ use std::time::Instant;
 
 use echolog_format::block::{decode_block, decompress_body, record_offsets};
 use echolog_format::cluster::{
-    encode_cluster_body, split_cluster_body, ClusterHeader, DirectoryView,
+    encode_cluster_body, split_cluster_body, ClusterHeader, DirectoryView, CLUSTER_HEADER_LEN,
 };
 
 type Error = Box<dyn std::error::Error>;
 
-/// The engine's zstd level (`Options::zstd_level`'s default).
-const LEVEL: i32 = 1;
 /// Dictionary size, bytes.
 const DICT_BYTES: usize = 112 * 1024;
 /// One block in this many is a training sample.
@@ -39,7 +37,8 @@ struct Records {
 }
 
 fn read_records(data: &[u8], max: usize) -> Result<(Records, usize), Error> {
-    let h = ClusterHeader::decode(data.get(..64).ok_or("cluster header")?, data.len() as u64)?;
+    let head = data.get(..CLUSTER_HEADER_LEN).ok_or("cluster header")?;
+    let h = ClusterHeader::decode(head, data.len() as u64)?;
     let dir = DirectoryView::parse(
         data.get(h.directory_offset as usize..)
             .ok_or("cluster directory")?,
@@ -122,18 +121,21 @@ fn main() -> Result<(), Error> {
         r.seqs.len(),
         stored as f64 / raw as f64
     );
+    // The store's own zstd level.
+    let level = echolog::Options::default().zstd_level;
     for n in sizes {
         let blocks = bodies(&r, n);
         let body_bytes: usize = blocks.iter().map(Vec::len).sum();
-        let plain: usize = blocks
+        let plain_packed: Vec<Vec<u8>> = blocks
             .iter()
-            .map(|b| zstd::bulk::compress(b, LEVEL).map(|c| c.len()))
-            .sum::<Result<_, _>>()?;
+            .map(|b| zstd::bulk::compress(b, level))
+            .collect::<Result<_, _>>()?;
+        let plain: usize = plain_packed.iter().map(Vec::len).sum();
         let samples: Vec<&Vec<u8>> = blocks.iter().step_by(SAMPLE_EVERY).collect();
         let t = Instant::now();
         let dict = zstd::dict::from_samples(&samples, DICT_BYTES)?;
         let train = t.elapsed().as_secs_f64();
-        let mut c = zstd::bulk::Compressor::with_dictionary(LEVEL, &dict)?;
+        let mut c = zstd::bulk::Compressor::with_dictionary(level, &dict)?;
         let packed: Vec<Vec<u8>> = blocks
             .iter()
             .map(|b| c.compress(b))
@@ -149,10 +151,6 @@ fn main() -> Result<(), Error> {
         }
         let secs = t.elapsed().as_secs_f64();
         let mut d0 = zstd::bulk::Decompressor::new()?;
-        let plain_packed: Vec<Vec<u8>> = blocks
-            .iter()
-            .map(|b| zstd::bulk::compress(b, LEVEL))
-            .collect::<Result<_, _>>()?;
         let t = Instant::now();
         for (p, b) in plain_packed.iter().zip(&blocks) {
             d0.decompress(p, b.len())?;

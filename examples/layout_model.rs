@@ -42,26 +42,32 @@ struct Block {
     hi: u32,
 }
 
-/// A file laid out: its seqs in file order and the blocks cutting them.
+/// A file laid out: its seqs in file order and the blocks cutting them, every
+/// `block_records` seqs.
 struct Layout {
     seqs: Vec<u32>,
+    block_records: usize,
     blocks: Vec<Block>,
 }
 
-fn cut(seqs: Vec<u32>) -> Layout {
+fn cut(seqs: Vec<u32>, block_records: usize) -> Layout {
     let blocks = seqs
-        .chunks(records_per_block())
+        .chunks(block_records)
         .map(|c| Block {
             lo: c.iter().copied().min().unwrap_or(0),
             hi: c.iter().copied().max().unwrap_or(0),
         })
         .collect();
-    Layout { seqs, blocks }
+    Layout {
+        seqs,
+        block_records,
+        blocks,
+    }
 }
 
 /// Seqs `from..from + s` in (entity, seq) order, except those of entities with at most `k`
 /// records in the file, which go first, in seq order.
-fn layout(entities: &[u32], from: usize, s: usize, k: u32) -> Layout {
+fn layout(entities: &[u32], from: usize, s: usize, k: u32, block_records: usize) -> Layout {
     let file = &entities[from..from + s];
     let mut count = vec![0u32; workload::ENTITIES as usize];
     for &e in file {
@@ -99,7 +105,7 @@ fn layout(entities: &[u32], from: usize, s: usize, k: u32) -> Layout {
         }
     }
     assert_eq!(seqs.len(), s, "every seq of the file is laid out once");
-    cut(seqs)
+    cut(seqs, block_records)
 }
 
 /// Decompressions per block of a replay in windows of `w` seqs.
@@ -116,7 +122,7 @@ fn replay_cost(l: &Layout, w: u64) -> f64 {
 fn history_blocks(l: &Layout, entities: &[u32], wanted: &[u32]) -> Vec<usize> {
     let mut seen = vec![u32::MAX; workload::ENTITIES as usize];
     let mut blocks = vec![0usize; workload::ENTITIES as usize];
-    for (b, chunk) in l.seqs.chunks(records_per_block()).enumerate() {
+    for (b, chunk) in l.seqs.chunks(l.block_records).enumerate() {
         for &s in chunk {
             let e = entities[s as usize] as usize;
             if seen[e] != b as u32 {
@@ -149,23 +155,30 @@ fn main() {
         s > 0 && s <= n && n <= u32::MAX as usize,
         "need 0 < S <= N < 2^32"
     );
+    let block_records = records_per_block();
     let t = Instant::now();
     let entities: Vec<u32> = (0..n as u64)
         .map(|i| workload::entity_of(workload::mix(i)) as u32)
         .collect();
     println!(
         "{n} events, files of {s} seqs, {} records a block ({:.1} s to draw)",
-        records_per_block(),
+        block_records,
         t.elapsed().as_secs_f64()
     );
-    let random: Vec<u32> = (0..2000)
-        .map(|k| (workload::mix(k) % workload::ENTITIES) as u32)
-        .collect();
-    let busy: Vec<u32> = (0..2000)
-        .map(|k| workload::entity_of(workload::mix(k * 7919 + 13)) as u32)
-        .collect();
+    // The benches' query lists, as entity numbers.
+    let lists = workload::lists();
+    let numbers = |l: &[String]| -> Vec<u32> {
+        l.iter()
+            .map(|e| {
+                e.strip_prefix("product:")
+                    .and_then(|n| n.parse().ok())
+                    .expect("a product entity")
+            })
+            .collect()
+    };
+    let (random, busy) = (numbers(&lists.random), numbers(&lists.busy_newest));
     for k in ks {
-        let l = layout(&entities, 0, s, k);
+        let l = layout(&entities, 0, s, k, block_records);
         let costs: Vec<String> = WINDOWS
             .iter()
             .map(|&w| format!("W={}k {:.2}", w >> 10, replay_cost(&l, w)))
